@@ -1,0 +1,1 @@
+"""Roadwork classifier pipeline for NATIX StreetVision miners."""

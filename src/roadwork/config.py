@@ -1,0 +1,234 @@
+"""params.yaml -> typed, validated objects.
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an
+out-of-range value fails at load time with a message naming the key (``split.ratios.train``)
+and the expected form, before any stage does work.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """params.yaml (or a preset) is invalid; the message names every offending key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+PositiveInt = Field(gt=0)
+
+
+# --------------------------------------------------------------------------------------- data
+class SyntheticParams(Section):
+    """The embedded default: procedural street scenes, deterministic from `seed`."""
+
+    count: int = Field(1500, gt=0, description="distinct scenes generated (before planted copies)")
+    width: int = Field(96, ge=32, le=8192)
+    height: int = Field(96, ge=32, le=8192)
+    positive_fraction: float = Field(0.2, gt=0, lt=1, description="share of roadwork scenes (~4:1 as NATIX)")
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    exact_duplicates: int = Field(15, ge=0, description="byte-identical copies planted")
+    pixel_duplicates: int = Field(10, ge=0, description="same pixels, different metadata/encoding")
+    near_duplicates: int = Field(60, ge=0, description="re-encoded/resized/cropped/brightened copies")
+    broken_files: int = Field(6, ge=0, description="zero-byte, truncated, non-image... files planted")
+    seed: int = 0
+
+
+class LocalParams(Section):
+    """A folder with one sub-folder per class, or a CSV/parquet manifest of (path, label)."""
+
+    path: str = ""
+    class_folders: dict[str, int] = Field(default_factory=lambda: {"0": 0, "1": 1, "none": 0, "roadwork": 1})
+
+
+class NatixParams(Section):
+    repo_id: str = "natix-network-org/roadwork"
+    revision: str = "main"
+    label_text_conflict: Literal["drop", "keep"] = "drop"
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "local", "natix"] = "synthetic"
+    limit: Optional[int] = Field(None, gt=0, description="deterministic subset size; null = all")
+    max_pixels: int = Field(89_478_485, gt=0, description="decompression-bomb limit (pixels per image)")
+    synthetic: SyntheticParams = SyntheticParams()
+    local: LocalParams = LocalParams()
+    natix: NatixParams = NatixParams()
+
+    @model_validator(mode="after")
+    def _local_needs_path(self):
+        if self.source == "local" and not self.local.path:
+            raise ValueError("data.local.path must name a folder or manifest when data.source is 'local'")
+        return self
+
+
+# -------------------------------------------------------------------------------------- dedup
+class DedupParams(Section):
+    max_hamming: int = Field(10, ge=0, le=64, description="near-duplicate pHash distance (bits)")
+    label_conflict: Literal["drop", "majority"] = "drop"
+    near_duplicates: Literal["group", "drop"] = "group"
+
+
+# -------------------------------------------------------------------------------------- split
+SPLITS = ("train", "val_select", "val_calib", "val_test")
+
+
+class SplitRatios(Section):
+    train: float = Field(0.60, ge=0, le=1)
+    val_select: float = Field(0.15, ge=0, le=1)
+    val_calib: float = Field(0.15, ge=0, le=1)
+    val_test: float = Field(0.10, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.val_select + self.val_calib + self.val_test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"split ratios must sum to 1, got {total:g}")
+        return self
+
+
+class SplitParams(Section):
+    ratios: SplitRatios = SplitRatios()
+    seed: int = 0
+
+
+# -------------------------------------------------------------------------------------- model
+class HeadParams(Section):
+    rank: int = Field(8, gt=0, description="DoRAN head: rank of the generated low-rank update")
+    hidden: int = Field(32, gt=0, description="DoRAN head: width of the auxiliary (hyper)network")
+    noise_std: float = Field(0.1, ge=0, description="DoRAN head: feature noise in train mode only")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class ModelParams(Section):
+    backbone: str = "vit_small_patch16_dinov3"
+    overrides: dict[str, int | float] = Field(default_factory=dict, description="timm kwargs, e.g. embed_dim/depth/num_heads")
+    pretrained: str = Field("none", description="none | timm hub id with tag | local weights file")
+    pooling: Literal["token", "avg"] = "token"
+    img_size: int = Field(96, ge=16, le=1024)
+    freeze: Literal["full", "frozen", "last_n"] = "full"
+    freeze_last_n: int = Field(2, ge=0)
+    head_type: Literal["linear", "doran"] = "linear"
+    head: HeadParams = HeadParams()
+
+    @model_validator(mode="after")
+    def _patch_multiple(self):
+        if self.img_size % 16:
+            raise ValueError(f"model.img_size must be a multiple of the patch size 16, got {self.img_size}")
+        return self
+
+
+# -------------------------------------------------------------------------------------- train
+class AugmentParams(Section):
+    mode: Literal["standard", "validator", "none"] = "standard"
+    scale: tuple[float, float] = (0.5, 1.0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    color_jitter: float = Field(0.4, ge=0, description="saturation jitter (brightness/contrast below)")
+    brightness: float = Field(0.2, ge=0)
+    contrast: float = Field(0.2, ge=0)
+    auto_augment: Optional[str] = Field("rand-m9-mstd0.5", description="timm auto-augment spec or null")
+    rotation_degrees: float = Field(15, ge=0, le=180)
+    gaussian_blur_prob: float = Field(0.1, ge=0, le=1)
+    mixup_alpha: float = Field(0.2, ge=0)
+    cutmix_alpha: float = Field(1.0, ge=0)
+    mix_prob: float = Field(1.0, ge=0, le=1)
+    validator_levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"train.augment.scale must be (low, high) with 0 < low <= high <= 1, got {self.scale}")
+        if not self.validator_levels or not set(self.validator_levels) <= {0, 1, 2, 3}:
+            raise ValueError(f"train.augment.validator_levels must be a non-empty subset of [0, 1, 2, 3], got {self.validator_levels}")
+        return self
+
+
+class TrainParams(Section):
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(64, gt=0, description="per optimizer step, across all processes")
+    grad_accum_steps: int = Field(1, gt=0)
+    lr: float = Field(3e-4, gt=0, description="head learning rate")
+    backbone_lr: float = Field(3e-4, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: int = Field(2, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    clip_grad: Optional[float] = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping_patience: int = Field(10, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    processes: int = Field(1, gt=0, description="> 1: torchrun + DistributedDataParallel")
+    balanced_sampler: bool = False
+    feature_cache: bool = Field(False, description="frozen backbone only: train the head on cached features")
+    num_workers: int = Field(2, ge=0)
+    seed: int = 0
+    augment: AugmentParams = AugmentParams()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.batch_size % (self.processes * self.grad_accum_steps):
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must be divisible by processes x grad_accum_steps "
+                f"({self.processes} x {self.grad_accum_steps})"
+            )
+        return self
+
+
+class ThresholdParams(Section):
+    target_prior: float = Field(0.5, gt=0, lt=1, description="positive rate the model is scored under")
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    dedup: DedupParams = DedupParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    threshold: ThresholdParams = ThresholdParams()
+
+    @model_validator(mode="after")
+    def _feature_cache_needs_frozen(self):
+        if self.train.feature_cache and self.model.freeze != "frozen":
+            raise ValueError("train.feature_cache needs model.freeze: frozen (features of a trained backbone change)")
+        return self
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        got = item.get("input")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see params.yaml for the known keys)")
+        else:
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict | None, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: parameter file not found (run from the repository root)")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, str(path))

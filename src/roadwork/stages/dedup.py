@@ -1,0 +1,27 @@
+"""dedup: exact duplicates removed, near-duplicates clustered, label conflicts resolved."""
+
+import time
+
+from roadwork.data.dedup import deduplicate
+from roadwork.data.dedup_report import manifest_records, planted_truth, write_outputs
+from roadwork.io import atomic_path
+from roadwork.stages.common import DEDUP, RAW, finish, params
+
+
+def main() -> None:
+    started = time.monotonic()
+    config = params().dedup
+    records = manifest_records(RAW)
+    result = deduplicate(records, config.max_hamming, config.label_conflict, config.near_duplicates)
+    with atomic_path(DEDUP) as tmp:
+        tmp.mkdir()
+        write_outputs(result, records, tmp)
+    metrics = dict(result.counts)
+    truth = planted_truth(RAW, records, config.max_hamming)
+    if truth is not None:
+        metrics["synthetic_truth"] = truth
+    finish("dedup", metrics, started)
+
+
+if __name__ == "__main__":
+    main()
