@@ -1,0 +1,75 @@
+"""A colour-only baseline: joint RGB histogram + logistic regression.
+
+It answers one question about a dataset: can the label be read off colour statistics alone?
+On the synthetic data it must stay weak (MCC well below 0.6), otherwise the generator's
+negatives lack colour distractors and a model could score without ever seeing a cone's shape.
+On real data it is a floor that any trained model must clear by a wide margin.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import matthews_corrcoef
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+
+def colour_histogram_features(images: Iterable[Image.Image], bins: int = 8) -> np.ndarray:
+    """One row per image: the joint RGB histogram with `bins` levels per channel (bins**3
+    values), normalised to sum to 1. Any PIL mode is converted to RGB first."""
+    if not 1 <= bins <= 256:
+        raise ValueError(f"bins must be in 1..256, got {bins}")
+    rows = []
+    for image in images:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int64).reshape(-1, 3)
+        q = pixels * bins // 256
+        index = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+        counts = np.bincount(index, minlength=bins**3).astype(np.float64)
+        rows.append(counts / max(1, pixels.shape[0]))
+    if not rows:
+        return np.zeros((0, bins**3), dtype=np.float64)
+    return np.stack(rows)
+
+
+def _as_features(x, bins: int = 8) -> np.ndarray:
+    """Images -> histogram rows; a 2-D float array is taken as already computed features."""
+    if isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind == "f":
+        return x
+    return colour_histogram_features(x, bins)
+
+
+def fit_colour_baseline(train_images, train_labels: Sequence[int], seed: int = 0, bins: int = 8, C: float = 1.0):
+    """Fit the colour baseline; returns a scikit-learn Pipeline whose `predict` /
+    `predict_proba` accept PIL images (or a precomputed histogram array).
+
+    A fair baseline, not a straw man: square-rooted histograms (Hellinger), standardised,
+    L2 logistic regression with balanced class weights so a 4:1 prior does not reduce it to
+    always answering "no roadwork".
+    """
+    labels = np.asarray(list(train_labels), dtype=np.int64)
+    model = Pipeline(
+        [
+            ("histogram", FunctionTransformer(_as_features, kw_args={"bins": bins})),
+            ("sqrt", FunctionTransformer(np.sqrt)),
+            ("scale", StandardScaler()),
+            ("logistic", LogisticRegression(C=C, class_weight="balanced", max_iter=5000, random_state=seed)),
+        ]
+    )
+    images = train_images if isinstance(train_images, np.ndarray) else list(train_images)
+    model.fit(images, labels)
+    return model
+
+
+def colour_baseline_mcc(train_images, train_labels, test_images, test_labels, seed: int = 0, **kwargs) -> float:
+    """MCC of the colour baseline on a held-out set (threshold 0.5 on the balanced model)."""
+    model = fit_colour_baseline(train_images, train_labels, seed=seed, **kwargs)
+    test = test_images if isinstance(test_images, np.ndarray) else list(test_images)
+    predicted = model.predict(test)
+    return float(matthews_corrcoef(np.asarray(list(test_labels)), predicted))
+
+
+__all__ = ["colour_histogram_features", "fit_colour_baseline", "colour_baseline_mcc"]
