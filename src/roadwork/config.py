@@ -185,6 +185,40 @@ class ThresholdParams(Section):
     target_prior: float = Field(0.5, gt=0, lt=1, description="positive rate the model is scored under")
 
 
+class ExploraParams(Section):
+    """Phase 4: ExPLoRA self-supervised pre-training (DINO family) with LoRA, then fine-tuning.
+
+    Skeleton: the explora stage's owner extends this section (every key must be read)."""
+
+    init: Literal["pretrained", "phase1"] = Field("pretrained", description="backbone start: model.pretrained or phase-1 weights")
+    epochs: int = Field(10, gt=0)
+    unfrozen_blocks: int = Field(1, ge=0)
+    lora_rank: int = Field(8, gt=0)
+    extra_unlabeled: str = Field("", description="optional folder of extra unlabeled images")
+    adapter: Literal["none", "lora", "dora", "doran"] = Field("none", description="fine-tuning adapter")
+
+
+class CalibrateParams(Section):
+    model: Literal["phase1", "phase4", "best"] = "best"
+    n_bins: int = Field(15, gt=1)
+
+
+class ExportParams(Section):
+    model_name: str = "roadwork-dinov3"
+    version: str = "0.1.0"
+    submitted_by: str = Field("", description="miner hotkey for model_card.json (public, not a secret)")
+    onnx: bool = True
+    bootstrap: int = Field(1000, gt=0, description="bootstrap resamples for val_test confidence intervals")
+    protocol_seed: int = 0
+
+
+class PredictParams(Section):
+    multiview_overlap: float = Field(0.2, ge=0, lt=1)
+    multiview_topk: int = Field(3, gt=0)
+    multiview_grid: int = Field(2, gt=0, description="tiles per side (plus the whole image)")
+    flip_tta: bool = False
+
+
 class Params(Section):
     data: DataParams = DataParams()
     dedup: DedupParams = DedupParams()
@@ -192,6 +226,10 @@ class Params(Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     threshold: ThresholdParams = ThresholdParams()
+    explora: ExploraParams = ExploraParams()
+    calibrate: CalibrateParams = CalibrateParams()
+    export: ExportParams = ExportParams()
+    predict: PredictParams = PredictParams()
 
     @model_validator(mode="after")
     def _feature_cache_needs_frozen(self):

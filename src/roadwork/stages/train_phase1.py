@@ -1,0 +1,27 @@
+"""train_phase1: fine-tune the backbone + head on the train split; save weights and logits."""
+
+import time
+
+from roadwork.stages.common import METRICS, PHASE1, RAW, RUNS, SPLITS_CSV, finish, open_live, params
+from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, seed_everything, shutdown
+from roadwork.train.run import build_model, fit, run_key
+
+
+def main() -> None:
+    started = time.monotonic()
+    config = params()
+    relaunch_under_torchrun("roadwork.stages.train_phase1", config.train.processes)
+    dist = init_distributed()
+    seed_everything(config.train.seed)  # the same initial weights on every rank and every run
+    model = build_model(config.model)
+    run_dir = RUNS / "phase1" / run_key(config, SPLITS_CSV)
+    live = open_live("phase1") if dist.is_main else None
+    metrics = fit(config, model, RAW, SPLITS_CSV, PHASE1, run_dir, dist, live)
+    if dist.is_main:
+        live.end()
+        finish("phase1", metrics, started)
+    shutdown()
+
+
+if __name__ == "__main__":
+    main()
