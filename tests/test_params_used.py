@@ -1,0 +1,330 @@
+"""Every key in params.yaml changes behaviour.
+
+The plan's first implementation had whole config groups that no code read. Here each leaf key
+of params.yaml has a probe: a function of the validated params that runs the real code the key
+should affect and returns an observable. The test changes the key and asserts the observable
+changes. A key with no probe fails `test_every_key_has_a_probe`, so a new key cannot be added
+without showing what it does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from e2e import merge
+from roadwork.config import parse_params
+from trainkit import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        # mappings whose keys are data (not schema) are one key: ratios, overrides, class folders
+        if isinstance(value, dict) and path not in ("model.overrides", "data.local.class_folders", "split.ratios"):
+            keys += leaf_keys(value, path + ".")
+        else:
+            keys.append(path)
+    return keys
+
+
+def patch(path: str, value) -> dict:
+    out: dict = {}
+    node = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def digest(obj) -> str:
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        obj = {k: v.detach().numpy().tobytes().hex() for k, v in obj.items()}
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("params_used")
+    make_dataset(root, n=48)
+    folder = root / "local"
+    for name, label in (("none", 0), ("roadwork", 1), ("1", 1)):
+        (folder / name).mkdir(parents=True)
+        for i in range(3):
+            image = Image.new("RGB", (24, 20), (40 * i + 60 * label, 90, 30 * i))
+            image.save(folder / name / f"{i}.jpg", quality=90)
+    (root / "other_local" / "none").mkdir(parents=True)
+    Image.new("RGB", (24, 20), (1, 2, 3)).save(root / "other_local" / "none" / "x.jpg")
+    return root
+
+
+# -------------------------------------------------------------------------------------- probes
+def probe_ingest(params, ws):
+    from roadwork.data.ingest import ingest
+
+    out = ws / "raw_probe"
+    summary = ingest(params.data, out)
+    return summary, (out / "manifest.csv").read_bytes(), (out / "label_conflicts.csv").read_bytes()
+
+
+def probe_synthetic(params, ws):
+    from roadwork.data.synthetic import generate
+
+    return [hashlib.sha256(item.data).hexdigest() + item.kind for item in generate(params.data.synthetic)]
+
+
+def natix_cache(root: Path) -> Path:
+    from conftest import jpeg_bytes
+
+    cache = root / "hub"
+    if cache.exists():
+        return cache
+    for repo_id, rows in (("natix-network-org/roadwork", 4), ("someone/roadwork-fork", 2)):
+        repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+        for revision in ("a" * 40, "b" * 40):
+            shard = repo / "snapshots" / revision / "data" / "train.parquet"
+            shard.parent.mkdir(parents=True)
+            image_type = pa.struct([("bytes", pa.binary())])
+            n = rows + (revision == "b" * 40)
+            pq.write_table(pa.table({
+                "image": pa.array([{"bytes": jpeg_bytes(i)} for i in range(n)], type=image_type),
+                "label": pa.array([i % 2 for i in range(n)], type=pa.int64()),
+                "scene_description": ["cones" if i % 2 else ("stray text" if i == 0 else "") for i in range(n)],
+            }), shard)
+    return cache
+
+
+def probe_natix(params, ws):
+    """The natix source through huggingface_hub's offline cache, in a subprocess (hub constants
+    are read at import time)."""
+    cache = natix_cache(ws)
+    run_dir = ws / f"natix_{digest(params.data.natix.model_dump())[:8]}"
+    run_dir.mkdir(exist_ok=True)
+    raw = {"data": {**params.data.model_dump(), "source": "natix"}}
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+    result = subprocess.run([sys.executable, "-m", "roadwork.stages.download"], cwd=run_dir, env=env,
+                            capture_output=True, text=True)
+    if result.returncode:
+        return "failed: " + result.stderr.strip().splitlines()[-1]
+    return (run_dir / "data" / "raw" / "manifest.csv").read_text(), (run_dir / "metrics" / "download.json").read_text()
+
+
+def dedup_records():
+    base = [0x0F0F0F0F0F0F0F0F, 0x00FF00FF00FF00FF, 0x123456789ABCDEF0, 0xFFFF0000FFFF0000]
+    records = []
+    for i, value in enumerate(base):
+        records.append({"id": f"r{i}a", "file_sha256": f"f{i}a", "pixel_sha256": f"p{i}a", "phash": value, "label": i % 2})
+        records.append({"id": f"r{i}b", "file_sha256": f"f{i}b", "pixel_sha256": f"p{i}b",
+                        "phash": value ^ (0b111 << i * 3), "label": (i % 2) if i else 1})
+    records.append({"id": "r0c", "file_sha256": "f0c", "pixel_sha256": "p0c", "phash": base[0] ^ 1, "label": 0})
+    return records
+
+
+def probe_dedup(params, ws):
+    from roadwork.data.dedup import deduplicate
+
+    d = params.dedup
+    result = deduplicate(dedup_records(), d.max_hamming, d.label_conflict, d.near_duplicates)
+    return [(k.id, k.label, k.cluster) for k in result.kept]
+
+
+def probe_split(params, ws):
+    from roadwork.data.split import assign_splits
+
+    records = [{"id": f"i{i:03d}", "label": int(i % 5 == 0), "cluster": f"c{i // 2}"} for i in range(200)]
+    return assign_splits(records, params.split.ratios.model_dump(), params.split.seed)
+
+
+def probe_model(params, ws):
+    from roadwork.models.backbone import apply_freeze_policy
+    from roadwork.train.run import build_model
+
+    torch.manual_seed(0)
+    model = build_model(params.model)
+    counts = apply_freeze_policy(model.backbone, params.model.freeze, params.model.freeze_last_n)
+    x = torch.randn(2, 3, params.model.img_size, params.model.img_size, generator=torch.Generator().manual_seed(1))
+    model.train()
+    torch.manual_seed(2)
+    train_out = model(x).detach()
+    return counts, type(model.backbone).__name__, model.eval()(x).detach().tolist(), train_out.tolist()
+
+
+def probe_training(params, ws):
+    """A real (tiny) phase-1 run in-process; the observable is the weights and the history."""
+    from roadwork.train.distributed import Dist, seed_everything
+    from roadwork.train.run import build_model, fit
+
+    run_dir = ws / "runs" / digest(params.model_dump())[:12]
+    seed_everything(params.train.seed)
+    model = build_model(params.model)
+    cwd = os.getcwd()
+    os.chdir(ws)
+    try:
+        metrics = fit(params, model, ws / "data" / "raw", ws / "data" / "split" / "splits.csv",
+                      run_dir / "out", run_dir / "ckpt", Dist(0, 1, torch.device("cpu")))
+    finally:
+        os.chdir(cwd)
+    return metrics, digest(model.state_dict())
+
+
+def probe_augment(params, ws):
+    from roadwork.train.augment import build_mixup, train_transform
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    transform = train_transform(params.train.augment, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    torch.manual_seed(0)
+    np.random.seed(0)
+    import random
+
+    random.seed(0)
+    outputs = [transform(image) for _ in range(8)]
+    mixup = build_mixup(params.train.augment, params.train.label_smoothing)
+    mixed = None
+    if mixup is not None:
+        np.random.seed(0)
+        mixed = mixup(torch.stack(outputs), torch.tensor([0, 1] * 4))[1].tolist()
+    return digest([o.numpy().tobytes().hex() for o in outputs]), mixed
+
+
+def probe_launch(params, ws):
+    from roadwork.train.distributed import launch_command
+
+    return launch_command("roadwork.stages.train_phase1", params.train.processes)
+
+
+def probe_threshold(params, ws):
+    from roadwork.evaluate.threshold_report import choose_threshold
+    from roadwork.io import write_csv
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("val_select", "val_test"):
+        labels = (rng.random(300) < 0.2).astype(int)
+        logits = rng.normal(labels * 1.5, 1.0)
+        rows += [{"split": split, "id": str(i), "label": int(y), "logit": float(z)} for i, (y, z) in enumerate(zip(labels, logits))]
+    path = ws / "probe_logits.csv"
+    write_csv(path, rows, ["split", "id", "label", "logit"])
+    report = choose_threshold(path, params.threshold.target_prior)
+    report.pop("_curve")
+    return report
+
+
+TINY_DATA = {"synthetic": {"count": 12, "width": 32, "height": 32, "exact_duplicates": 1, "pixel_duplicates": 1,
+                           "near_duplicates": 2, "broken_files": 1}}
+TINY_MODEL = {"overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_size": 32}
+TINY_TRAIN = {"epochs": 2, "batch_size": 8, "num_workers": 0, "warmup_epochs": 1,
+              "augment": {"mode": "standard", "auto_augment": None}}
+
+# key -> (probe, new value, base patch applied before both runs)
+PROBES = {
+    "data.source": (probe_ingest, "local", {"data": {"local": {"path": "{ws}/local"}}}),
+    "data.limit": (probe_ingest, 5, {}),
+    "data.max_pixels": (probe_ingest, 1000, {}),
+    "data.local.path": (probe_ingest, "{ws}/other_local", {"data": {"source": "local", "local": {"path": "{ws}/local"}}}),
+    "data.local.class_folders": (probe_ingest, {"none": 0, "roadwork": 1, "1": 0},
+                                 {"data": {"source": "local", "local": {"path": "{ws}/local"}}}),
+    "data.natix.repo_id": (probe_natix, "someone/roadwork-fork", {"data": {"natix": {"revision": "a" * 40}}}),
+    "data.natix.revision": (probe_natix, "b" * 40, {"data": {"natix": {"revision": "a" * 40}}}),
+    "data.natix.label_text_conflict": (probe_natix, "keep", {"data": {"natix": {"revision": "a" * 40}}}),
+    **{f"data.synthetic.{key}": (probe_synthetic, value, {}) for key, value in {
+        "count": 13, "width": 40, "height": 40, "positive_fraction": 0.6, "jpeg_quality": 60,
+        "exact_duplicates": 2, "pixel_duplicates": 2, "near_duplicates": 3, "broken_files": 2, "seed": 1}.items()},
+    "dedup.max_hamming": (probe_dedup, 1, {}),
+    "dedup.label_conflict": (probe_dedup, "majority", {}),
+    "dedup.near_duplicates": (probe_dedup, "drop", {}),
+    "split.ratios": (probe_split, {"train": 0.5, "val_select": 0.2, "val_calib": 0.2, "val_test": 0.1}, {}),
+    "split.seed": (probe_split, 1, {}),
+    "model.backbone": (probe_model, "vit_small_patch16_dinov3_qkvb", {}),
+    "model.overrides": (probe_model, {"embed_dim": 48, "depth": 2, "num_heads": 2}, {}),
+    "model.pretrained": (probe_model, "{ws}/weights.safetensors", {}),
+    "model.pooling": (probe_model, "avg", {}),
+    "model.img_size": (probe_model, 48, {}),
+    "model.freeze": (probe_model, "frozen", {}),
+    "model.freeze_last_n": (probe_model, 1, {"model": {"freeze": "last_n"}}),
+    "model.head_type": (probe_model, "doran", {}),
+    "model.head.rank": (probe_model, 2, {"model": {"head_type": "doran"}}),
+    "model.head.hidden": (probe_model, 8, {"model": {"head_type": "doran"}}),
+    "model.head.noise_std": (probe_model, 0.5, {"model": {"head_type": "doran"}}),
+    "model.head.dropout": (probe_model, 0.5, {}),
+    "train.processes": (probe_launch, 2, {"train": {"batch_size": 8}}),
+    "threshold.target_prior": (probe_threshold, 0.2, {}),
+    **{f"train.augment.{key}": (probe_augment, value, base) for key, (value, base) in {
+        "mode": ("none", {}), "scale": ([0.2, 0.3], {}), "hflip": (1.0, {}), "color_jitter": (0.0, {}),
+        "brightness": (0.0, {}), "contrast": (0.0, {}), "auto_augment": ("rand-m9-mstd0.5", {}),
+        "rotation_degrees": (0.0, {}), "gaussian_blur_prob": (1.0, {}),
+        "mixup_alpha": (0.4, {"train": {"augment": {"mixup_alpha": 0.2}}}),
+        "cutmix_alpha": (1.0, {"train": {"augment": {"mixup_alpha": 0.2}}}),
+        "mix_prob": (0.5, {"train": {"augment": {"mixup_alpha": 0.2}}}),
+        "validator_levels": ([0], {"train": {"augment": {"mode": "validator"}}}),
+    }.items()},
+    **{f"train.{key}": (probe_training, value, base) for key, (value, base) in {
+        "epochs": (3, {}), "batch_size": (16, {}), "grad_accum_steps": (2, {}), "lr": (1e-2, {}),
+        "backbone_lr": (1e-2, {}), "weight_decay": (0.5, {"train": {"lr": 1e-2, "backbone_lr": 1e-2}}),
+        "warmup_epochs": (0, {}), "min_lr": (1e-3, {}), "clip_grad": (1e-3, {}),
+        "label_smoothing": (0.3, {}), "early_stopping_patience": (1, {"train": {"epochs": 4}}),
+        "precision": ("bf16", {}), "balanced_sampler": (True, {}),
+        "feature_cache": (True, {"model": {"freeze": "frozen"}}), "seed": (1, {}),
+        "num_workers": (1, {}),
+    }.items()},
+}
+# Keys whose effect is tested elsewhere, by a test named here (it must exist).
+TESTED_ELSEWHERE: dict[str, str] = {}
+
+
+def resolve(value, ws):
+    if isinstance(value, str):
+        return value.replace("{ws}", str(ws))
+    if isinstance(value, dict):
+        return {k: resolve(v, ws) for k, v in value.items()}
+    return value
+
+
+def test_every_key_has_a_probe():
+    missing = [key for key in leaf_keys(PARAMS) if key not in PROBES and key not in TESTED_ELSEWHERE]
+    assert not missing, f"params.yaml keys that no test shows to change behaviour: {missing}"
+
+
+@pytest.mark.parametrize("key", sorted(PROBES))
+def test_changing_the_key_changes_behaviour(key, workspace):
+    if key not in leaf_keys(PARAMS):
+        pytest.fail(f"{key} has a probe but is not in params.yaml any more: remove the probe")
+    probe, new_value, base_patch = PROBES[key]
+    tiny = {"data": TINY_DATA, "model": TINY_MODEL, "train": TINY_TRAIN}
+    base = merge(merge(PARAMS, tiny), resolve(base_patch, workspace))
+    if key == "model.pretrained":
+        save_weights(base, workspace / "weights.safetensors")
+    before = probe(parse_params(base), workspace)
+    after = probe(parse_params(merge(base, patch(key, resolve(new_value, workspace)))), workspace)
+    assert digest(before) != digest(after), f"changing {key} to {new_value!r} changed nothing"
+
+
+def save_weights(raw: dict, path: Path):
+    """Weights for `model.pretrained`: the tiny backbone, randomly initialised with another seed."""
+    import timm
+    from safetensors.torch import save_file
+
+    model = raw["model"]
+    torch.manual_seed(123)
+    backbone = timm.create_model(model["backbone"], num_classes=0, img_size=model["img_size"], **model["overrides"])
+    save_file(backbone.state_dict(), path)
