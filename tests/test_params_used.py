@@ -207,6 +207,15 @@ def probe_augment(params, ws):
     return digest([o.numpy().tobytes().hex() for o in outputs]), mixed
 
 
+def probe_loader(params):
+    """num_workers changes the loader, not the numbers (augmentation is seeded per item)."""
+    from roadwork.train.data import EpochSampler
+    from roadwork.train.supervised import train_loader
+
+    loader = train_loader(list(range(8)), EpochSampler(np.array([0, 1] * 4), 0, False), 2, params.train.num_workers)
+    return loader.num_workers, loader.persistent_workers
+
+
 def probe_launch(params, ws):
     from roadwork.train.distributed import launch_command
 
@@ -285,8 +294,8 @@ PROBES = {
         "label_smoothing": (0.3, {}), "early_stopping_patience": (1, {"train": {"epochs": 4}}),
         "precision": ("bf16", {}), "balanced_sampler": (True, {}),
         "feature_cache": (True, {"model": {"freeze": "frozen"}}), "seed": (1, {}),
-        "num_workers": (1, {}),
     }.items()},
+    "train.num_workers": (lambda params, ws: probe_loader(params), 1, {}),
 }
 # Keys whose effect is tested elsewhere, by a test named here (it must exist).
 TESTED_ELSEWHERE: dict[str, str] = {}

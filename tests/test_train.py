@@ -134,3 +134,14 @@ def test_feature_cache_trains_the_head_on_frozen_features(tmp_path, dataset):
     phase1 = read_json(cwd / "metrics" / "phase1.json")
     assert phase1["trainable_parameters"] == 0
     assert read_json(cwd / "dvclive" / "phase1" / "metrics.json")["step"] == 3
+
+
+def test_results_do_not_depend_on_the_number_of_loader_workers(tmp_path, dataset):
+    train = {"epochs": 2, "augment": {"mode": "standard", "auto_augment": "rand-m9-mstd0.5"}}
+    runs = []
+    for workers in (0, 2):
+        cwd = workdir(tmp_path / f"w{workers}", dataset)
+        write_params(cwd, train={**train, "num_workers": workers})
+        run_stage(cwd)
+        runs.append(load_file(cwd / "data" / "phase1" / "model.safetensors"))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from roadwork.data.decode import load_rgb
 from roadwork.io import read_csv
+from roadwork.train.distributed import seed_everything
 
 
 def cache_root() -> Path:
@@ -77,17 +78,26 @@ class ImageCache:
 
 
 class ImageDataset(Dataset):
-    def __init__(self, examples: Sequence[Example], cache: ImageCache, transform: Callable):
+    """Items are `index` (evaluation) or `(index, epoch)` from `EpochSampler` (training): then
+    the augmentation RNG is seeded from (seed, epoch, index), so an item's augmentation is the
+    same whichever worker loads it, how many workers there are, and whether the run resumed."""
+
+    def __init__(self, examples: Sequence[Example], cache: ImageCache, transform: Callable, seed: int = 0):
         self.examples = list(examples)
         self.cache = cache
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item):
+        index, epoch = item if isinstance(item, tuple) else (item, None)
         example = self.examples[index]
-        return self.transform(self.cache.get(example)), example.label
+        image = self.cache.get(example)
+        if epoch is not None:
+            seed_everything(self.seed, epoch, index)
+        return self.transform(image), example.label
 
     @property
     def labels(self) -> np.ndarray:
@@ -99,6 +109,7 @@ class EpochSampler(Sampler[int]):
 
     The permutation is a pure function of (seed, epoch), so a resumed run replays exactly the
     same batches. Balanced mode draws with replacement, each class with total weight 1/2.
+    Yields `(index, epoch)` so the dataset can seed each item's augmentation.
     """
 
     def __init__(self, labels: np.ndarray, seed: int, balanced: bool, rank: int = 0, world_size: int = 1):
@@ -124,4 +135,4 @@ class EpochSampler(Sampler[int]):
         else:
             order = rng.permutation(len(self.labels))
             order = np.concatenate([order, order[: total - len(order)]])  # pad so every rank gets equal work
-        return iter(order[self.rank :: self.world_size].tolist())
+        return iter([(index, self.epoch) for index in order[self.rank :: self.world_size].tolist()])

@@ -120,7 +120,8 @@ def fit(
                                    train_params.precision, train_params.num_workers)
         state = train(model, train_set, val_set, train_params, run_dir, dist, live, forward_name="head")
     else:
-        train_set = ImageDataset(examples["train"], cache, train_transform(train_params.augment, img_size, mean, std))
+        train_set = ImageDataset(examples["train"], cache, train_transform(train_params.augment, img_size, mean, std),
+                                 seed=train_params.seed)
         val_set = ImageDataset(examples["val_select"], cache, evaluate_tf)
         state = train(model, train_set, val_set, train_params, run_dir, dist, live)
 

@@ -90,6 +90,12 @@ def eval_loader(dataset, batch_size: int, dist: Dist, num_workers: int) -> DataL
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
+def train_loader(train_set, sampler: EpochSampler, micro_batch: int, num_workers: int) -> DataLoader:
+    # Items are seeded per (epoch, index), so workers can persist across epochs.
+    return DataLoader(train_set, batch_size=micro_batch, sampler=sampler, drop_last=True,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
 def binary_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     predictions = (logits > 0).astype(int)
     return {
@@ -120,8 +126,7 @@ def train(
     optimizer = create_optimizer_v2(param_groups(model, params), opt="adamw", lr=params.lr, weight_decay=params.weight_decay)
     micro_batch = params.batch_size // (dist.world_size * params.grad_accum_steps)
     sampler = EpochSampler(train_set.labels, params.seed, params.balanced_sampler, dist.rank, dist.world_size)
-    loader = DataLoader(train_set, batch_size=micro_batch, sampler=sampler, drop_last=True,
-                        num_workers=params.num_workers, persistent_workers=False)
+    loader = train_loader(train_set, sampler, micro_batch, params.num_workers)
     updates_per_epoch = max(1, len(loader) // params.grad_accum_steps)
     scheduler, _ = create_scheduler_v2(
         optimizer, sched="cosine", num_epochs=params.epochs, warmup_epochs=params.warmup_epochs,
@@ -236,3 +241,6 @@ class LabelledTensors(TensorDataset):
     def __init__(self, features: torch.Tensor, labels: np.ndarray):
         super().__init__(features, torch.from_numpy(np.asarray(labels)))
         self.labels = np.asarray(labels)
+
+    def __getitem__(self, item):
+        return super().__getitem__(item[0] if isinstance(item, tuple) else item)
