@@ -1,0 +1,205 @@
+"""The final evaluation on val_test: plain metrics of the exported bundle, and the validators'
+protocol replayed through the miner's own inference call.
+
+Validators' protocol (natixnetwork/streetvision-subnet; see ``validator_aug`` for the
+augmentation): every val_test image goes through augmentation level 0, 1, 2 and 3
+(:func:`~roadwork.evaluate.validator_aug.apply_validator_augmentation`, 224 x 224), is
+JPEG-encoded and decoded as the validator's base64 JPEG is (PIL default quality), and is scored
+by the stock miner's call: ``pipeline("image-classification", model=AutoModelForImageClassification
+.from_pretrained(bundle), feature_extractor=AutoImageProcessor.from_pretrained(bundle,
+use_fast=True))``, score of the label "Roadwork".
+
+Class balance: validators draw the label 50/50 while val_test is imbalanced (~4:1). Rather than
+resampling (which adds noise), each image is weighted so that both classes carry half the total
+weight: the weighted MCC and accuracy are the expected values on a 50/50 stream (the weighted
+accuracy is the balanced accuracy). ``simulated_reward`` additionally replays a balanced query
+stream (labels drawn 50/50, images with replacement, seeded) through the validators' windowed
+reward. Randomness is per query: image ``i`` at level ``L`` uses
+``numpy.random.default_rng([seed, L, i])``, so results do not depend on batching or order.
+
+Metrics per level: MCC, accuracy (balanced), the expected reward ``(0.5 * MCC + 0.5 * acc) ** 3``
+(:func:`~roadwork.evaluate.metrics.expected_reward`) and the simulated reward; ``mix`` pools the
+four levels (each holds every image once, so each level weighs 25%, as the validators draw them).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from roadwork.evaluate.calibration import ece
+from roadwork.evaluate.metrics import binary_metrics, bootstrap_ci, expected_reward, simulated_reward
+from roadwork.evaluate.threshold import mcc_from_counts
+from roadwork.evaluate.validator_aug import apply_validator_augmentation, center_crop_resize, jpeg_roundtrip
+
+LEVELS = (0, 1, 2, 3)
+ROADWORK_LABEL = "Roadwork"
+
+ScoreFn = Callable[[list[Image.Image]], np.ndarray]
+
+
+# ------------------------------------------------------------------------------ the miner's call
+def load_pipeline(bundle_dir, device=None):
+    """The stock miner's inference object for ``bundle_dir`` (base_miner/detectors/vit_detector.py)."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # TimmWrapperImageProcessor has no fast variant: it says so
+    try:
+        return pipeline(
+            "image-classification",
+            model=AutoModelForImageClassification.from_pretrained(str(bundle_dir)),
+            feature_extractor=AutoImageProcessor.from_pretrained(str(bundle_dir), use_fast=True),
+            device=device,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def pipeline_scores(pipe, images: Sequence[Image.Image], batch_size: int = 16) -> np.ndarray:
+    """The "Roadwork" score the miner returns for each image."""
+    if not images:
+        return np.zeros(0)
+    outputs = pipe(list(images), batch_size=batch_size)
+    scores = []
+    for output in outputs:
+        by_label = {item["label"]: item["score"] for item in output}
+        if ROADWORK_LABEL not in by_label:
+            raise ValueError(f"the pipeline returned labels {sorted(by_label)}: no {ROADWORK_LABEL!r} "
+                             "(the stock miner would fail)")
+        scores.append(by_label[ROADWORK_LABEL])
+    return np.asarray(scores, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------ challenges
+def query_rng(seed: int, level: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(level), int(index)])
+
+
+def validator_challenge_image(image: Image.Image, level: int, rng: np.random.Generator) -> Image.Image:
+    """What the miner receives for ``image`` at ``level``: augmented to 224 x 224, then the
+    validator's JPEG encoding (PIL default quality) decoded again."""
+    return jpeg_roundtrip(apply_validator_augmentation(image, level, rng))
+
+
+def validator_resize(image: Image.Image) -> Image.Image:
+    """An image as the validators send it without augmentation (level 0: centre square, 224,
+    JPEG): the input for "does multi-view help at 224 x 224"."""
+    return jpeg_roundtrip(center_crop_resize(image))
+
+
+# ------------------------------------------------------------------------------ metrics
+def balance_weights(labels, prior: float = 0.5) -> np.ndarray:
+    """Per-example weights giving positives total weight ``prior`` and negatives ``1 - prior``
+    (each class's weights sum to that share of n, so the total stays n)."""
+    y = np.asarray(labels).astype(bool)
+    n_pos, n = int(y.sum()), y.size
+    if n_pos in (0, n):
+        raise ValueError("class balancing needs both classes in the labels")
+    return np.where(y, prior * n / n_pos, (1 - prior) * n / (n - n_pos))
+
+
+def balanced_metrics(labels, probs, threshold: float = 0.5) -> dict:
+    """MCC and accuracy expected on a 50/50 stream (class-weighted), their expected reward, and
+    the unweighted values for reference."""
+    y = np.asarray(labels).astype(bool)
+    pred = np.asarray(probs, dtype=np.float64) > threshold
+    w = balance_weights(y)
+    tp, fp = float(w[pred & y].sum()), float(w[pred & ~y].sum())
+    tn, fn = float(w[~pred & ~y].sum()), float(w[~pred & y].sum())
+    mcc = float(mcc_from_counts(tp, fp, tn, fn))
+    accuracy = (tp + tn) / (tp + fp + tn + fn)
+    raw = binary_metrics(y.astype(int), probs, threshold)
+    return {
+        "n": int(y.size), "n_pos": int(y.sum()),
+        "mcc": mcc, "accuracy": accuracy, "reward": expected_reward(mcc, accuracy),
+        "tpr": float(np.mean(pred[y])), "tnr": float(np.mean(~pred[~y])),
+        "mcc_unweighted": raw["mcc"], "accuracy_unweighted": raw["accuracy"],
+    }
+
+
+def run_protocol(
+    load: Callable[[int], Image.Image],
+    labels: Sequence[int],
+    score: ScoreFn,
+    seed: int,
+    *,
+    levels: Sequence[int] = LEVELS,
+    chunk: int = 16,
+    n_queries: int | None = None,
+    progress: bool = False,
+    workers: int | None = None,
+) -> dict:
+    """Every image (``load(i)``, the original) through every level, scored by ``score``.
+
+    Images are decoded once per chunk and augmented at every level; ``score`` receives the
+    challenge images (224 x 224, JPEG round trip) and returns "Roadwork" probabilities.
+    Returns ``{"reward", "mcc", "accuracy", "reward_simulated", "levels": {...}, "mix": {...}}``
+    (the top-level values are the mix's) and the raw probabilities under ``"_probs"``.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    y = np.asarray(labels).astype(int)
+    n = y.size
+    probs = {level: np.zeros(n) for level in levels}
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=n * len(levels), unit="query", desc="validators' protocol", disable=not progress) as bar:
+        for start in range(0, n, chunk):
+            indices = range(start, min(n, start + chunk))
+            originals = dict(zip(indices, pool.map(load, indices)))
+            where = [(level, i) for level in levels for i in indices]
+            # the augmentations (full-size rotations, distortions) run in threads: torch and numpy
+            # release the GIL, and every query has its own generator, so the result is the same
+            challenges = list(pool.map(
+                lambda q: validator_challenge_image(originals[q[1]], q[0], query_rng(seed, q[0], q[1])), where))
+            scores = np.asarray(score(challenges), dtype=np.float64)
+            for (level, i), s in zip(where, scores):
+                probs[level][i] = s
+            bar.update(len(challenges))
+
+    queries = n_queries or max(2000, n)
+    out: dict = {"seed": int(seed), "n_images": int(n), "levels": {}}
+    for level in levels:
+        metrics = balanced_metrics(y, probs[level])
+        metrics["reward_simulated"] = simulated_reward(y, probs[level], seed=seed, n_queries=queries)
+        out["levels"][str(level)] = metrics
+    pooled_y = np.concatenate([y] * len(levels))
+    pooled_p = np.concatenate([probs[level] for level in levels])
+    mix = balanced_metrics(pooled_y, pooled_p)
+    mix["reward_simulated"] = simulated_reward(pooled_y, pooled_p, seed=seed, n_queries=queries * len(levels))
+    out["mix"] = mix
+    out.update(reward=mix["reward"], mcc=mix["mcc"], accuracy=mix["accuracy"],
+               reward_simulated=mix["reward_simulated"])
+    out["_probs"] = probs
+    return out
+
+
+def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) -> dict:
+    """val_test metrics of the shipped probabilities: MCC, accuracy, AUC, confusion counts at
+    0.5; bootstrap 95% intervals of MCC and accuracy; the same at a 50/50 prior; ECE (positive
+    class and top label; equal-width and equal-mass bins) of the shipped probability."""
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(probs, dtype=np.float64)
+    out = binary_metrics(y, p, 0.5)
+    for name in ("mcc", "accuracy"):
+        point, low, high = bootstrap_ci(y, p, name, n_boot=n_boot, seed=seed, threshold=0.5)
+        out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = low, high  # scalars: `dvc exp show` lists them
+    out["confusion_matrix"] = {"labels": ["None", "Roadwork"], "rows_actual_cols_predicted":
+                               [[out["tn"], out["fp"]], [out["fn"], out["tp"]]]}
+    if 0 < y.sum() < y.size:
+        balanced = balanced_metrics(y, p)
+        out["prior_0.5"] = {k: balanced[k] for k in ("mcc", "accuracy", "reward", "tpr", "tnr")}
+    for definition in ("positive", "top_label"):
+        for strategy in ("uniform", "quantile"):
+            out[f"ece_{definition}_{strategy}"] = ece(y, p, n_bins, strategy, definition)
+    out["n_bins"] = int(n_bins)
+    out["n_boot"] = int(n_boot)
+    return out

@@ -1,0 +1,293 @@
+"""Inference over an exported bundle: single view, multi-view tiles, flip TTA, and the
+``roadwork predict`` command.
+
+The bundle (``roadwork.export.bundle``) is a timm model in Hugging Face layout whose 2-class head
+already holds the temperature and the tuned threshold: the "Roadwork" probability is
+sigmoid((z - t) / T), so the decision is simply ``probability > 0.5``, as the validators'
+``np.round`` makes it.
+
+Preprocessing is the bundle's own: ``timm.data.create_transform`` from the ``pretrained_cfg``
+in config.json, resolved exactly as transformers' ``TimmWrapperImageProcessor`` resolves it
+(resize the short side to S / crop_pct with bicubic, centre crop S, normalise). So the single
+view is what the miner's ``image-classification`` pipeline computes for the same image.
+
+Multi-view: the whole image plus a g x g grid of overlapping tiles, each through the same
+preprocessing, all views of a batch of images in one forward pass. The views are aggregated as
+the mean of the k highest **roadwork probabilities**. Not by confidence: with confidence
+ranking, tiles that are surely *not* roadwork (probability ~0, confidence ~1) outrank the one
+tile that shows the cones, and the image is called negative (see
+:func:`topk_by_confidence`, kept only to show the difference). Flip TTA averages each view's
+probability with that of its horizontal mirror.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from roadwork.config import PredictParams
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+CSV_COLUMNS = ["path", "probability", "decision", "error"]
+_DEFAULTS = PredictParams()
+
+
+# ------------------------------------------------------------------------------ aggregation
+def topk_mean(probabilities: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
+    """Mean of the k highest roadwork probabilities per row of an (images, views) array."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    k = max(1, min(int(k), p.shape[1]))
+    return -np.mean(np.sort(-p, axis=1)[:, :k], axis=1)
+
+
+def topk_by_confidence(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """The flawed aggregation (mean probability of the k most *confident* views); for tests
+    and comparison only: sure negatives outvote the one view that shows roadwork."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    k = max(1, min(int(k), p.shape[1]))
+    order = np.argsort(-np.maximum(p, 1 - p), axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(p, order, axis=1).mean(axis=1)
+
+
+def tile_boxes(width: int, height: int, grid: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of a grid x grid set of tiles covering the image, neighbours
+    overlapping by ``overlap`` of a tile's side. Row-major order."""
+    if grid < 1 or not 0 <= overlap < 1:
+        raise ValueError(f"grid must be >= 1 and overlap in [0, 1), got {grid}, {overlap}")
+
+    def spans(size: int) -> list[tuple[int, int]]:
+        tile = size / (grid - (grid - 1) * overlap)
+        step = tile * (1 - overlap)
+        out = []
+        for i in range(grid):
+            lo = int(round(i * step))
+            hi = size if i == grid - 1 else int(round(i * step + tile))
+            out.append((lo, max(hi, lo + 1)))
+        return out
+
+    return [(x0, y0, x1, y1) for (y0, y1) in spans(height) for (x0, x1) in spans(width)]
+
+
+# ---------------------------------------------------------------------------------- images
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image as the transformers pipeline does (``load_image``): EXIF orientation
+    applied, converted to RGB. Raises on unreadable files."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        return image.convert("RGB")
+
+
+def iter_image_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given (whatever their suffix) and, for folders, every image file below them
+    (recursively, by suffix, sorted). A path that does not exist is yielded too, so that it
+    is reported as an error rather than silently skipped."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            yield from sorted(found)
+        else:
+            yield path
+
+
+# ------------------------------------------------------------------------------- predictor
+class Predictor:
+    """Roadwork probabilities from an exported bundle.
+
+    ``predict(images, multiview=False)`` takes PIL images and returns probabilities (numpy,
+    float64); ``predict_paths`` reads files (errors reported per file). ``multiview_*`` and
+    ``flip_tta`` are the ``predict`` section of params.yaml.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike,
+        multiview_overlap: float = _DEFAULTS.multiview_overlap,
+        multiview_topk: int = _DEFAULTS.multiview_topk,
+        multiview_grid: int = _DEFAULTS.multiview_grid,
+        flip_tta: bool = _DEFAULTS.flip_tta,
+        *,
+        device: str | torch.device | None = None,
+        model: torch.nn.Module | None = None,
+    ):
+        import timm.data
+
+        from roadwork.export.bundle import bundle_data_config, load_bundle_model
+
+        self.bundle_dir = Path(bundle_dir)
+        if not 0 <= multiview_overlap < 1 or multiview_grid < 1 or multiview_topk < 1:
+            raise ValueError("multiview_overlap must be in [0, 1), multiview_grid and multiview_topk >= 1")
+        self.multiview_overlap = float(multiview_overlap)
+        self.multiview_topk = int(multiview_topk)
+        self.multiview_grid = int(multiview_grid)
+        self.flip_tta = bool(flip_tta)
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        # exactly what TimmWrapperImageProcessor builds from config.json's pretrained_cfg
+        self.data_config = bundle_data_config(self.bundle_dir)
+        self.transform = timm.data.create_transform(**self.data_config, is_training=False)
+        self.model = (model if model is not None else load_bundle_model(self.bundle_dir)).to(self.device).eval()
+
+    @classmethod
+    def from_params(cls, bundle_dir, params: PredictParams, **kwargs) -> "Predictor":
+        return cls(bundle_dir, params.multiview_overlap, params.multiview_topk, params.multiview_grid,
+                   params.flip_tta, **kwargs)
+
+    @property
+    def views_per_image(self) -> int:
+        return 1 + self.multiview_grid ** 2
+
+    # -- views
+    def views(self, image: Image.Image, multiview: bool) -> torch.Tensor:
+        """(V, 3, S, S): the whole image, then (multi-view) the tiles in row-major order."""
+        tensors = [self.transform(image)]
+        if multiview:
+            for box in tile_boxes(image.width, image.height, self.multiview_grid, self.multiview_overlap):
+                tensors.append(self.transform(image.crop(box)))
+        return torch.stack(tensors)
+
+    # -- forward
+    @torch.inference_mode()
+    def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
+        """Roadwork probability of each view (flip TTA: mean with the mirrored view); one pass."""
+        from roadwork.export.bundle import roadwork_probability
+
+        x = views.to(self.device)
+        if self.flip_tta:
+            probs = roadwork_probability(self.model, torch.cat([x, torch.flip(x, dims=[-1])]))
+            return ((probs[: len(x)] + probs[len(x):]) / 2).float().cpu()
+        return roadwork_probability(self.model, x).float().cpu()
+
+    def aggregate(self, view_probs: torch.Tensor, n_images: int, multiview: bool) -> np.ndarray:
+        per_image = view_probs.double().numpy().reshape(n_images, -1)
+        return topk_mean(per_image, self.multiview_topk) if multiview else per_image[:, 0]
+
+    def predict_views(self, views: Sequence[torch.Tensor], multiview: bool) -> np.ndarray:
+        """Probabilities for pre-computed per-image view stacks (all in one forward pass)."""
+        if not views:
+            return np.zeros(0)
+        return self.aggregate(self.view_probabilities(torch.cat(list(views))), len(views), multiview)
+
+    def predict(self, images: Sequence[Image.Image], multiview: bool = False) -> np.ndarray:
+        """Roadwork probability per image; all views of all ``images`` in one forward pass."""
+        return self.predict_views([self.views(image, multiview) for image in images], multiview)
+
+    def predict_paths(
+        self,
+        paths: Sequence[str | os.PathLike],
+        multiview: bool = False,
+        batch_size: int = 16,
+        workers: int | None = None,
+        progress: bool = True,
+    ) -> Iterator[dict]:
+        """Rows ``{path, probability, decision, error}`` in input order. Decoding and
+        preprocessing run in a thread pool; an unreadable file gets an ``error`` and no score."""
+        from tqdm import tqdm
+
+        paths = [Path(p) for p in paths]
+        workers = workers or min(4, os.cpu_count() or 1)
+
+        def prepare(path: Path):
+            try:
+                return self.views(load_image(path), multiview), ""
+            except Exception as error:  # any decoding failure is reported, never fatal
+                return None, f"{type(error).__name__}: {error}".strip()
+
+        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(paths), unit="img", disable=not progress,
+                                                         desc="predict", file=sys.stderr) as bar:
+            # bounded read-ahead (Executor.map would decode every file up front)
+            pending = [pool.submit(prepare, p) for p in paths[:2 * batch_size]]
+            submitted = len(pending)
+            for start in range(0, len(paths), batch_size):
+                chunk = paths[start:start + batch_size]
+                results = [future.result() for future in pending[:len(chunk)]]
+                pending = pending[len(chunk):]
+                ahead = paths[submitted:submitted + len(chunk)]
+                pending += [pool.submit(prepare, p) for p in ahead]
+                submitted += len(ahead)
+                ok = [i for i, (views, _) in enumerate(results) if views is not None]
+                probs = self.predict_views([results[i][0] for i in ok], multiview)
+                scored = dict(zip(ok, probs))
+                for i, path in enumerate(chunk):
+                    if i in scored:
+                        p = float(scored[i])
+                        yield {"path": str(path), "probability": p, "decision": int(p > 0.5), "error": ""}
+                    else:
+                        yield {"path": str(path), "probability": "", "decision": "", "error": results[i][1]}
+                bar.update(len(chunk))
+
+
+# ------------------------------------------------------------------------------------- CLI
+def build_parser(prog: str = "roadwork predict") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Roadwork probability for image files and folders (recursive), written to a CSV "
+                               "(path, probability, decision, error); decision = probability > 0.5 (the tuned "
+                               "threshold is folded into the bundle).")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    parser.add_argument("--bundle", required=True, help="exported bundle directory (e.g. data/bundle)")
+    parser.add_argument("--out", default="predictions.csv", help="output CSV (default: %(default)s)")
+    parser.add_argument("--multiview", action="store_true",
+                        help="whole image + overlapping tiles, mean of the top-k roadwork probabilities")
+    parser.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped view")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--grid", type=int, default=_DEFAULTS.multiview_grid, help="tiles per side (default: %(default)s)")
+    parser.add_argument("--overlap", type=float, default=_DEFAULTS.multiview_overlap,
+                        help="tile overlap fraction (default: %(default)s)")
+    parser.add_argument("--topk", type=int, default=_DEFAULTS.multiview_topk,
+                        help="views averaged in multi-view (default: %(default)s)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: min(4, cores))")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> int:
+    from roadwork.io import format_csv
+
+    args = build_parser(prog).parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    if not (Path(args.bundle) / "config.json").is_file():
+        print(f"error: {args.bundle} is not a bundle directory (no config.json); build one with the export stage",
+              file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor(args.bundle, args.overlap, args.topk, args.grid, args.flip_tta, device=args.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = list(iter_image_paths(args.paths))
+    if not paths:
+        print("error: no image files found under the given paths", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    n_errors = n_positive = 0
+    with open(partial, "w", encoding="utf-8", newline="") as handle:
+        handle.write(format_csv([], CSV_COLUMNS))
+        for row in predictor.predict_paths(paths, args.multiview, args.batch_size, args.workers,
+                                           progress=not args.quiet):
+            n_errors += bool(row["error"])
+            n_positive += row["decision"] == 1
+            handle.write(format_csv([row], CSV_COLUMNS).split("\n", 1)[1])
+    os.replace(partial, out)
+    print(f"{len(paths)} file(s): {n_positive} roadwork, {len(paths) - n_positive - n_errors} not, "
+          f"{n_errors} unreadable -> {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

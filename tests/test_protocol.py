@@ -1,0 +1,269 @@
+"""The validators' protocol and the final val_test evaluation: class balance, per-level metrics,
+the reward formula, determinism, the miner's pipeline deciding as our Predictor does, and the
+export stage end to end."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from roadwork.config import CalibrateParams, parse_params
+from roadwork.evaluate.metrics import binary_metrics
+from roadwork.evaluate.protocol import (
+    balance_weights,
+    balanced_metrics,
+    evaluate_scores,
+    load_pipeline,
+    pipeline_scores,
+    run_protocol,
+    validator_challenge_image,
+    query_rng,
+)
+from roadwork.io import read_json, write_csv
+from roadwork.predict import Predictor, load_image
+from roadwork.train.data import load_split
+from test_predict import make_bundle, make_model_dir
+from trainkit import TINY_MODEL, make_dataset
+
+
+def pictures(n: int, seed: int = 0, size=(80, 60)) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+            for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------ balance & reward
+def test_class_weights_make_a_balanced_stream():
+    labels = np.array([1, 1, 0, 0, 0, 0, 0, 0])
+    w = balance_weights(labels)
+    assert w[labels == 1].sum() == pytest.approx(w[labels == 0].sum()) == pytest.approx(labels.size / 2)
+    probs = np.array([0.9, 0.3, 0.6, 0.1, 0.2, 0.7, 0.4, 0.05])
+    # the weighted metrics equal plain metrics on the same examples replicated into a 50/50 set
+    replicated_y = np.r_[np.repeat(labels[labels == 1], 3), labels[labels == 0]]
+    replicated_p = np.r_[np.repeat(probs[labels == 1], 3), probs[labels == 0]]
+    plain = binary_metrics(replicated_y, replicated_p)
+    balanced = balanced_metrics(labels, probs)
+    assert balanced["mcc"] == pytest.approx(plain["mcc"])
+    assert balanced["accuracy"] == pytest.approx(plain["accuracy"])
+    assert balanced["accuracy"] == pytest.approx((balanced["tpr"] + balanced["tnr"]) / 2)
+    assert balanced["mcc_unweighted"] == pytest.approx(binary_metrics(labels, probs)["mcc"])
+    with pytest.raises(ValueError):
+        balance_weights([1, 1, 1])
+
+
+def test_reward_formula():
+    labels = np.array([1, 0, 1, 0, 1, 0, 0, 0])
+    probs = np.array([0.9, 0.2, 0.4, 0.1, 0.8, 0.6, 0.3, 0.2])
+    m = balanced_metrics(labels, probs)
+    assert m["reward"] == pytest.approx((0.5 * m["mcc"] + 0.5 * m["accuracy"]) ** 3)
+    worse = balanced_metrics(labels, 1 - probs)  # negative MCC is clipped at 0, accuracy still counts
+    assert worse["mcc"] < 0 and worse["reward"] == pytest.approx((0.5 * worse["accuracy"]) ** 3)
+
+
+# ------------------------------------------------------------------------------ protocol
+def brightness_score(images):
+    """A cheap stand-in for a model: roadwork iff the picture is bright."""
+    for image in images:
+        assert image.size == (224, 224) and image.mode == "RGB"  # what validators send
+    return np.array([np.asarray(image, dtype=np.float64).mean() / 255 for image in images])
+
+
+@pytest.fixture(scope="module")
+def toy():
+    images = pictures(10, seed=1)
+    labels = np.array([int(np.asarray(im).mean() > 127) for im in images])
+    if labels.min() == labels.max():
+        labels[:3] = 1 - labels[:3]
+    return images, labels
+
+
+def test_protocol_levels_mix_and_determinism(toy):
+    images, labels = toy
+    result = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=4, workers=4)
+    assert set(result["levels"]) == {"0", "1", "2", "3"}
+    for level in result["levels"].values():
+        assert {"mcc", "accuracy", "reward", "reward_simulated", "n"} <= level.keys() and level["n"] == 10
+        assert level["reward"] == pytest.approx((0.5 * max(level["mcc"], 0) + 0.5 * level["accuracy"]) ** 3)
+    mix = result["mix"]
+    assert mix["n"] == 40  # every image through every level: 25% each
+    pooled = np.concatenate([result["_probs"][level] for level in range(4)])
+    assert mix["mcc"] == pytest.approx(balanced_metrics(np.tile(labels, 4), pooled)["mcc"])
+    assert result["reward"] == mix["reward"] and result["mcc"] == mix["mcc"]
+
+    again = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=3, workers=1)  # other batching
+    for level in range(4):
+        np.testing.assert_array_equal(again["_probs"][level], result["_probs"][level])
+    assert json.dumps({k: v for k, v in again.items() if k != "_probs"}, sort_keys=True) == \
+        json.dumps({k: v for k, v in result.items() if k != "_probs"}, sort_keys=True)
+
+    other = run_protocol(lambda i: images[i], labels, brightness_score, seed=8, chunk=4)
+    np.testing.assert_array_equal(other["_probs"][0], result["_probs"][0])  # level 0 has no randomness
+    for level in (1, 2, 3):
+        assert not np.array_equal(other["_probs"][level], result["_probs"][level])
+
+
+def test_challenge_images_are_the_validators():
+    image = pictures(1, size=(300, 200))[0]
+    a = validator_challenge_image(image, 2, query_rng(0, 2, 5))
+    b = validator_challenge_image(image, 2, query_rng(0, 2, 5))
+    assert a.size == (224, 224) and np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(validator_challenge_image(image, 2, query_rng(0, 2, 6))))
+
+
+def test_evaluate_scores_has_intervals_and_calibration(toy):
+    _, labels = toy
+    rng = np.random.default_rng(0)
+    probs = np.clip(labels * 0.3 + rng.random(labels.size) * 0.7, 0, 1)
+    small = evaluate_scores(labels, probs, n_boot=50, seed=0)
+    for name in ("mcc", "accuracy"):
+        assert small[f"{name}_ci95_low"] <= small[name] <= small[f"{name}_ci95_high"]
+    assert sum(map(sum, small["confusion_matrix"]["rows_actual_cols_predicted"])) == labels.size
+    assert {"auc", "ece_positive_uniform", "ece_top_label_uniform", "ece_positive_quantile"} <= small.keys()
+    assert small["prior_0.5"]["mcc"] == pytest.approx(balanced_metrics(labels, probs)["mcc"])
+    more = evaluate_scores(labels, probs, n_boot=400, seed=0)
+    bounds = ("mcc_ci95_low", "mcc_ci95_high", "accuracy_ci95_low", "accuracy_ci95_high")
+    assert [more[k] for k in bounds] != [small[k] for k in bounds]
+
+
+# ------------------------------------------------------------------------------ the miner's call
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("protocol_data")
+    make_dataset(root)
+    return root
+
+
+def test_pipeline_decisions_on_val_test_equal_the_predictor(tmp_path, dataset):
+    """The issue's check: the stock miner's transformers pipeline and our Predictor (single
+    view) decide the same on val_test images, as they are and as the validators send them."""
+    examples = load_split(dataset / "data" / "raw", dataset / "data" / "split" / "splits.csv", "val_test")
+    images = [load_image(e.path) for e in examples]
+    # put the folded threshold in the widest gap near the median logit: both decisions occur
+    probe = make_bundle(tmp_path / "probe", temperature=1.0, threshold_logit=0.0)
+    z = np.sort(np.log(p := Predictor(probe).predict(images)) - np.log1p(-p))
+    middle = np.arange(len(z) // 4, 3 * len(z) // 4)
+    k = middle[np.argmax(z[middle + 1] - z[middle])]
+    bundle = make_bundle(tmp_path / "shipped", temperature=1.3, threshold_logit=float((z[k] + z[k + 1]) / 2))
+
+    pipe = load_pipeline(bundle)
+    predictor = Predictor(bundle)
+    challenges = [validator_challenge_image(image, level, query_rng(0, level, i))
+                  for i, image in enumerate(images) for level in range(4)]
+    for batch in (images, challenges):
+        ours = predictor.predict(batch)
+        theirs = pipeline_scores(pipe, batch, batch_size=5)
+        np.testing.assert_array_equal(theirs > 0.5, ours > 0.5)
+        np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    decisions = predictor.predict(images) > 0.5
+    assert 0 < decisions.sum() < len(decisions)
+
+
+# ------------------------------------------------------------------------------ the export stage
+def write_phase1(root: Path, seed: int = 0) -> None:
+    """data/phase1 as train_phase1 writes it: weights, model.json and logits.csv from those weights."""
+    from roadwork.models.classifier import data_config
+    from roadwork.train.augment import eval_transform
+    from roadwork.train.data import ImageCache, ImageDataset
+    from roadwork.train.run import EVAL_SPLITS, load_trained
+
+    model_dir = make_model_dir(root / "data" / "phase1", seed)
+    classifier, description = load_trained(model_dir)
+    cfg = data_config(classifier)
+    transform = eval_transform(description["img_size"], cfg["mean"], cfg["std"])
+    cache = ImageCache(description["img_size"], root / ".cache")
+    rows = []
+    for split in EVAL_SPLITS:
+        dataset = ImageDataset(load_split(root / "data" / "raw", root / "data" / "split" / "splits.csv", split),
+                               cache, transform)
+        with torch.no_grad():
+            logits = classifier(torch.stack([dataset[i][0] for i in range(len(dataset))]))
+        rows += [{"split": split, "id": e.id, "label": e.label, "logit": float(v)}
+                 for e, v in zip(dataset.examples, logits)]
+    write_csv(model_dir / "logits.csv", rows, ["split", "id", "label", "logit"])
+
+
+EXPORT_A = {"model_name": "name-a", "version": "1.0.0", "submitted_by": "", "onnx": False, "bootstrap": 50,
+            "protocol_seed": 0}
+EXPORT_B = {"model_name": "name-b", "version": "2.0.0", "submitted_by": "5Hotkey", "onnx": True, "bootstrap": 60,
+            "protocol_seed": 1}
+
+
+def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
+    """calibrate + export in a workspace; every export key shows in the outputs."""
+    from dvclive import Live
+
+    from roadwork.evaluate.threshold_report import write_threshold_outputs
+    from roadwork.stages.calibrate import calibrate, default_candidates, write_outputs
+    from roadwork.stages.export import dvc_md5, export
+
+    for name in ("raw", "split"):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
+    write_phase1(tmp_path)
+    write_threshold_outputs(Path("data/phase1/logits.csv"), 0.5, Path("metrics/threshold.json"),
+                            Path("plots/threshold_phase1.csv"))
+    calibration, _, rows = calibrate(CalibrateParams(), default_candidates())
+    write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
+
+    results = {}
+    for tag, settings in (("a", EXPORT_A), ("b", EXPORT_B)):
+        config = parse_params({"model": TINY_MODEL, "export": settings})
+        live = Live("dvclive/export", dvcyaml=None, save_dvc_exp=False) if tag == "a" else None
+        metrics = export(config, Path(f"data/bundle_{tag}"), live=live, progress=False)
+        if live is not None:
+            live.end()
+        card = read_json(f"data/bundle_{tag}/model_card.json")
+        manifest = read_json(f"data/bundle_{tag}/manifest.json")
+        results[tag] = (metrics, card, manifest)
+
+    metrics, card, manifest = results["a"]
+    protocol = metrics["protocol"]
+    assert {"reward", "reward_simulated", "mcc", "accuracy", "levels", "mix"} <= protocol.keys()
+    assert protocol["reward"] == pytest.approx((0.5 * max(protocol["mcc"], 0) + 0.5 * protocol["accuracy"]) ** 3,
+                                               abs=1e-5)
+    assert set(protocol["levels"]) == {"0", "1", "2", "3"}
+    assert metrics["val_test"]["n"] == 12
+    assert metrics["val_test"]["mcc_ci95_low"] <= metrics["val_test"]["mcc"] <= metrics["val_test"]["mcc_ci95_high"]
+    assert metrics["val_test"]["agreement_with_saved_logits"] == 1.0  # the bundle decides as the saved logits
+    for size in ("full_size", "validator_224"):
+        assert {"single", "multi", "helps"} <= metrics["multiview"][size].keys()
+    assert manifest["provenance"]["data/split"] == dvc_md5(Path("data/split"))
+    assert manifest["provenance"]["data/phase1"].endswith(".dir")
+    assert manifest["decision"]["temperature"] == calibration["temperature"]
+    assert manifest["decision"]["threshold_logit"] == calibration["threshold_logit"]
+
+    other, card_b, _ = results["b"]
+    assert (card["model_name"], card["version"], card["submitted_by"]) == ("name-a", "1.0.0", "")
+    assert (card_b["model_name"], card_b["version"], card_b["submitted_by"]) == ("name-b", "2.0.0", "5Hotkey")
+    assert not Path("data/bundle_a/model.onnx").exists() and Path("data/bundle_b/model.onnx").exists()
+    assert metrics["val_test"]["n_boot"] == 50 and other["val_test"]["n_boot"] == 60
+    bounds = ("mcc_ci95_low", "mcc_ci95_high", "accuracy_ci95_low", "accuracy_ci95_high")
+    assert [metrics["val_test"][k] for k in bounds] != [other["val_test"][k] for k in bounds]
+    assert other["protocol"]["seed"] == 1 and other["protocol"]["levels"]["1"] != protocol["levels"]["1"]
+    for key in ("mcc", "accuracy", "reward"):  # level 0 has no augmentation randomness
+        assert other["protocol"]["levels"]["0"][key] == protocol["levels"]["0"][key]
+    for kind in ("roc", "precision_recall", "confusion_matrix"):
+        assert Path(f"dvclive/export/plots/sklearn/{kind}.json").exists()
+
+
+def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
+    from roadwork.stages.export import export
+
+    monkeypatch.chdir(tmp_path)
+    make_model_dir(tmp_path / "data" / "phase1")
+    Path("data/calibrate").mkdir(parents=True)
+    Path("data/calibrate/calibration.json").write_text(json.dumps(
+        {"model": "phase1", "model_dir": "data/phase1", "model_sha256": "0" * 64, "temperature": 1.0,
+         "threshold_logit": 0.0}))
+    with pytest.raises(SystemExit, match="not the model that was calibrated"):
+        export(parse_params({}), Path("data/bundle"), progress=False)
+    assert not Path("data/bundle").exists()
