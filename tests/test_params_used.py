@@ -297,8 +297,21 @@ PROBES = {
     }.items()},
     "train.num_workers": (lambda params, ws: probe_loader(params), 1, {}),
 }
-# Keys whose effect is tested elsewhere, by a test named here (it must exist).
-TESTED_ELSEWHERE: dict[str, str] = {}
+EXPLORA_SSL_KEYS = [k for k in PARAMS["explora"] if k not in ("init", "adapter", "adapter_rank", "extra_unlabeled")]
+# Keys whose effect is shown by a dedicated test elsewhere ("file::function"; it must exist).
+TESTED_ELSEWHERE: dict[str, str] = {
+    "calibrate.model": "test_calibrate.py::test_best_picks_the_model_with_the_higher_val_select_mcc",
+    "calibrate.n_bins": "test_calibrate.py::test_n_bins_sets_the_bins_of_every_ece_and_the_diagram",
+    **{f"export.{key}": "test_protocol.py::test_export_stage_end_to_end"
+       for key in ("model_name", "version", "submitted_by", "onnx", "bootstrap", "protocol_seed")},
+    **{f"explora.{key}": "test_explora.py::test_every_ssl_key_changes_the_run" for key in EXPLORA_SSL_KEYS},
+    "explora.init": "test_explora.py::test_init_phase1_and_finetuning_adapters",
+    "explora.adapter": "test_explora.py::test_init_phase1_and_finetuning_adapters",
+    "explora.adapter_rank": "test_explora.py::test_init_phase1_and_finetuning_adapters",
+    "explora.extra_unlabeled": "test_explora.py::test_ssl_loader_never_reads_val_or_test_images",
+    **{f"predict.{key}": "test_predict.py::test_each_predict_param_changes_the_multiview_output"
+       for key in ("multiview_overlap", "multiview_topk", "multiview_grid", "flip_tta")},
+}
 
 
 def resolve(value, ws):
@@ -312,6 +325,9 @@ def resolve(value, ws):
 def test_every_key_has_a_probe():
     missing = [key for key in leaf_keys(PARAMS) if key not in PROBES and key not in TESTED_ELSEWHERE]
     assert not missing, f"params.yaml keys that no test shows to change behaviour: {missing}"
+    for key, where in TESTED_ELSEWHERE.items():
+        file, function = where.split("::")
+        assert f"def {function}(" in (Path(__file__).parent / file).read_text(), f"{key}: {where} does not exist"
 
 
 @pytest.mark.parametrize("key", sorted(PROBES))

@@ -186,21 +186,71 @@ class ThresholdParams(Section):
 
 
 class ExploraParams(Section):
-    """Phase 4: ExPLoRA self-supervised pre-training (DINO family) with LoRA, then fine-tuning.
+    """Phase 4: ExPLoRA extended self-supervised pre-training (DINO family) with LoRA, then supervised
+    fine-tuning of the adapted backbone (src/roadwork/train/ssl.py, src/roadwork/stages/explora.py).
 
-    Skeleton: the explora stage's owner extends this section (every key must be read)."""
+    Pre-training: a student and an EMA teacher on multi-crop views of unlabeled images (the train
+    split and ``extra_unlabeled``, never val/test), DINO head with prototypes, teacher centering and
+    sharpening, optional iBOT masked-patch loss and KoLeo. Mixed precision and processes follow
+    ``train.precision`` / ``train.processes``; ``train.seed`` and ``train.num_workers`` are reused."""
 
     init: Literal["pretrained", "phase1"] = Field("pretrained", description="backbone start: model.pretrained or phase-1 weights")
-    epochs: int = Field(10, gt=0)
-    unfrozen_blocks: int = Field(1, ge=0)
-    lora_rank: int = Field(8, gt=0)
-    extra_unlabeled: str = Field("", description="optional folder of extra unlabeled images")
+    epochs: int = Field(10, gt=0, description="self-supervised epochs over the unlabeled images")
+    batch_size: int = Field(64, gt=0, description="images per optimizer step, across all processes")
+    grad_accum_steps: int = Field(1, gt=0)
+    lr: float = Field(5e-4, gt=0, description="peak AdamW learning rate (after warmup), cosine to min_lr")
+    min_lr: float = Field(1e-6, ge=0)
+    warmup_epochs: int = Field(1, ge=0, description="linear learning-rate warmup")
+    weight_decay: float = Field(0.04, ge=0)
+    clip_grad: Optional[float] = Field(3.0, gt=0, description="global gradient-norm clip; null = none")
+    grad_checkpointing: bool = Field(False, description="activation checkpointing of the blocks (memory for compute)")
+    unfrozen_blocks: int = Field(1, ge=0, description="last blocks fully trainable")
+    lora_rank: int = Field(8, gt=0, description="LoRA rank on q and v of every other block")
+    global_crop_size: int = Field(64, ge=16, le=1024, description="the 2 global views (multiple of 16)")
+    global_crop_scale: tuple[float, float] = Field((0.32, 1.0), description="RandomResizedCrop area range, global views")
+    local_crops_number: int = Field(4, ge=0, description="local views per image")
+    local_crop_size: int = Field(32, ge=16, le=1024, description="multiple of 16")
+    local_crop_scale: tuple[float, float] = Field((0.05, 0.32), description="RandomResizedCrop area range, local views")
+    head_prototypes: int = Field(1024, gt=1, description="DINO head output dimension (prototypes)")
+    head_hidden_dim: int = Field(256, gt=0)
+    head_bottleneck_dim: int = Field(64, gt=0)
+    head_layers: int = Field(3, ge=1, description="MLP layers before the L2-normalised bottleneck")
+    student_temp: float = Field(0.1, gt=0)
+    teacher_temp: float = Field(0.07, gt=0, description="teacher softmax temperature after warmup (sharpening)")
+    teacher_temp_warmup: float = Field(0.04, gt=0, description="teacher temperature at the start of the warmup")
+    teacher_temp_warmup_epochs: int = Field(0, ge=0, description="linear teacher-temperature warmup; 0 = none")
+    center_momentum: float = Field(0.9, ge=0, lt=1, description="EMA momentum of the teacher centre")
+    teacher_momentum: float = Field(0.992, ge=0, le=1, description="EMA momentum m0, cosine schedule to 1")
+    freeze_last_layer_epochs: int = Field(1, ge=0, description="head's prototype layer not updated for these epochs")
+    ibot_weight: float = Field(0.0, ge=0, description="iBOT masked-patch loss weight; 0 = off")
+    ibot_mask_ratio: tuple[float, float] = Field((0.1, 0.5), description="masked share of patches (min, max)")
+    ibot_mask_probability: float = Field(0.5, ge=0, le=1, description="share of global views that are masked")
+    koleo_weight: float = Field(0.0, ge=0, description="KoLeo regulariser weight on student CLS; 0 = off")
+    extra_unlabeled: str = Field("", description="optional folder of extra unlabeled images (never val/test images)")
     adapter: Literal["none", "lora", "dora", "doran"] = Field("none", description="fine-tuning adapter")
+    adapter_rank: int = Field(8, gt=0, description="rank of the fine-tuning adapter (lora/dora/doran)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        for key in ("global_crop_size", "local_crop_size"):
+            if getattr(self, key) % 16:
+                raise ValueError(f"explora.{key} must be a multiple of the patch size 16, got {getattr(self, key)}")
+        for key in ("global_crop_scale", "local_crop_scale", "ibot_mask_ratio"):
+            low, high = getattr(self, key)
+            if not 0 < low <= high <= 1:
+                raise ValueError(f"explora.{key} must be (low, high) with 0 < low <= high <= 1, got {(low, high)}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(f"explora.batch_size ({self.batch_size}) must be divisible by explora.grad_accum_steps "
+                             f"({self.grad_accum_steps})")
+        if self.koleo_weight > 0 and self.batch_size // self.grad_accum_steps < 2:
+            raise ValueError("explora.koleo_weight needs at least 2 images per micro-batch (nearest neighbours)")
+        return self
 
 
 class CalibrateParams(Section):
-    model: Literal["phase1", "phase4", "best"] = "best"
-    n_bins: int = Field(15, gt=1)
+    model: Literal["phase1", "phase4", "best"] = Field(
+        "best", description="model to ship; best = higher val_select MCC at its own threshold")
+    n_bins: int = Field(15, gt=1, description="ECE and reliability-diagram bins (calibrate and export)")
 
 
 class ExportParams(Section):
@@ -209,7 +259,7 @@ class ExportParams(Section):
     submitted_by: str = Field("", description="miner hotkey for model_card.json (public, not a secret)")
     onnx: bool = True
     bootstrap: int = Field(1000, gt=0, description="bootstrap resamples for val_test confidence intervals")
-    protocol_seed: int = 0
+    protocol_seed: int = Field(0, description="validators'-protocol augmentation draws, reward stream, bootstrap")
 
 
 class PredictParams(Section):

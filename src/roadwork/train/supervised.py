@@ -162,6 +162,8 @@ def train(
         losses = []
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{params.epochs}", disable=not dist.is_main, leave=False)
         for index, (inputs, labels) in enumerate(progress):
+            if index >= updates_per_epoch * params.grad_accum_steps:
+                break  # a partial accumulation would leak gradients into the next epoch
             inputs, labels = inputs.to(dist.device), labels.to(dist.device)
             if mixup is not None:
                 inputs, targets = mixup(inputs, labels)
