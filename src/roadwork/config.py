@@ -72,7 +72,7 @@ class DataParams(Section):
 
 # -------------------------------------------------------------------------------------- dedup
 class DedupParams(Section):
-    max_hamming: int = Field(10, ge=0, le=64, description="near-duplicate pHash distance (bits)")
+    max_hamming: int = Field(12, ge=0, le=64, description="near-duplicate pHash distance (bits)")
     label_conflict: Literal["drop", "majority"] = "drop"
     near_duplicates: Literal["group", "drop"] = "group"
 
