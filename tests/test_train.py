@@ -145,3 +145,27 @@ def test_results_do_not_depend_on_the_number_of_loader_workers(tmp_path, dataset
         run_stage(cwd)
         runs.append(load_file(cwd / "data" / "phase1" / "model.safetensors"))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_precision_setting_takes_effect_in_the_training_step(tmp_path, dataset, precision, dtype):
+    """The plan's first implementation asked for bf16 and silently ran fp16 (NaN with DINOv3):
+    the dtype the backbone's matmuls actually run in must be the one asked for."""
+    from roadwork.config import parse_params
+    from roadwork.train.augment import eval_transform
+    from roadwork.train.data import ImageCache, ImageDataset, load_split
+    from roadwork.train.distributed import Dist, seed_everything
+    from roadwork.train.run import build_model
+    from roadwork.train.supervised import train
+    from trainkit import TINY_MODEL, TINY_TRAIN
+
+    params = parse_params({"model": TINY_MODEL, "train": {**TINY_TRAIN, "epochs": 1, "precision": precision}})
+    seed_everything(0)
+    model = build_model(params.model)
+    seen = []
+    model.backbone.blocks[0].attn.qkv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    examples = load_split(dataset / "data" / "raw", dataset / "data" / "split" / "splits.csv", "train")[:32]
+    data = ImageDataset(examples, ImageCache(32, tmp_path / "cache"), eval_transform(32, (0.5,) * 3, (0.25,) * 3))
+    train(model, data, data, params.train, tmp_path / "run", Dist(0, 1, torch.device("cpu")))
+    assert seen and set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
