@@ -68,3 +68,71 @@ TINY = {
     "model": {"overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "num_workers": 0},
 }
+
+
+# --- helpers for remotes, experiments and concurrent runs (tests/test_remote.py, tests/test_experiments.py)
+
+def dvc_env(repo: Path, extra_env: dict, *args: str, check: bool = True,
+            timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`dvc(...)` with extra environment variables (e.g. HOME for ~/.ssh/known_hosts)."""
+    result = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=dict(env(repo), **extra_env),
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def digest_tree(repo: Path, *paths: str) -> dict[str, str]:
+    """sha256 of every file under `paths` (files or folders), keyed by path relative to `repo`."""
+    import hashlib
+
+    digests = {}
+    for path in paths:
+        root = repo / path
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for file in files:
+            digests[file.relative_to(repo).as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return digests
+
+
+def pipeline_paths(dvc_yaml: Path) -> dict[str, dict[str, list[str]]]:
+    """{stage: {"deps": [...], "outs": [...]}} from dvc.yaml (outs include metrics and plots outputs)."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+
+    def names(entries):
+        return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+    return {name: {"deps": names(stage.get("deps")),
+                   "outs": names(stage.get("outs")) + names(stage.get("metrics")) + names(stage.get("plots"))}
+            for name, stage in stages.items()}
+
+
+def experiments(show: list) -> list[dict]:
+    """The experiments of `dvc exp show --json` (DVC 3.x layout), flattened: name, rev, params, metrics, error."""
+    found = []
+    for commit in show:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                found.append({"name": rev.get("name") or exp.get("name"), "rev": rev.get("rev"),
+                              "baseline": commit.get("rev"), "error": rev.get("error"),
+                              "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                              "metrics": {path: m.get("data") for path, m in (data.get("metrics") or {}).items()
+                                          if "data" in m}})
+    return found
+
+
+def make_clean_repo(dest: Path, params_patch: dict | None = None) -> Path:
+    """`make_repo`, minus any stage output that the working tree happens to hold untracked and not
+    yet git-ignored (e.g. data/explora/ while a stage runs in the developer's checkout): a clone
+    never has those, and DVC refuses an output that git tracks."""
+    repo = make_repo(dest, params_patch)
+    outs = {out for paths in pipeline_paths(repo / "dvc.yaml").values() for out in paths["outs"]}
+    present = [out for out in sorted(outs) if (repo / out).exists()]
+    if present:
+        git(repo, "rm", "-r", "-q", "--cached", "--ignore-unmatch", *present)
+        for out in present:
+            target = repo / out
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        git(repo, "commit", "-q", "--amend", "--allow-empty", "-m", "initial")
+    return repo

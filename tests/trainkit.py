@@ -7,6 +7,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from e2e import merge
 from roadwork.config import parse_params
 from roadwork.data.ingest import ingest
 from roadwork.io import format_csv, read_csv
@@ -60,14 +61,8 @@ def make_dataset(root: Path, n: int = 96, seed: int = 0) -> None:
 
 
 def write_params(root: Path, model: dict | None = None, train: dict | None = None, **sections) -> dict:
-    raw = {"model": {**TINY_MODEL, **(model or {})}, "train": _merge(TINY_TRAIN, train or {}), **sections}
+    raw = {"model": {**TINY_MODEL, **(model or {})}, "train": merge(TINY_TRAIN, train or {}), **sections}
     parse_params(raw)  # fail early in the test, not in the subprocess
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     return raw
 
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
