@@ -245,6 +245,7 @@ TINY_MODEL = {"overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_s
 TINY_TRAIN = {"epochs": 2, "batch_size": 8, "num_workers": 0, "warmup_epochs": 1,
               "augment": {"mode": "standard", "auto_augment": None}}
 
+FLIP = object()  # new value = the opposite of the boolean's current value
 # key -> (probe, new value, base patch applied before both runs)
 PROBES = {
     "data.source": (probe_ingest, "local", {"data": {"local": {"path": "{ws}/local"}}}),
@@ -292,7 +293,7 @@ PROBES = {
         "backbone_lr": (1e-2, {}), "weight_decay": (0.5, {"train": {"lr": 1e-2, "backbone_lr": 1e-2}}),
         "warmup_epochs": (0, {}), "min_lr": (1e-3, {}), "clip_grad": (1e-3, {}),
         "label_smoothing": (0.3, {}), "early_stopping_patience": (1, {"train": {"epochs": 4}}),
-        "precision": ("bf16", {}), "balanced_sampler": (True, {}),
+        "precision": ("bf16", {}), "balanced_sampler": (FLIP, {}),
         "feature_cache": (True, {"model": {"freeze": "frozen"}}), "seed": (1, {}),
     }.items()},
     "train.num_workers": (lambda params, ws: probe_loader(params), 1, {}),
@@ -339,6 +340,11 @@ def test_changing_the_key_changes_behaviour(key, workspace):
     base = merge(merge(PARAMS, tiny), resolve(base_patch, workspace))
     if key == "model.pretrained":
         save_weights(base, workspace / "weights.safetensors")
+    if new_value is FLIP:
+        node = base
+        for part in key.split("."):
+            node = node[part]
+        new_value = not node
     before = probe(parse_params(base), workspace)
     after = probe(parse_params(merge(base, patch(key, resolve(new_value, workspace)))), workspace)
     assert digest(before) != digest(after), f"changing {key} to {new_value!r} changed nothing"
