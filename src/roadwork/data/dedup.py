@@ -409,10 +409,11 @@ class DedupResult:
         return {record.id: record.reason for record in self.removed}
 
 
-def _field(record, name: str):
+def record_field(record, name: str, default=...):
+    """`record[name]` for mappings, `record.name` otherwise; `default` if given and absent."""
     if isinstance(record, Mapping):
-        return record[name]
-    return getattr(record, name)
+        return record[name] if default is ... or name in record else default
+    return getattr(record, name) if default is ... else getattr(record, name, default)
 
 
 def _normalise(records: Sequence) -> list[dict]:
@@ -420,11 +421,11 @@ def _normalise(records: Sequence) -> list[dict]:
     for record in records:
         try:
             row = {
-                "id": str(_field(record, "id")),
-                "file_sha256": _field(record, "file_sha256"),
-                "pixel_sha256": _field(record, "pixel_sha256"),
-                "phash": int(_field(record, "phash")),
-                "label": int(_field(record, "label")),
+                "id": str(record_field(record, "id")),
+                "file_sha256": record_field(record, "file_sha256"),
+                "pixel_sha256": record_field(record, "pixel_sha256"),
+                "phash": int(record_field(record, "phash")),
+                "label": int(record_field(record, "label")),
                 "record": record,
             }
         except (KeyError, AttributeError) as error:

@@ -34,16 +34,7 @@ import numpy as np
 
 from roadwork.config import SPLITS
 from roadwork.data.dedup import as_hash_array, find_near_duplicate_pairs
-
-
-def _field(record, name: str, default=...):
-    if isinstance(record, Mapping):
-        if default is ... or name in record:
-            return record[name]
-        return default
-    if default is ...:
-        return getattr(record, name)
-    return getattr(record, name, default)
+from roadwork.data.dedup import record_field as _field
 
 
 def _normalise_ratios(ratios) -> dict[str, float]:

@@ -36,11 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .heads import _inverse_softplus
+
 ADAPTER_KINDS = ("lora", "dora", "doran")
-
-
-def _inverse_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
 
 
 class LowRankHyperNet(nn.Module):
