@@ -1,5 +1,7 @@
 """`dvc repro split` in two separate clones produces byte-identical outputs and dvc.lock."""
 
+import json
+
 import pytest
 import yaml
 
@@ -33,3 +35,24 @@ def test_fresh_clone_reproduces_the_committed_lock(tmp_path):
     produced = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for stage in ("download", "dedup", "split"):
         assert produced[stage] == committed[stage], f"{stage}: dvc.lock changed on a fresh clone"
+
+
+def test_committed_lock_matches_the_code_it_was_made_from(tmp_path):
+    """Every code and params dependency recorded in dvc.lock is the one in the tree.
+
+    A refactor of a stage's code without `dvc repro` leaves a stale lock that a fresh clone
+    would re-run (and the slow test above would catch minutes later); this catches it in seconds.
+    """
+    repo = make_repo(tmp_path / "clone", drop_lock=False)
+    status = json.loads(dvc(repo, "status", "--json").stdout or "{}")
+    stale = {}
+    for stage, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):
+                continue  # e.g. "changed command"
+            for kind in ("changed deps", "changed params"):
+                # upstream outputs are absent in a clone ("deleted"); code and params are not
+                modified = {path: what for path, what in change.get(kind, {}).items() if what != "deleted"}
+                if modified:
+                    stale.setdefault(stage, {})[kind] = modified
+    assert not stale, f"dvc.lock is stale, run `dvc repro` and commit it: {stale}"
