@@ -45,6 +45,8 @@ def test_every_section_of_the_schema_is_in_params_yaml():
         ({"split": {"ratios": {"train": 0.7}}}, "split.ratios", "must sum to 1, got 1.1"),
         ({"dedup": {"label_conflict": "keep"}}, "dedup.label_conflict", "'drop' or 'majority'"),
         ({"data": {"source": "local"}}, "data", "data.local.path must name a folder"),
+        ({"model": {"img_size": 72}}, "model", "multiple of the patch size 16, got 72"),
+        ({"model": {"img_size": 68, "overrides": {"patch_size": 8}}}, "model", "multiple of the patch size 8, got 68"),
     ],
 )
 def test_invalid_values_fail_naming_the_key(patch, key, expected):
@@ -52,6 +54,10 @@ def test_invalid_values_fail_naming_the_key(patch, key, expected):
         parse_params(patch, "params.yaml")
     message = str(caught.value)
     assert f"  {key}" in message and expected in message, message
+
+
+def test_img_size_follows_the_patch_size_override():
+    assert parse_params({"model": {"img_size": 72, "overrides": {"patch_size": 8}}}).model.img_size == 72
 
 
 def test_yaml_exponent_floats_are_accepted():

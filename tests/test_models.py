@@ -71,14 +71,21 @@ def test_rejects_non_dinov3_names():
     assert {"vit_small_patch16_dinov3", "vit_huge_plus_patch16_dinov3_qkvb"} <= set(allowed_backbones())
 
 
-@pytest.mark.parametrize("pooling", ["token", "avg"])
+@pytest.mark.parametrize("pooling", ["token", "avg", "max"])
 def test_random_backbone_pooled_features(pooling):
     bb = tiny(pooling=pooling)
     assert bb.num_features == D and len(bb.blocks) == DEPTH
     assert bb.global_pool == pooling
-    assert bb(images()).shape == (2, D)
+    x = images()
+    pooled = bb(x)
+    assert pooled.shape == (2, D)
+    tokens = bb.forward_features(x)  # (B, CLS + registers + patches, D), after the final norm
+    patches = tokens[:, bb.num_prefix_tokens:]
+    expected = {"token": tokens[:, 0], "avg": None, "max": patches.amax(dim=1)}[pooling]
+    if expected is not None:  # avg pools before a norm of its own (timm's fc_norm)
+        torch.testing.assert_close(pooled, expected)
     with pytest.raises(ValueError, match="pooling"):
-        create_backbone(PLAIN, None, TINY, "max", IMG)
+        create_backbone(PLAIN, None, TINY, "mean", IMG)
 
 
 def _meta_layout(sd: dict) -> dict:

@@ -112,7 +112,7 @@ class ModelParams(Section):
     backbone: str = "vit_small_patch16_dinov3"
     overrides: dict[str, int | float] = Field(default_factory=dict, description="timm kwargs, e.g. embed_dim/depth/num_heads")
     pretrained: str = Field("none", description="none | timm hub id with tag | local weights file")
-    pooling: Literal["token", "avg"] = "token"
+    pooling: Literal["token", "avg", "max"] = "token"
     img_size: int = Field(96, ge=16, le=1024)
     freeze: Literal["full", "frozen", "last_n"] = "full"
     freeze_last_n: int = Field(2, ge=0)
@@ -121,8 +121,9 @@ class ModelParams(Section):
 
     @model_validator(mode="after")
     def _patch_multiple(self):
-        if self.img_size % 16:
-            raise ValueError(f"model.img_size must be a multiple of the patch size 16, got {self.img_size}")
+        patch = int(self.overrides.get("patch_size", 16))
+        if self.img_size % patch:
+            raise ValueError(f"model.img_size must be a multiple of the patch size {patch}, got {self.img_size}")
         return self
 
 

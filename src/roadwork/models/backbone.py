@@ -28,7 +28,7 @@ from torch import nn
 
 from .adapters import QVAdapterQKV
 
-POOLINGS = ("token", "avg")
+POOLINGS = ("token", "avg", "max")
 FREEZE_POLICIES = ("frozen", "last_n", "full")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")
 _NO_WEIGHTS = {"", "none", "null", "false", "random"}
@@ -106,7 +106,8 @@ def create_backbone(
 ) -> nn.Module:
     """Build a DINOv3 backbone with no classifier (``num_classes=0``): forward returns pooled features
     of size ``model.num_features``. ``pooling='token'`` is the CLS token (upstream DINOv3);
-    ``'avg'`` is timm's default mean over patch tokens."""
+    ``'avg'`` is timm's default mean over patch tokens; ``'max'`` is their element-wise maximum
+    (a feature fires if any patch shows it: the embedded default uses it, see README)."""
     check_backbone_name(name)
     kwargs = _timm_kwargs(pooling, img_size, overrides)
     source, loc = _parse_pretrained(name, pretrained)
