@@ -280,9 +280,9 @@ PROBES = {
     "train.processes": (probe_launch, 2, {"train": {"batch_size": 8}}),
     "threshold.target_prior": (probe_threshold, 0.2, {}),
     **{f"train.augment.{key}": (probe_augment, value, base) for key, (value, base) in {
-        "mode": ("none", {}), "scale": ([0.2, 0.3], {}), "hflip": (1.0, {}), "color_jitter": (0.0, {}),
+        "mode": ("none", {}), "scale": ([0.2, 0.3], {}), "hflip": (1.0, {}), "color_jitter": (0.8, {}),
         "brightness": (0.0, {}), "contrast": (0.0, {}), "auto_augment": ("rand-m9-mstd0.5", {}),
-        "rotation_degrees": (0.0, {}), "gaussian_blur_prob": (1.0, {}),
+        "rotation_degrees": (30.0, {}), "gaussian_blur_prob": (1.0, {}),
         "mixup_alpha": (0.4, {"train": {"augment": {"mixup_alpha": 0.2}}}),
         "cutmix_alpha": (1.0, {"train": {"augment": {"mixup_alpha": 0.2}}}),
         "mix_prob": (0.5, {"train": {"augment": {"mixup_alpha": 0.2}}}),
