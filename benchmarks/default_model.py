@@ -7,7 +7,7 @@ others, measured in the same run:
 
 - `vit_token_p16`: the first default (CLS pooling, patch 16, 128 wide, 4 deep);
 - `vit_max_p8`: the current default (max pooling over patches, patch 8, 64 wide, 3 deep);
-- `cnn`: a ~100k-parameter CNN, a reference for what the data allows at this size, not a
+- `cnn`: a 146k-parameter CNN, a reference for what the data allows at this size, not a
   candidate (it is not a DINOv3 architecture).
 
     python benchmarks/default_model.py            # after `dvc repro split`; about 10 min on 2 cores
