@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from roadwork.io import read_csv, read_json
-from roadwork.train.distributed import launch_command
+from roadwork.train.distributed import launch_command, seed_everything, seed_host_rngs
 from trainkit import make_dataset, write_params
 
 STAGE = [sys.executable, "-m", "roadwork.stages.train_phase1"]
@@ -117,6 +117,22 @@ def test_two_process_ddp_matches_one_process(tmp_path, dataset):
 
 def logits_of_untrained(cwd):
     return {k: 0.0 for k in logits_of(cwd)}
+
+
+def test_per_item_seeding_gives_the_streams_of_seed_everything():
+    """Per-item augmentation seeds only the host RNGs (fast); what it draws must be what a full
+    seed_everything would give, and a different (seed, epoch, index) must draw differently."""
+    import random
+
+    def draws():
+        return random.random(), float(np.random.rand()), torch.rand(3).tolist(), torch.randint(0, 1000, (2,)).tolist()
+
+    seed_everything(0, 3, 17)
+    full = draws()
+    seed_host_rngs(0, 3, 17)
+    assert draws() == full
+    seed_host_rngs(0, 3, 18)
+    assert draws() != full
 
 
 def test_launch_command_uses_torchrun_only_for_several_processes(monkeypatch):

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from roadwork.data.decode import load_rgb
 from roadwork.io import read_csv
-from roadwork.train.distributed import seed_everything
+from roadwork.train.distributed import seed_host_rngs
 
 
 def cache_root() -> Path:
@@ -96,7 +96,7 @@ class ImageDataset(Dataset):
         example = self.examples[index]
         image = self.cache.get(example)
         if epoch is not None:
-            seed_everything(self.seed, epoch, index)
+            seed_host_rngs(self.seed, epoch, index)
         return self.transform(image), example.label
 
     @property
