@@ -79,11 +79,11 @@ def test_random_backbone_pooled_features(pooling):
     x = images()
     pooled = bb(x)
     assert pooled.shape == (2, D)
-    tokens = bb.forward_features(x)  # (B, CLS + registers + patches, D), after the final norm
+    tokens = bb.forward_features(x)  # (B, CLS + registers + patches, D)
     patches = tokens[:, bb.num_prefix_tokens:]
-    expected = {"token": tokens[:, 0], "avg": None, "max": patches.amax(dim=1)}[pooling]
-    if expected is not None:  # avg pools before a norm of its own (timm's fc_norm)
-        torch.testing.assert_close(pooled, expected)
+    # avg: timm skips the final norm in forward_features and norms the mean instead (fc_norm)
+    expected = {"token": tokens[:, 0], "avg": bb.fc_norm(patches.mean(dim=1)), "max": patches.amax(dim=1)}[pooling]
+    torch.testing.assert_close(pooled, expected)
     with pytest.raises(ValueError, match="pooling"):
         create_backbone(PLAIN, None, TINY, "mean", IMG)
 

@@ -45,14 +45,8 @@ def test_committed_lock_matches_the_code_it_was_made_from(tmp_path):
     """
     repo = make_repo(tmp_path / "clone", drop_lock=False)
     status = json.loads(dvc(repo, "status", "--json").stdout or "{}")
-    stale = {}
-    for stage, changes in status.items():
-        for change in changes:
-            if not isinstance(change, dict):
-                continue  # e.g. "changed command"
-            for kind in ("changed deps", "changed params"):
-                # upstream outputs are absent in a clone ("deleted"); code and params are not
-                modified = {path: what for path, what in change.get(kind, {}).items() if what != "deleted"}
-                if modified:
-                    stale.setdefault(stage, {})[kind] = modified
+    # e.g. {"dedup": [{"changed deps": {"src/...": "modified", "params.yaml": {"dedup": "modified"}}}]};
+    # upstream outputs are absent in a clone ("deleted"), code and params are not
+    stale = {stage: modified for stage, changes in status.items() for change in changes if isinstance(change, dict)
+             if (modified := {path: what for path, what in change.get("changed deps", {}).items() if what != "deleted"})}
     assert not stale, f"dvc.lock is stale, run `dvc repro` and commit it: {stale}"

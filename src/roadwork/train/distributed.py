@@ -63,24 +63,20 @@ def shutdown() -> None:
 
 def seed_everything(*parts: int) -> None:
     """Seed python, numpy and torch (every device) from a tuple (e.g. seed, epoch, rank)."""
-    seed_host_rngs(*parts)
-    torch.manual_seed(_derived_seed(parts))
+    torch.manual_seed(seed_host_rngs(*parts))
 
 
-def seed_host_rngs(*parts: int) -> None:
+def seed_host_rngs(*parts: int) -> int:
     """Seed python, numpy and torch's CPU generator, which is all that CPU-side augmentation
     draws from: the same CPU streams as `seed_everything`. Made for per-item seeding in data
     loaders, where `torch.manual_seed` is too slow: it also queues a seed for every accelerator
     backend, recording a stack trace each time (about 0.8 ms per call with torch 2.14, more than
-    the augmentation of a 64 px image)."""
-    seed = _derived_seed(parts)
+    the augmentation of a 64 px image). Returns the derived seed."""
+    seed = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
     random.seed(seed)
     np.random.seed(seed)
     torch.default_generator.manual_seed(seed)
-
-
-def _derived_seed(parts) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+    return seed
 
 
 def rng_state() -> dict:
