@@ -23,14 +23,16 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from sklearn.metrics import matthews_corrcoef, roc_auc_score
 from torch import nn
 from torchvision.transforms import v2
 
+from roadwork.data.decode import load_rgb
 from roadwork.train.data import load_split
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)  # what timm's DINOv3 configs use
+STD = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
 VIT = "vit_small_patch16_dinov3"
 CANDIDATES = {
     "vit_token_p16": dict(pool="token", lr=1e-3, overrides=dict(embed_dim=128, depth=4, num_heads=2, init_values=1.0)),
@@ -50,16 +52,16 @@ def small_cnn() -> nn.Module:
 
 
 def build(name: str, img_size: int) -> nn.Module:
-    spec = CANDIDATES[name]
     if name == "cnn":
         return small_cnn()
+    spec = CANDIDATES[name]
     return timm.create_model(VIT, pretrained=False, num_classes=1, global_pool=spec["pool"], img_size=img_size,
                              **spec["overrides"])
 
 
 def load(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     examples = load_split(Path("data/raw"), Path("data/split/splits.csv"), split)
-    images = [np.asarray(Image.open(e.path).convert("RGB").resize((size, size), Image.BICUBIC)) for e in examples]
+    images = [np.asarray(load_rgb(e.path).resize((size, size), Image.BICUBIC)) for e in examples]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), torch.tensor([e.label for e in examples])
 
 
@@ -92,7 +94,7 @@ def train_and_score(name: str, data: dict, args) -> dict:
                           v2.RandomHorizontalFlip()])
     start = time.perf_counter()
     for _ in range(args.epochs):
-        order = rng.choice(len(y_train), size=total // args.epochs * args.batch, p=weights / weights.sum())
+        order = rng.choice(len(y_train), size=steps_per_epoch * args.batch, p=weights / weights.sum())
         for step in range(steps_per_epoch):
             batch = order[step * args.batch:(step + 1) * args.batch]
             x = normalise(torch.stack([augment(x_train[i]) for i in batch]))
