@@ -95,9 +95,23 @@ def digest_tree(repo: Path, *paths: str) -> dict[str, str]:
     return digests
 
 
+def expand_stages(dvc_yaml: Path) -> dict[str, dict]:
+    """dvc.yaml's stages as DVC runs them: a `foreach` stage becomes one stage per item, named
+    `<stage>@<item>`, with ${item} substituted."""
+    stages = {}
+    for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            stages[f"{name}@{item}"] = yaml.safe_load(text)
+    return stages
+
+
 def pipeline_paths(dvc_yaml: Path) -> dict[str, dict[str, list[str]]]:
     """{stage: {"deps": [...], "outs": [...]}} from dvc.yaml (outs include metrics and plots outputs)."""
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    stages = expand_stages(dvc_yaml)
 
     def names(entries):
         return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]

@@ -13,17 +13,16 @@ from scipy.special import expit
 
 from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import apply_temperature, fit_temperature
-from roadwork.evaluate.threshold_report import write_threshold_outputs
 from roadwork.io import read_csv, read_json, write_csv
-from roadwork.stages.calibrate import (
+from roadwork.evaluate.calibrate import (
     RELIABILITY_COLUMNS,
     SERIES,
     CalibrationError,
     calibrate,
     choose_model,
-    default_candidates,
     write_outputs,
 )
+from roadwork.stages.calibrate import candidates as default_candidates
 
 SPLITS = {"val_select": 600, "val_calib": 600, "val_test": 600}
 
@@ -42,16 +41,20 @@ def logits_rows(seed: int, separation: float = 1.5, overconfidence: float = 3.0)
     return rows
 
 
-def make_model(root: Path, name: str, rows: list[dict], threshold_json: str) -> Path:
+def make_model(root: Path, name: str, rows: list[dict]) -> Path:
     """A trained-model directory as the calibrate stage sees it (logits.csv + weights files) and
-    its threshold report, written by the real threshold code."""
+    its threshold decision and report, written by the real threshold stage."""
     model_dir = root / "data" / name
     model_dir.mkdir(parents=True, exist_ok=True)
     write_csv(model_dir / "logits.csv", rows, ["split", "id", "label", "logit"])
     (model_dir / "model.safetensors").write_bytes(f"weights of {name}".encode())
     (model_dir / "model.json").write_text("{}")
-    write_threshold_outputs(model_dir / "logits.csv", 0.5, root / "metrics" / threshold_json,
-                            root / "plots" / f"threshold_{name}.csv")
+    (root / "params.yaml").write_text(yaml.safe_dump({"threshold": {"target_prior": 0.5}}))
+    done = subprocess.run([sys.executable, "-m", "roadwork.stages.threshold", name], cwd=root, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert set(read_json(root / "data" / "threshold" / f"{name}.json")) == {"space", "target_prior", "threshold"}
+    assert (root / "metrics" / f"threshold_{name}.json").exists() and (root / "plots" / f"threshold_{name}.csv").exists()
     return model_dir
 
 
@@ -61,7 +64,7 @@ def with_logits(rows: list[dict], split: str, change) -> list[dict]:
 
 @pytest.fixture
 def phase1(tmp_path):
-    make_model(tmp_path, "phase1", logits_rows(0), "threshold.json")
+    make_model(tmp_path, "phase1", logits_rows(0))
     return tmp_path
 
 
@@ -72,21 +75,21 @@ def run(root: Path, model: str = "best", n_bins: int = 15):
 # ------------------------------------------------------------------------------ temperature
 def test_temperature_is_fitted_on_val_calib_only(tmp_path):
     rows = logits_rows(0)
-    make_model(tmp_path, "phase1", rows, "threshold.json")
+    make_model(tmp_path, "phase1", rows)
     reference, _, _ = run(tmp_path)
     calib = [r for r in rows if r["split"] == "val_calib"]
     expected = fit_temperature([r["logit"] for r in calib], [r["label"] for r in calib])
     assert reference["temperature"] == pytest.approx(expected, rel=1e-12)
     assert 2.0 < reference["temperature"] < 4.5  # the planted over-confidence (x3) is found
 
-    threshold_json = read_json(tmp_path / "metrics" / "threshold.json")
+    threshold_json = read_json(tmp_path / "data" / "threshold" / "phase1.json")
     for split in ("val_select", "val_test"):
         changed = with_logits(rows, split, lambda z: 5 * z + 3)
         (tmp_path / "data" / "phase1" / "logits.csv").unlink()
         write_csv(tmp_path / "data" / "phase1" / "logits.csv", changed, ["split", "id", "label", "logit"])
         result, _, _ = run(tmp_path)
         assert result["temperature"] == reference["temperature"], f"changing {split} changed T"
-        assert read_json(tmp_path / "metrics" / "threshold.json") == threshold_json
+        assert read_json(tmp_path / "data" / "threshold" / "phase1.json") == threshold_json
 
     changed = with_logits(rows, "val_calib", lambda z: 2 * z)
     write_csv(tmp_path / "data" / "phase1" / "logits.csv", changed, ["split", "id", "label", "logit"])
@@ -97,7 +100,7 @@ def test_temperature_is_fitted_on_val_calib_only(tmp_path):
 def test_threshold_is_re_expressed_in_calibrated_probability_space(phase1):
     calibration, metrics, _ = run(phase1)
     t, temperature = calibration["threshold_logit"], calibration["temperature"]
-    assert t == read_json(phase1 / "metrics" / "threshold.json")["threshold"]
+    assert t == read_json(phase1 / "data" / "threshold" / "phase1.json")["threshold"]
     assert calibration["threshold_probability"] == pytest.approx(1 / (1 + math.exp(-t / temperature)), rel=1e-12)
     # the same decisions in both spaces: z > t  <=>  sigmoid(z / T) > p*
     z = np.array([float(r["logit"]) for r in read_csv(phase1 / "data" / "phase1" / "logits.csv")])
@@ -158,19 +161,19 @@ def test_n_bins_sets_the_bins_of_every_ece_and_the_diagram(phase1):
 # ------------------------------------------------------------------------------ model choice
 def test_best_picks_the_model_with_the_higher_val_select_mcc(tmp_path):
     good, poor = logits_rows(1, separation=3.0), logits_rows(2, separation=0.7)
-    make_model(tmp_path, "phase1", poor, "threshold.json")
-    make_model(tmp_path, "phase4", good, "threshold_phase4.json")
+    make_model(tmp_path, "phase1", poor)
+    make_model(tmp_path, "phase4", good)
     chosen, scores = choose_model("best", default_candidates(tmp_path))
     assert chosen.name == "phase4"
     assert scores["phase4"]["selection_mcc"] > scores["phase1"]["selection_mcc"]
     # the MCC compared is the one each threshold was chosen for (50/50 prior), at that threshold
-    report = read_json(tmp_path / "metrics" / "threshold_phase4.json")
+    report = read_json(tmp_path / "metrics" / "threshold_phase4.json")  # the report beside the decision
     assert scores["phase4"]["selection_mcc"] == pytest.approx(report["val_select"]["target_prior"]["mcc_at_optimum"])
     calibration, _, _ = run(tmp_path)
     assert calibration["model"] == "phase4" and calibration["model_dir"].endswith("data/phase4")
 
-    make_model(tmp_path, "phase1", good, "threshold.json")
-    make_model(tmp_path, "phase4", poor, "threshold_phase4.json")
+    make_model(tmp_path, "phase1", good)
+    make_model(tmp_path, "phase4", poor)
     assert choose_model("best", default_candidates(tmp_path))[0].name == "phase1"
     assert run(tmp_path, model="phase4")[0]["model"] == "phase4"  # explicit choice wins
 

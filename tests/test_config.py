@@ -45,7 +45,7 @@ def test_every_section_of_the_schema_is_in_params_yaml():
         ({"split": {"ratios": {"train": 0.7}}}, "split.ratios", "must sum to 1, got 1.1"),
         ({"dedup": {"label_conflict": "keep"}}, "dedup.label_conflict", "'drop' or 'majority'"),
         ({"data": {"source": "local"}}, "data", "data.local.path must name a folder"),
-        ({"model": {"img_size": 72}}, "model", "multiple of the patch size 16, got 72"),
+        ({"model": {"img_size": 72, "overrides": {}}}, "model", "multiple of the patch size 16, got 72"),
         ({"model": {"img_size": 68, "overrides": {"patch_size": 8}}}, "model", "multiple of the patch size 8, got 68"),
     ],
 )
@@ -76,3 +76,11 @@ def test_missing_or_malformed_file(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(bad)
+
+
+def test_code_defaults_are_the_params_yaml_values():
+    """One source of defaults: a section built in code (Params(), TrainParams(), ...) is the embedded
+    default that params.yaml spells out, key for key."""
+    from roadwork.config import Params
+
+    assert Params() == load_params(REPO / "params.yaml")

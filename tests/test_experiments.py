@@ -128,7 +128,7 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
         assert not exp["error"], exp["error"]
         assert exp["params"]["data"]["synthetic"]["count"] == SWEEP["data"]["synthetic"]["count"]
         for path, keys in {"metrics/phase1.json": ("val_select", "mcc"),
-                           "metrics/threshold.json": ("val_test", "at_threshold", "mcc")}.items():
+                           "metrics/threshold_phase1.json": ("val_test", "at_threshold", "mcc")}.items():
             assert isinstance(metric(exp, path, *keys), (int, float)), (path, exp["metrics"].get(path))
     low, high = by_lr[1e-4], by_lr[3e-4]
     assert low["metrics"]["metrics/phase1.json"] != high["metrics"]["metrics/phase1.json"], \
@@ -149,7 +149,7 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
         assert isinstance(metric(full, path, *keys), (int, float)), (path, keys)
     # same commit, same params: the workspace run and the queued one (in a temp copy) agree
     assert full["metrics"]["metrics/phase1.json"] == high["metrics"]["metrics/phase1.json"]
-    assert full["metrics"]["metrics/threshold.json"] == high["metrics"]["metrics/threshold.json"]
+    assert full["metrics"]["metrics/threshold_phase1.json"] == high["metrics"]["metrics/threshold_phase1.json"]
 
     # the README's table command shows exactly the headline columns
     table = dvc(repo, "exp", "show", "--csv", "--drop", ".*", "--keep", HEADLINE_KEEP).stdout.splitlines()

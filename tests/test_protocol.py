@@ -200,8 +200,10 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     from dvclive import Live
 
     from roadwork.evaluate.threshold_report import write_threshold_outputs
-    from roadwork.stages.calibrate import calibrate, default_candidates, write_outputs
-    from roadwork.stages.export import dvc_md5, export
+    from roadwork.evaluate.calibrate import calibrate, write_outputs
+    from roadwork.export.evaluate import export
+    from roadwork.export.provenance import dvc_md5
+    from roadwork.stages.calibrate import candidates
 
     for name in ("raw", "split"):
         (tmp_path / "data").mkdir(exist_ok=True)
@@ -209,16 +211,17 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
     write_phase1(tmp_path)
-    write_threshold_outputs(Path("data/phase1/logits.csv"), 0.5, Path("metrics/threshold.json"),
+    write_threshold_outputs(Path("data/phase1/logits.csv"), 0.5, Path("data/threshold/phase1.json"),
                             Path("plots/threshold_phase1.csv"))
-    calibration, _, rows = calibrate(CalibrateParams(), default_candidates())
+    calibration, _, rows = calibrate(CalibrateParams(), candidates())
     write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
 
     results = {}
     for tag, settings in (("a", EXPORT_A), ("b", EXPORT_B)):
         config = parse_params({"model": TINY_MODEL, "export": settings})
         live = Live("dvclive/export", dvcyaml=None, save_dvc_exp=False) if tag == "a" else None
-        metrics = export(config, Path(f"data/bundle_{tag}"), live=live, progress=False)
+        metrics = export(config, Path(f"data/bundle_{tag}"), Path("data/calibrate/calibration.json"), Path("data/raw"),
+                         Path("data/split"), Path("dvc.lock"), live=live, progress=False)
         if live is not None:
             live.end()
         card = read_json(f"data/bundle_{tag}/model_card.json")
@@ -256,7 +259,7 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
 
 
 def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
-    from roadwork.stages.export import export
+    from roadwork.export.evaluate import ExportError, export
 
     monkeypatch.chdir(tmp_path)
     make_model_dir(tmp_path / "data" / "phase1")
@@ -264,6 +267,7 @@ def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
     Path("data/calibrate/calibration.json").write_text(json.dumps(
         {"model": "phase1", "model_dir": "data/phase1", "model_sha256": "0" * 64, "temperature": 1.0,
          "threshold_logit": 0.0}))
-    with pytest.raises(SystemExit, match="not the model that was calibrated"):
-        export(parse_params({}), Path("data/bundle"), progress=False)
+    with pytest.raises(ExportError, match="not the model that was calibrated"):
+        export(parse_params({}), Path("data/bundle"), Path("data/calibrate/calibration.json"), Path("data/raw"),
+               Path("data/split"), Path("dvc.lock"), progress=False)
     assert not Path("data/bundle").exists()

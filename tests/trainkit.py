@@ -16,10 +16,11 @@ TINY_MODEL = {
     "backbone": "vit_small_patch16_dinov3",
     "overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2},
     "img_size": 32,
+    "pooling": "token",
 }
 TINY_TRAIN = {
     "epochs": 3, "batch_size": 16, "lr": 3e-3, "backbone_lr": 1e-3, "warmup_epochs": 1,
-    "num_workers": 0, "early_stopping_patience": 5,
+    "num_workers": 0, "early_stopping_patience": 5, "balanced_sampler": False,
     "augment": {"mode": "none", "mixup_alpha": 0.0, "cutmix_alpha": 0.0},
 }
 

@@ -1,5 +1,8 @@
 """params.yaml -> typed, validated objects.
 
+The defaults here are the embedded default's values, the same as params.yaml's (a test keeps the
+two equal), so a section built in code and the checked-in params.yaml never disagree.
+
 Every section is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an
 out-of-range value fails at load time with a message naming the key (``split.ratios.train``)
 and the expected form, before any stage does work.
@@ -30,7 +33,7 @@ PositiveInt = Field(gt=0)
 class SyntheticParams(Section):
     """The embedded default: procedural street scenes, deterministic from `seed`."""
 
-    count: int = Field(1500, gt=0, description="distinct scenes generated (before planted copies)")
+    count: int = Field(3000, gt=0, description="distinct scenes generated (before planted copies)")
     width: int = Field(96, ge=32, le=8192)
     height: int = Field(96, ge=32, le=8192)
     positive_fraction: float = Field(0.2, gt=0, lt=1, description="share of roadwork scenes (~4:1 as NATIX)")
@@ -110,10 +113,12 @@ class HeadParams(Section):
 
 class ModelParams(Section):
     backbone: str = "vit_small_patch16_dinov3"
-    overrides: dict[str, int | float] = Field(default_factory=dict, description="timm kwargs, e.g. embed_dim/depth/num_heads")
+    overrides: dict[str, int | float] = Field(
+        default_factory=lambda: {"embed_dim": 64, "depth": 3, "num_heads": 2, "init_values": 1.0, "patch_size": 8},
+        description="timm kwargs, e.g. embed_dim/depth/num_heads")
     pretrained: str = Field("none", description="none | timm hub id with tag | local weights file")
-    pooling: Literal["token", "avg", "max"] = "token"
-    img_size: int = Field(96, ge=16, le=1024)
+    pooling: Literal["token", "avg", "max"] = "max"
+    img_size: int = Field(64, ge=16, le=1024)
     freeze: Literal["full", "frozen", "last_n"] = "full"
     freeze_last_n: int = Field(2, ge=0)
     head_type: Literal["linear", "doran"] = "linear"
@@ -132,14 +137,14 @@ class AugmentParams(Section):
     mode: Literal["standard", "validator", "none"] = "standard"
     scale: tuple[float, float] = (0.5, 1.0)
     hflip: float = Field(0.5, ge=0, le=1)
-    color_jitter: float = Field(0.4, ge=0, description="saturation jitter (brightness/contrast below)")
+    color_jitter: float = Field(0.0, ge=0, description="saturation jitter (brightness/contrast below)")
     brightness: float = Field(0.2, ge=0)
     contrast: float = Field(0.2, ge=0)
-    auto_augment: Optional[str] = Field("rand-m9-mstd0.5", description="timm auto-augment spec or null")
-    rotation_degrees: float = Field(15, ge=0, le=180)
-    gaussian_blur_prob: float = Field(0.1, ge=0, le=1)
-    mixup_alpha: float = Field(0.2, ge=0)
-    cutmix_alpha: float = Field(1.0, ge=0)
+    auto_augment: Optional[str] = Field(None, description="timm auto-augment spec or null")
+    rotation_degrees: float = Field(0, ge=0, le=180)
+    gaussian_blur_prob: float = Field(0.0, ge=0, le=1)
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
     mix_prob: float = Field(1.0, ge=0, le=1)
     validator_levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
 
@@ -154,21 +159,21 @@ class AugmentParams(Section):
 
 class TrainParams(Section):
     epochs: int = Field(30, gt=0)
-    batch_size: int = Field(64, gt=0, description="per optimizer step, across all processes")
+    batch_size: int = Field(32, gt=0, description="per optimizer step, across all processes")
     grad_accum_steps: int = Field(1, gt=0)
-    lr: float = Field(3e-4, gt=0, description="head learning rate")
-    backbone_lr: float = Field(3e-4, ge=0)
+    lr: float = Field(1e-3, gt=0, description="head learning rate")
+    backbone_lr: float = Field(1e-3, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: int = Field(2, ge=0)
     min_lr: float = Field(1e-6, ge=0)
     clip_grad: Optional[float] = Field(1.0, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    early_stopping_patience: int = Field(10, gt=0)
+    early_stopping_patience: int = Field(30, gt=0)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     processes: int = Field(1, gt=0, description="> 1: torchrun + DistributedDataParallel")
-    balanced_sampler: bool = False
+    balanced_sampler: bool = True
     feature_cache: bool = Field(False, description="frozen backbone only: train the head on cached features")
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(1, ge=0)
     seed: int = 0
     augment: AugmentParams = AugmentParams()
 
@@ -196,7 +201,7 @@ class ExploraParams(Section):
     ``train.precision`` / ``train.processes``; ``train.seed`` and ``train.num_workers`` are reused."""
 
     init: Literal["pretrained", "phase1"] = Field("pretrained", description="backbone start: model.pretrained or phase-1 weights")
-    epochs: int = Field(10, gt=0, description="self-supervised epochs over the unlabeled images")
+    epochs: int = Field(3, gt=0, description="self-supervised epochs over the unlabeled images")
     batch_size: int = Field(64, gt=0, description="images per optimizer step, across all processes")
     grad_accum_steps: int = Field(1, gt=0)
     lr: float = Field(5e-4, gt=0, description="peak AdamW learning rate (after warmup), cosine to min_lr")

@@ -1,211 +1,26 @@
-"""calibrate: choose the model to ship, fit temperature scaling on its val_calib logits, and
-re-express its decision threshold in the calibrated probability space.
-
-Inputs are the saved logits only (``<model dir>/logits.csv``, computed from exactly the saved
-weights) and each model's threshold report; the model is never run here.
-
-* Model choice (``calibrate.model``): ``phase1`` (data/phase1 + metrics/threshold.json),
-  ``phase4`` (data/phase4 + metrics/threshold_phase4.json) or ``best``: the available model with
-  the higher val_select MCC at its own chosen threshold. The MCC compared is the one the
-  threshold was chosen for: re-weighted to the threshold report's ``target_prior`` (the
-  validators' 50/50) when the report has one, else the raw MCC. Ties go to phase 1.
-* Temperature T: NLL fit on the chosen model's **val_calib** logits only
-  (:func:`roadwork.evaluate.calibration.fit_temperature`); val_select chose the threshold,
-  val_test is only reported.
-* The threshold t (a logit, from val_select) becomes p* = sigmoid(t / T) in the calibrated
-  space; the export folds both into the head so that the shipped probability is
-  sigmoid((z - t) / T) and the validators' 0.5 cut-off is the tuned one.
-
-Outputs: data/calibrate/calibration.json (what the export needs), metrics/calibrate.json and
-plots/reliability.csv (reliability diagram rows, before and after, val_calib and val_test).
-"""
-
-from __future__ import annotations
+"""calibrate: choose the model to ship (phase 1 or phase 4), fit temperature scaling on its
+val_calib logits and re-express its threshold (roadwork.evaluate.calibrate)."""
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from roadwork.evaluate.calibrate import Candidate, CalibrationError, calibrate, write_outputs
+from roadwork.stages.common import CALIBRATE, MODELS, RELIABILITY_CSV, finish, params, threshold_json
 
-from roadwork.config import CalibrateParams
-from roadwork.evaluate.calibration import calibration_report, fit_temperature
-from roadwork.evaluate.threshold import mcc_from_counts, prior_weights
-from roadwork.evaluate.threshold_report import split_logits
-from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_csv
-from roadwork.stages.common import DATA, METRICS, PHASE1, PLOTS, finish, params
-
-CALIBRATE = DATA / "calibrate"
-PHASE4 = DATA / "phase4"
-RELIABILITY_CSV = PLOTS / "reliability.csv"
-REPORT_SPLITS = ("val_calib", "val_test")
-SERIES = tuple(f"{split}_{when}" for split in REPORT_SPLITS for when in ("before", "after"))
-RELIABILITY_COLUMNS = ["split", "calibration", "bin", "bin_lower", "bin_upper", "count", "confidence", "accuracy",
-                       *SERIES, "perfect"]
-ECE_DEFINITIONS = {
-    "ece_positive_uniform": "positive-class ECE (torchmetrics BinaryCalibrationError, l1): confidence = P(roadwork), "
-                            "accuracy = label; n_bins equal-width bins over [0, 1]",
-    "ece_positive_quantile": "positive-class ECE with n_bins equal-mass bins",
-    "ece_top_label_uniform": "top-label ECE (Guo et al. 2017): confidence = max(p, 1 - p), accuracy = "
-                             "1[(p > 0.5) == label]; n_bins equal-width bins over [0, 1]",
-    "ece_top_label_quantile": "top-label ECE with n_bins equal-mass bins",
-}
+PRODUCED_BY = {"phase1": "train_phase1 and threshold@phase1", "phase4": "explora and threshold@phase4"}
 
 
-class CalibrationError(Exception):
-    """The requested model cannot be calibrated (missing inputs); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    model_dir: Path
-    threshold_json: Path
-    produced_by: str  # the dvc stages that write the inputs, for error messages
-
-    @property
-    def logits_csv(self) -> Path:
-        return self.model_dir / "logits.csv"
-
-    def missing(self) -> list[Path]:
-        needed = (self.logits_csv, self.model_dir / "model.safetensors", self.model_dir / "model.json",
-                  self.threshold_json)
-        return [path for path in needed if not path.exists()]
-
-
-def default_candidates(root: Path = Path(".")) -> dict[str, Candidate]:
-    return {
-        "phase1": Candidate("phase1", root / PHASE1, root / METRICS / "threshold.json", "train_phase1 and threshold"),
-        "phase4": Candidate("phase4", root / PHASE4, root / METRICS / "threshold_phase4.json",
-                            "explora and its threshold stage"),
-    }
-
-
-def selection_score(candidate: Candidate) -> dict:
-    """val_select MCC of a model at its own chosen (logit) threshold, raw and at the target prior."""
-    report = read_json(candidate.threshold_json)
-    if "threshold" not in report:
-        raise CalibrationError(f"{candidate.threshold_json}: no 'threshold' key (expected a threshold report)")
-    threshold = float(report["threshold"])
-    logits, labels = split_logits(candidate.logits_csv, "val_select")
-    predictions = logits > threshold
-    y = labels.astype(bool)
-    counts = [float(np.sum(predictions & y)), float(np.sum(predictions & ~y)),
-              float(np.sum(~predictions & ~y)), float(np.sum(~predictions & y))]
-    score = {"threshold_logit": threshold, "n": int(y.size), "mcc": float(mcc_from_counts(*counts))}
-    target_prior = report.get("target_prior")
-    score["target_prior"] = target_prior
-    if target_prior is not None and 0 < y.sum() < y.size:
-        w_pos, w_neg = prior_weights(y, float(target_prior))
-        tp, fp, tn, fn = counts
-        score["mcc_target_prior"] = float(mcc_from_counts(tp * w_pos, fp * w_neg, tn * w_neg, fn * w_pos))
-    else:
-        score["mcc_target_prior"] = None
-    score["selection_mcc"] = score["mcc_target_prior"] if score["mcc_target_prior"] is not None else score["mcc"]
-    return score
-
-
-def choose_model(choice: str, candidates: dict[str, Candidate]) -> tuple[Candidate, dict[str, dict]]:
-    """The candidate to ship and the selection scores of every available candidate."""
-    if choice != "best":
-        candidate = candidates[choice]
-        missing = candidate.missing()
-        if missing:
-            raise CalibrationError(
-                f"calibrate.model is {choice!r} but {', '.join(p.as_posix() for p in missing)} "
-                f"{'does' if len(missing) == 1 else 'do'} not exist: run the {candidate.produced_by} stage(s) first "
-                f"(dvc repro), or set calibrate.model to 'best' to use whichever model exists")
-        return candidate, {choice: selection_score(candidate)}
-    available = [c for c in candidates.values() if not c.missing()]
-    if not available:
-        wanted = "; ".join(f"{c.name}: {', '.join(p.as_posix() for p in c.missing())}" for c in candidates.values())
-        raise CalibrationError(f"calibrate.model is 'best' but no trained model is complete ({wanted} missing): "
-                               "run the training and threshold stages first (dvc repro)")
-    scores = {c.name: selection_score(c) for c in available}
-    best = available[0]  # candidates are ordered phase1, phase4: ties keep the earlier one
-    for candidate in available[1:]:
-        if scores[candidate.name]["selection_mcc"] > scores[best.name]["selection_mcc"]:
-            best = candidate
-    return best, scores
-
-
-def reliability_rows(split: str, report: dict) -> list[dict]:
-    """Long-format rows for the reliability diagram of one split, before and after scaling.
-
-    Each series (``<split>_<before|after>``) has its own y column, NaN on the other series' rows,
-    so that a DVC plot with ``x: confidence`` draws one coloured series per column; ``perfect``
-    (= confidence) draws the diagonal."""
-    rows = []
-    for when in ("before", "after"):
-        for row in report[when]["reliability"]:
-            out = {"split": split, "calibration": when, **row}
-            for series in SERIES:
-                out[series] = row["accuracy"] if series == f"{split}_{when}" else float("nan")
-            out["perfect"] = row["confidence"]
-            rows.append(out)
-    return rows
-
-
-def _summary(report: dict) -> dict:
-    out = {"n": report["n"], "n_pos": report["n_pos"]}
-    for when in ("before", "after"):
-        out[when] = {k: round(v, 6) for k, v in report[when].items() if k not in ("reliability", "temperature")}
-    return out
-
-
-def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tuple[dict, dict, list[dict]]:
-    """(calibration.json content, metrics, reliability rows) for the chosen model."""
-    chosen, scores = choose_model(settings.model, candidates)
-    logits, labels = split_logits(chosen.logits_csv, "val_calib")
-    temperature = fit_temperature(logits, labels)
-    threshold = scores[chosen.name]["threshold_logit"]
-    threshold_probability = float(1.0 / (1.0 + np.exp(-threshold / temperature)))
-
-    reports, rows = {}, []
-    for split in REPORT_SPLITS:
-        split_z, split_y = (logits, labels) if split == "val_calib" else split_logits(chosen.logits_csv, split)
-        reports[split] = calibration_report(split_y, split_z, temperature, settings.n_bins)
-        rows += reliability_rows(split, reports[split])
-
-    calibration = {
-        "model": chosen.name,
-        "model_dir": chosen.model_dir.as_posix(),
-        "model_sha256": sha256_file(chosen.model_dir / "model.safetensors"),
-        "logits_sha256": sha256_file(chosen.logits_csv),
-        "temperature": temperature,
-        "threshold_logit": threshold,
-        "threshold_probability": threshold_probability,
-        "fitted_on": {"temperature": "val_calib", "threshold": "val_select"},
-        "n_val_calib": int(labels.size),
-        "selection": {"rule": settings.model, "scores": scores},
-        "ece_definitions": ECE_DEFINITIONS,
-        "n_bins": settings.n_bins,
-    }
-    metrics = {
-        "model": chosen.name,
-        "temperature": round(temperature, 6),
-        "threshold_logit": round(threshold, 6),
-        "threshold_probability": round(threshold_probability, 6),
-        "selection": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in s.items()}
-                      for name, s in scores.items()},
-        **{split: _summary(report) for split, report in reports.items()},
-    }
-    return calibration, metrics, rows
-
-
-def write_outputs(calibration: dict, rows: list[dict], out_dir: Path, reliability_csv: Path) -> None:
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        (tmp / "calibration.json").write_text(dumps_json(calibration))
-    write_csv(reliability_csv, rows, RELIABILITY_COLUMNS)
+def candidates(root: Path = Path(".")) -> dict[str, Candidate]:
+    """The trained models in pipeline order (ties in the choice go to the earlier one)."""
+    return {name: Candidate(name, root / path, root / threshold_json(name), PRODUCED_BY[name])
+            for name, path in MODELS.items()}
 
 
 def main() -> None:
     started = time.monotonic()
-    config = params()
     try:
-        calibration, metrics, rows = calibrate(config.calibrate, default_candidates())
+        calibration, metrics, rows = calibrate(params().calibrate, candidates())
     except CalibrationError as error:
         sys.exit(f"calibrate failed: {error}")
     write_outputs(calibration, rows, CALIBRATE, RELIABILITY_CSV)

@@ -1,171 +1,15 @@
-"""explora: phase 4. ExPLoRA self-supervised pre-training of the backbone on unlabeled train-split
-images (+ explora.extra_unlabeled), then supervised fine-tuning with the phase-1 trainer, its
-threshold report, and a phase-1 vs phase-4 comparison on val_select.
+"""explora: phase 4. ExPLoRA self-supervised pre-training, then supervised fine-tuning, and the
+phase-1 vs phase-4 comparison on val_select (roadwork.train.phase4)."""
 
-Outputs: data/explora/backbone.safetensors (+ backbone.json): the adapted backbone, LoRA merged, a
-stock timm state dict; data/phase4/{model.safetensors, model.json, logits.csv} (as data/phase1);
-metrics/explora.json; metrics/threshold_phase4.json and plots/threshold_phase4.csv; dvclive/explora
-(SSL curves) and dvclive/phase4 (fine-tuning curves).
-
-Resume: the pre-training checkpoints every epoch under runs/explora/<key>/ and keeps its finished
-backbone there until the whole stage has succeeded, so a rerun after a kill during fine-tuning
-does not pre-train again; fine-tuning resumes through the phase-1 trainer (runs/phase4/<key>/).
-"""
-
-from __future__ import annotations
-
-import hashlib
-import math
 import shutil
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-
-from roadwork.config import Params
-from roadwork.evaluate.threshold_report import split_logits, write_threshold_outputs
-from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_text
-from roadwork.models.adapters import add_qv_adapters
-from roadwork.models.classifier import data_config
-from roadwork.stages.common import (DATA, METRICS, PHASE1, PLOTS, RAW, RUNS, SPLITS_CSV, finish, open_live,
-                                    params)
-from roadwork.train.data import ImageCache, ImageDataset
-from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, seed_everything, shutdown
-from roadwork.train.run import build_model, fit, run_key
-from roadwork.train.ssl import ExploraSSL, MultiCropTransform, log_row, pretrain, unlabeled_examples
-
-EXPLORA = DATA / "explora"
-PHASE4 = DATA / "phase4"
-BACKBONE = EXPLORA / "backbone.safetensors"
+from roadwork.stages.common import EXPLORA, PHASE1, PHASE4, RAW, RUNS, SPLITS_CSV, finish, open_live, params
+from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, shutdown
+from roadwork.train.phase4 import explora_metrics, finetune, pretrained_backbone, save_backbone
 
 
-# ------------------------------------------------------------------------------ pre-training
-def initial_classifier(config: Params):
-    """Phase 1's starting point (model.backbone/overrides/pretrained), or phase 1's fine-tuned
-    backbone when explora.init is phase1."""
-    seed_everything(config.train.seed)
-    classifier = build_model(config.model)
-    if config.explora.init == "phase1":
-        state = load_file(PHASE1 / "model.safetensors")
-        classifier.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items()
-                                             if k.startswith("backbone.")})
-    return classifier
-
-
-def pretrained_backbone(config: Params, dist, live) -> tuple[dict, dict, Path]:
-    """(adapted backbone state dict, SSL summary, the run's saved weights file). Reuses a finished
-    pre-training of the same run key."""
-    cfg = config.explora
-    examples, counts = unlabeled_examples(RAW, SPLITS_CSV, cfg.extra_unlabeled, config.dedup.max_hamming,
-                                          config.data.max_pixels)
-    images = hashlib.sha256("\n".join(f"{e.id} {e.sha256}" for e in examples).encode()).hexdigest()
-    inputs = [SPLITS_CSV] + ([PHASE1 / "model.safetensors"] if cfg.init == "phase1" else [])
-    run_dir = RUNS / "explora" / run_key(config, *inputs, extra={"explora": cfg.model_dump(), "images": images})
-    weights_path, summary_path = run_dir / "backbone.safetensors", run_dir / "summary.json"
-    if weights_path.exists() and summary_path.exists():
-        summary = read_json(summary_path)
-        if dist.is_main:
-            print(f"self-supervised pre-training already finished in {run_dir}: reusing it")
-            for row in summary["history"]:
-                log_row(live, row)
-        return load_file(weights_path), summary, weights_path
-
-    classifier = initial_classifier(config)
-    cfg_data = data_config(classifier)
-    ssl = ExploraSSL(classifier.backbone, cfg)
-    if dist.is_main:
-        print(f"ExPLoRA: {len(examples)} unlabeled images {counts}; parameters {ssl.trainable_counts()}")
-    cache = ImageCache(max(cfg.global_crop_size, config.model.img_size))
-    dataset = ImageDataset(examples, cache, MultiCropTransform(cfg, cfg_data["mean"], cfg_data["std"]))
-    state = pretrain(ssl, dataset, config.train, run_dir, dist, live)
-    backbone = ssl.adapted_backbone()
-    weights = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    final = state.history[-1]
-    summary = {
-        "exported": "teacher backbone (EMA), LoRA merged",
-        "init": cfg.init,
-        "epochs": state.epoch,
-        "steps": state.step,
-        "images": counts,
-        "parameters": ssl.trainable_counts(),
-        "final_loss": final["loss"],
-        "final": {k: v for k, v in final.items() if k not in ("epoch", "lr", "teacher_momentum", "teacher_temp")},
-        "teacher_entropy_max": math.log(cfg.head_prototypes),  # uniform teacher output (one collapse mode)
-        "embedding_std_isotropic": 1 / math.sqrt(backbone.num_features),  # spread of random unit vectors
-        "history": state.history,
-    }
-    if dist.is_main:
-        with atomic_path(weights_path) as tmp:
-            save_file(weights, tmp)
-        write_text(summary_path, dumps_json(summary))
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-    return weights, summary, weights_path
-
-
-def save_backbone(config: Params, weights: dict, summary: dict) -> None:
-    with atomic_path(EXPLORA) as tmp:
-        tmp.mkdir()
-        save_file(weights, tmp / "backbone.safetensors")
-        (tmp / "backbone.json").write_text(dumps_json({
-            "backbone": config.model.backbone, "overrides": dict(config.model.overrides),
-            "pooling": config.model.pooling, "img_size": config.model.img_size,
-            "source": summary["exported"], "init": summary["init"],
-            "load": "timm.create_model(backbone, num_classes=0, global_pool=pooling, img_size=img_size, **overrides)"
-                    ".load_state_dict(load_file('backbone.safetensors'))",
-        }))
-
-
-# ------------------------------------------------------------------------------ fine-tuning
-def finetune_params(config: Params) -> Params:
-    """The params fit() trains phase 4 with. An adapter (lora/dora/doran) is parameter-efficient
-    fine-tuning: the backbone's own weights are frozen (model.freeze -> frozen) and features are
-    never cached (the adapters change them); with adapter none, model.freeze applies as in phase 1."""
-    if config.explora.adapter == "none":
-        return config
-    model = config.model.model_copy(update={"freeze": "frozen"})
-    train = config.train.model_copy(update={"feature_cache": False})
-    return config.model_copy(update={"model": model, "train": train})
-
-
-def finetune_model(config: Params, weights: dict):
-    """Classifier with the adapted backbone (+ q/v adapters when asked), and the model.json extras
-    that let roadwork.train.run.load_trained rebuild it."""
-    seed_everything(config.train.seed)  # the same head initialisation as phase 1
-    model = build_model(config.model, pretrained="none")
-    model.backbone.load_state_dict(weights)
-    extra = {"explora": {"init": config.explora.init, "adapter": config.explora.adapter}}
-    if config.explora.adapter != "none":
-        adapter = {"kind": config.explora.adapter, "rank": config.explora.adapter_rank}
-        add_qv_adapters(model.backbone, **adapter)
-        extra["adapter"] = adapter
-    return model, extra
-
-
-# ------------------------------------------------------------------------------ comparison
-def val_select_scores(logits_csv: Path) -> dict:
-    from sklearn.metrics import matthews_corrcoef, roc_auc_score
-
-    logits, labels = split_logits(logits_csv, "val_select")
-    predictions = (logits > 0).astype(int)
-    auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else None
-    return {"mcc": round(float(matthews_corrcoef(labels, predictions)), 6),
-            "accuracy": round(float((predictions == labels).mean()), 6),
-            "auc": None if auc is None else round(auc, 6), "n": int(len(labels))}
-
-
-def compare(phase1_logits: Path, phase4_logits: Path) -> dict:
-    """val_select MCC, accuracy (at logit 0, i.e. probability 0.5) and AUC of both phases."""
-    one, four = val_select_scores(phase1_logits), val_select_scores(phase4_logits)
-    delta = {k: None if one[k] is None or four[k] is None else round(four[k] - one[k], 6)
-             for k in ("mcc", "accuracy", "auc")}
-    return {"phase1": one, "phase4": four, "phase4_minus_phase1": delta}
-
-
-# ------------------------------------------------------------------------------ the stage
 def main() -> None:
     started = time.monotonic()
     config = params()
@@ -176,27 +20,17 @@ def main() -> None:
     dist = init_distributed()
 
     live = open_live("explora") if dist.is_main else None
-    weights, summary, weights_path = pretrained_backbone(config, dist, live)
+    weights, summary, weights_path = pretrained_backbone(config, RAW, SPLITS_CSV, PHASE1 / "model.safetensors", RUNS,
+                                                         dist, live)
     if dist.is_main:
         live.end()
-        save_backbone(config, weights, summary)
+        save_backbone(config, weights, summary, EXPLORA)
 
-    ft_config = finetune_params(config)
-    model, extra = finetune_model(config, weights)
-    run_dir = RUNS / "phase4" / run_key(ft_config, SPLITS_CSV, weights_path, extra=extra)
     live = open_live("phase4") if dist.is_main else None
-    phase4 = fit(ft_config, model, RAW, SPLITS_CSV, PHASE4, run_dir, dist, live, description_extra=extra)
+    finetuned = finetune(config, weights, weights_path, RAW, SPLITS_CSV, PHASE4, RUNS, dist, live)
     if dist.is_main:
         live.end()
-        threshold = write_threshold_outputs(PHASE4 / "logits.csv", config.threshold.target_prior,
-                                            METRICS / "threshold_phase4.json", PLOTS / "threshold_phase4.csv")
-        metrics = {
-            "val_select": compare(PHASE1 / "logits.csv", PHASE4 / "logits.csv"),
-            "ssl": {k: v for k, v in summary.items() if k != "history"},
-            "finetune": {"adapter": config.explora.adapter, "backbone_freeze": ft_config.model.freeze,
-                         "threshold_logit": threshold["threshold"], **phase4},
-            "backbone_sha256": sha256_file(BACKBONE),
-        }
+        metrics = explora_metrics(summary, finetuned, PHASE1 / "logits.csv", PHASE4 / "logits.csv", EXPLORA)
         shutil.rmtree(weights_path.parent, ignore_errors=True)  # the whole stage succeeded
         finish("explora", metrics, started)
     shutdown()
