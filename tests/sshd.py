@@ -1,4 +1,4 @@
-"""A real OpenSSH server on loopback for a test: the SSH remote that a GPU host or a laptop uses.
+"""A real SSH server on loopback for a test: the SSH remote that a GPU host or a laptop uses.
 
     from sshd import SSHServer
 
@@ -7,31 +7,52 @@
         server.client_key            # private key the server accepts (keyfile for dvc-ssh)
         server.known_hosts           # a known_hosts file that trusts this server's host key
 
-or the `sshd` fixture (tests/conftest.py does not need to know about it: import it into the
-test module, `from sshd import sshd  # noqa: F401`).
+Two servers, both real SSH + SFTP over TCP (nothing in DVC or dvc-ssh is replaced):
 
-Everything (host key, client key, config, pid file, log) lives in the given folder; the
-server listens on 127.0.0.1 only, on a free port, accepts only the generated key, and is
-stopped (by its own pid) when the context ends. It needs Debian's openssh-server
-(`apt-get install -y openssh-server`): without it the test FAILS, saying so, rather than
-skipping, so that a CI without it cannot pass silently.
+* ``openssh``: Debian's OpenSSH ``sshd -D`` (``apt-get install -y openssh-server``; .ci/run installs
+  it and sets ``ROADWORK_TEST_SSH=openssh,asyncssh`` so that CI runs the tests against both);
+* ``asyncssh``: the SSH/SFTP server of asyncssh (already installed: dvc-ssh's own SSH library),
+  run as a separate process (tests/asyncssh_server.py), so that the README's test command passes
+  on a machine that has only Python and git.
+
+``SSH_BACKENDS`` lists the servers to test: ``ROADWORK_TEST_SSH`` if set (comma-separated; a
+named server that is missing FAILS the test, saying how to install it, rather than skipping),
+else OpenSSH where ``/usr/sbin/sshd`` exists, else asyncssh.
+
+Everything (host key, client key, config, pid file, log) lives in the given folder; the server
+listens on 127.0.0.1 only, on a free port, accepts only the generated key, and is stopped when
+the context ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import asyncssh
 import pytest
 
 SSHD = os.environ.get("ROADWORK_TEST_SSHD", "/usr/sbin/sshd")
 INSTALL_HINT = ("openssh-server is not installed (no {sshd}): install it with "
                 "`apt-get update && apt-get install -y openssh-server` (.ci/run does this)")
+ASYNCSSH_SERVER = Path(__file__).with_name("asyncssh_server.py")
+
+
+def _backends() -> list[str]:
+    named = os.environ.get("ROADWORK_TEST_SSH", "")
+    if named:
+        return [name.strip() for name in named.split(",") if name.strip()]
+    return ["openssh"] if os.path.isfile(SSHD) else ["asyncssh"]
+
+
+SSH_BACKENDS = _backends()
 
 
 def _free_port() -> int:
@@ -40,15 +61,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _keygen(path: Path, comment: str) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, capture_output=True)
+def keygen(path: Path, comment: str) -> None:
+    """An ed25519 key pair: `path` (OpenSSH private key format) and `path`.pub."""
+    key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+    key.write_private_key(str(path))
+    key.write_public_key(f"{path}.pub")
+    Path(path).chmod(0o600)
 
 
 class SSHServer:
-    """`sshd -D` on 127.0.0.1:<free port> with generated keys; a context manager."""
+    """An SSH + SFTP server on 127.0.0.1:<free port> with generated keys; a context manager.
+    `backend`: "openssh" (`sshd -D`) or "asyncssh" (tests/asyncssh_server.py)."""
 
-    def __init__(self, folder: Path, start_timeout: float = 15.0):
+    def __init__(self, folder: Path, backend: str | None = None, start_timeout: float = 15.0):
+        if (backend or SSH_BACKENDS[0]) not in ("openssh", "asyncssh"):
+            raise ValueError(f"unknown SSH server {backend!r}: openssh or asyncssh (ROADWORK_TEST_SSH)")
+        self.backend = backend or SSH_BACKENDS[0]
         self.folder = Path(folder)
         self.start_timeout = start_timeout
         self.user = getpass.getuser()
@@ -64,19 +92,18 @@ class SSHServer:
 
     # -- set-up -----------------------------------------------------------------------------
     def _prepare(self) -> None:
-        if not (os.path.isfile(SSHD) and os.access(SSHD, os.X_OK)):
+        if self.backend == "openssh" and not (os.path.isfile(SSHD) and os.access(SSHD, os.X_OK)):
             pytest.fail(INSTALL_HINT.format(sshd=SSHD), pytrace=False)
-        if shutil.which("ssh-keygen") is None:
-            pytest.fail("ssh-keygen is missing: install openssh-client (apt-get install -y openssh-server "
-                        "brings it)", pytrace=False)
         self.folder.mkdir(parents=True, exist_ok=True)
+        keygen(self.host_key, "roadwork-test-host")
+        keygen(self.client_key, "roadwork-test-client")
+        self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
+        self.authorized_keys.chmod(0o600)
+        if self.backend == "asyncssh":
+            return
         if os.geteuid() == 0:
             # privilege separation directory; Debian's init script creates it, we start sshd ourselves
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-        _keygen(self.host_key, "roadwork-test-host")
-        _keygen(self.client_key, "roadwork-test-client")
-        self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
-        self.authorized_keys.chmod(0o600)
         self.config.write_text("\n".join([
             "ListenAddress 127.0.0.1",
             f"HostKey {self.host_key}",
@@ -101,8 +128,12 @@ class SSHServer:
     def _start_once(self) -> bool:
         self.port = _free_port()
         log = self.log.open("ab")
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config), "-p", str(self.port)],
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        if self.backend == "openssh":
+            command = [SSHD, "-D", "-e", "-f", str(self.config), "-p", str(self.port)]
+        else:
+            command = [sys.executable, str(ASYNCSSH_SERVER), "--port", str(self.port), "--host-key", str(self.host_key),
+                       "--authorized-keys", str(self.authorized_keys)]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -148,12 +179,19 @@ class SSHServer:
         """The dvc remote url of `path` (absolute) on this server."""
         return f"ssh://{self.user}@{self.host}:{self.port}{Path(path).resolve()}"
 
-    def ssh(self, *command: str, **kwargs) -> subprocess.CompletedProcess:
-        """Run a command over the system ssh client (a check of the server, independent of DVC)."""
-        return subprocess.run(["ssh", "-F", "none", "-i", str(self.client_key), "-p", str(self.port),
-                               "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                               "-o", "StrictHostKeyChecking=yes", f"{self.user}@{self.host}", *command],
-                              capture_output=True, text=True, timeout=30, **kwargs)
+    def check(self) -> str | None:
+        """Log in with the client key, checking the host key, and list / over SFTP (what dvc-ssh
+        does), independently of DVC. None if that works, else the error."""
+        async def sftp_listing():
+            async with asyncssh.connect(self.host, self.port, username=self.user, client_keys=[str(self.client_key)],
+                                        known_hosts=str(self.known_hosts)) as connection:
+                async with connection.start_sftp_client() as sftp:
+                    return await sftp.listdir("/")
+        try:
+            asyncio.run(asyncio.wait_for(sftp_listing(), 30))
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as error:
+            return f"{type(error).__name__}: {error}"
+        return None
 
     def home(self) -> Path:
         """A HOME for client processes whose ~/.ssh/known_hosts trusts this server.
@@ -168,8 +206,8 @@ class SSHServer:
         return home
 
 
-@pytest.fixture
-def sshd(tmp_path_factory):
-    """A running SSHServer for one test, stopped afterwards."""
-    with SSHServer(tmp_path_factory.mktemp("sshd")) as server:
+@pytest.fixture(params=SSH_BACKENDS)
+def sshd(request, tmp_path_factory):
+    """A running SSHServer for one test (once per server in SSH_BACKENDS), stopped afterwards."""
+    with SSHServer(tmp_path_factory.mktemp("sshd"), request.param) as server:
         yield server

@@ -1,5 +1,5 @@
 """Remote storage against real remotes: a local-path remote and an SSH remote served by a real
-OpenSSH server on loopback (tests/sshd.py). The workflow of the README's "Experiments, remote
+SSH server on loopback (tests/sshd.py: OpenSSH, or asyncssh's server where OpenSSH is absent). The workflow of the README's "Experiments, remote
 storage and the GPU host": push from one machine, pull into a wiped or a fresh clone, get the
 same bytes, and keep credentials out of git.
 """
@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from e2e import TINY, digest_tree, dvc, dvc_env, git, make_clean_repo
-from sshd import SSHServer
+from sshd import SSH_BACKENDS, SSHServer, keygen
 
 DATA_OUTS = ("data/raw", "data/dedup", "data/split")
 
@@ -83,13 +83,14 @@ def test_local_remote_push_then_pull_into_a_wiped_repo_and_a_fresh_clone(built, 
 
 
 @pytest.mark.slow
-def test_ssh_remote_push_wipe_pull_is_byte_identical(built, tmp_path):
+@pytest.mark.parametrize("server", SSH_BACKENDS)
+def test_ssh_remote_push_wipe_pull_is_byte_identical(built, tmp_path, server):
     repo = copy_of(built, tmp_path / "laptop")
     before = digest_tree(repo, *DATA_OUTS)
     store = tmp_path / "ssh-store"
-    with SSHServer(tmp_path / "sshd") as sshd:
-        check = sshd.ssh("true")
-        assert check.returncode == 0, f"the test's own sshd refuses its key:\n{check.stderr}"
+    with SSHServer(tmp_path / "sshd", server) as sshd:
+        problem = sshd.check()
+        assert problem is None, f"the test's own SSH server refuses its key: {problem}"
         dvc(repo, "remote", "add", "-d", "gpu", sshd.url(store))
         dvc(repo, "remote", "modify", "--local", "gpu", "keyfile", str(sshd.client_key))
         assert_no_credentials_in_git(repo)
@@ -109,19 +110,19 @@ def test_ssh_remote_push_wipe_pull_is_byte_identical(built, tmp_path):
 
 
 @pytest.mark.slow
-def test_dvc_ssh_does_not_check_the_server_host_key(built, tmp_path):
+@pytest.mark.parametrize("server", SSH_BACKENDS)
+def test_dvc_ssh_does_not_check_the_server_host_key(built, tmp_path, server):
     """What the README warns about: dvc-ssh 4.3 (sshfs passes known_hosts=None to asyncssh) connects
     even when ~/.ssh/known_hosts lists another key for the server. If this starts failing, DVC has
     begun to check host keys: update the README (add the host to known_hosts on each machine)."""
     repo = copy_of(built, tmp_path / "laptop")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")],
-                   check=True, capture_output=True)
+    keygen(tmp_path / "impostor", "impostor")
     kind, key = (tmp_path / "impostor.pub").read_text().split()[:2]
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
-    with SSHServer(tmp_path / "sshd") as sshd:
+    with SSHServer(tmp_path / "sshd", server) as sshd:
         (home / ".ssh" / "known_hosts").write_text(f"[{sshd.host}]:{sshd.port} {kind} {key}\n")
-        assert sshd.ssh("true").returncode == 0
+        assert sshd.check() is None
         dvc(repo, "remote", "add", "-d", "gpu", sshd.url(tmp_path / "store"))
         dvc(repo, "remote", "modify", "--local", "gpu", "keyfile", str(sshd.client_key))
         push = dvc_env(repo, {"HOME": str(home)}, "push", "download", check=False, timeout=120)
