@@ -28,6 +28,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
+from roadwork.evaluate.metrics import check_binary_labels
+
 __all__ = [
     "fit_temperature",
     "apply_temperature",
@@ -43,10 +45,7 @@ _EPS = 1e-12
 
 
 def _labels(labels) -> np.ndarray:
-    y = np.asarray(labels).ravel()
-    if y.size and not np.all(np.isin(y, (0, 1))):
-        raise ValueError("labels must be 0/1")
-    return y.astype(np.float64)
+    return check_binary_labels(labels).astype(np.float64)
 
 
 def nll_from_logits(labels, logits) -> float:
