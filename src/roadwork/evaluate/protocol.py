@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from roadwork.evaluate.calibration import ece
+from roadwork.evaluate.calibration import ece_variants
 from roadwork.evaluate.metrics import (
     binary_metrics,
     bootstrap_ci,
@@ -194,9 +194,7 @@ def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) 
     if 0 < y.sum() < y.size:
         balanced = balanced_metrics(y, p)
         out["prior_0.5"] = {k: balanced[k] for k in ("mcc", "accuracy", "reward", "tpr", "tnr")}
-    for definition in ("positive", "top_label"):
-        for strategy in ("uniform", "quantile"):
-            out[f"ece_{definition}_{strategy}"] = ece(y, p, n_bins, strategy, definition)
+    out.update(ece_variants(y, p, n_bins))
     out["n_bins"] = int(n_bins)
     out["n_boot"] = int(n_boot)
     return out
