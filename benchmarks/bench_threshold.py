@@ -19,7 +19,8 @@ import time
 import numpy as np
 from sklearn.metrics import matthews_corrcoef
 
-from roadwork.evaluate.threshold import mcc_at_all_thresholds, mcc_from_counts, operating_thresholds
+from roadwork.evaluate.metrics import mcc_from_counts
+from roadwork.evaluate.threshold import mcc_at_all_thresholds, operating_thresholds
 
 
 def _grid_mcc_vectorised(scores, labels, grid):

@@ -8,6 +8,7 @@ from roadwork.evaluate.calibration import (
     brier,
     calibration_report,
     ece,
+    ece_variants,
     fit_temperature,
     nll,
     nll_from_logits,
@@ -117,6 +118,20 @@ def test_nll_and_brier_match_sklearn():
     assert nll(y, p) == pytest.approx(log_loss(y, p), rel=1e-6)
     assert nll_from_logits(y, logits) == pytest.approx(log_loss(y, p), rel=1e-6)
     assert brier(y, p) == pytest.approx(brier_score_loss(y, p))
+
+
+def test_ece_variants_are_the_four_eces():
+    y, logits = _overconfident(4, n=500)
+    p = expit(logits)
+    variants = ece_variants(y, p, n_bins=10)
+    assert variants == {
+        "ece_positive_uniform": ece(y, p, 10, "uniform", "positive"),
+        "ece_positive_quantile": ece(y, p, 10, "quantile", "positive"),
+        "ece_top_label_uniform": ece(y, p, 10, "uniform", "top_label"),
+        "ece_top_label_quantile": ece(y, p, 10, "quantile", "top_label"),
+    }
+    assert list(variants) == ["ece_positive_uniform", "ece_positive_quantile",
+                              "ece_top_label_uniform", "ece_top_label_quantile"]  # the reports' key order
 
 
 def test_calibration_report_structure():

@@ -8,7 +8,13 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_score, 
 from roadwork.evaluate.metrics import (
     binary_metrics,
     bootstrap_ci,
+    check_binary_labels,
+    confusion_at,
     expected_reward,
+    mcc_at,
+    mcc_from_counts,
+    prior_sample_weights,
+    prior_weights,
     simulated_reward,
 )
 
@@ -19,6 +25,102 @@ def _data(seed=0, n=500):
     logits = rng.normal(size=n) + 1.5 * y
     probs = 1 / (1 + np.exp(-logits))
     return y, probs, logits
+
+
+# --- the one definition of labels, confusion counts, MCC and prior weights ---------------
+
+def test_check_binary_labels():
+    np.testing.assert_array_equal(check_binary_labels([[1, 0], [0, 1]]), [True, False, False, True])
+    np.testing.assert_array_equal(check_binary_labels([0.0, 1.0, True]), [False, True, True])
+    assert check_binary_labels([]).dtype == bool
+    with pytest.raises(ValueError, match=r"labels must be 0/1, got values \[0 1 2\]"):
+        check_binary_labels([0, 1, 2, 1])
+    with pytest.raises(ValueError, match="val_test labels must be 0/1"):
+        check_binary_labels([0, np.nan], "val_test labels")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_confusion_and_mcc_at_match_sklearn(seed, weighted):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(400) < 0.25).astype(int)
+    z = np.round(rng.normal(size=400) + 1.2 * y, 1)  # ties on the threshold
+    w = rng.uniform(0.1, 3.0, size=y.size) if weighted else None
+    for t in (-0.5, 0.0, 0.3, 1.0):
+        pred = z > t  # strict: a score equal to the threshold is negative
+        ww = np.ones(y.size) if w is None else w
+        c = confusion_at(z, y, t, sample_weight=w)
+        assert c == (ww[pred & (y == 1)].sum(), ww[pred & (y == 0)].sum(),
+                     ww[~pred & (y == 0)].sum(), ww[~pred & (y == 1)].sum())
+        assert all(type(v) is (float if weighted else int) for v in c)
+        assert mcc_at(z, y, t, sample_weight=w) == float(mcc_from_counts(*c))
+        assert mcc_at(z, y, t, sample_weight=w) == pytest.approx(
+            matthews_corrcoef(y, pred.astype(int), sample_weight=w), abs=1e-12)
+
+
+def test_mcc_at_edges():
+    # denominator 0 (one predicted class or one true class): 0, like sklearn
+    assert mcc_at([0.1, 0.9], [0, 1], 2.0) == 0.0 == matthews_corrcoef([0, 1], [0, 0])
+    assert mcc_at([0.1, 0.9], [1, 1], 0.5) == 0.0
+    assert confusion_at([], [], 0.0) == (0, 0, 0, 0) and mcc_at([], [], 0.0) == 0.0
+    # exactly at the threshold is negative (the validators' np.round(0.5) == 0); NaN is never above
+    assert confusion_at([0.5, 0.5, np.nan], [1, 0, 1], 0.5) == (0, 0, 1, 2)
+    assert mcc_at([2.0, -1.0], [1, 0], 0.0) == 1.0 and mcc_at([2.0, -1.0], [0, 1], 0.0) == -1.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        confusion_at([0.1, 0.2], [0, 1, 1], 0.0)
+    with pytest.raises(ValueError, match="labels must be 0/1"):
+        mcc_at([0.1, 0.2], [0, 2], 0.0)
+    with pytest.raises(ValueError, match="sample_weight"):
+        confusion_at([0.1, 0.2], [0, 1], 0.0, sample_weight=[1.0])
+    with pytest.raises(ValueError, match="non-negative"):
+        confusion_at([0.1, 0.2], [0, 1], 0.0, sample_weight=[1.0, -1.0])
+
+
+def test_mcc_from_counts_is_within_an_ulp_of_sklearn():
+    # every confusion matrix of a val_select-sized split (85 positives, 364 negatives)
+    tp, fp = np.meshgrid(np.arange(86), np.arange(365), indexing="ij")
+    ours = mcc_from_counts(tp, fp, 364 - fp, 85 - tp)
+    for i, j in [(0, 0), (85, 364), (40, 100), (85, 0), (3, 361), (60, 17)]:
+        pred = np.r_[np.ones(i), np.zeros(85 - i), np.ones(j), np.zeros(364 - j)]
+        y = np.r_[np.ones(85), np.zeros(364)]
+        assert abs(ours[i, j] - matthews_corrcoef(y, pred)) <= 2.3e-16
+    assert np.all(np.abs(ours) <= 1.0)
+
+
+def test_prior_weights():
+    labels = np.r_[np.ones(100, int), np.zeros(400, int)]
+    assert prior_weights(labels, 0.5) == (2.5, 0.625)
+    w = prior_sample_weights(labels, 0.3)
+    np.testing.assert_array_equal(w, np.where(labels == 1, *prior_weights(labels, 0.3)))
+    assert w[labels == 1].sum() == pytest.approx(0.3 * labels.size)
+    assert w.sum() == pytest.approx(labels.size)
+    with pytest.raises(ValueError, match="both classes"):
+        prior_weights([1, 1, 1], 0.5)
+    with pytest.raises(ValueError, match="target_prior"):
+        prior_weights([0, 1], 1.0)
+    with pytest.raises(ValueError, match="labels must be 0/1"):
+        prior_sample_weights([0, 3], 0.5)
+
+
+def test_every_place_uses_the_same_mcc():
+    """The training loop, the threshold report and the metrics give bit-identical MCCs."""
+    from roadwork.evaluate.threshold import best_threshold
+    from roadwork.evaluate.threshold_report import _scores_at
+    from roadwork.train.supervised import binary_scores
+
+    y, _, z = _data(6, n=449)
+    point = mcc_at(z, y, 0.0)
+    assert binary_metrics(y, z, 0.0)["mcc"] == point
+    assert binary_scores(z, y)["mcc"] == point
+    assert _scores_at(z, y, 0.0)["mcc"] == round(point, 6)
+    res = best_threshold(z, y, 0.5)
+    assert res["raw"]["mcc_at_default"] == point
+    # the sweep's MCC at its chosen operating threshold is the point MCC there
+    assert res["raw"]["mcc"] == mcc_at(z, y, res["raw"]["threshold"])
+    # weighted: the sweep's counts are running sums, so equal up to rounding
+    w = prior_sample_weights(y, 0.5)
+    assert res["reweighted"]["mcc"] == pytest.approx(
+        mcc_at(z, y, res["reweighted"]["threshold"], sample_weight=w), abs=1e-12)
 
 
 def test_binary_metrics_matches_sklearn():

@@ -15,9 +15,8 @@ import torch
 from PIL import Image
 
 from roadwork.config import CalibrateParams, parse_params
-from roadwork.evaluate.metrics import binary_metrics
+from roadwork.evaluate.metrics import binary_metrics, prior_sample_weights
 from roadwork.evaluate.protocol import (
-    balance_weights,
     balanced_metrics,
     evaluate_scores,
     load_pipeline,
@@ -42,7 +41,7 @@ def pictures(n: int, seed: int = 0, size=(80, 60)) -> list[Image.Image]:
 # ------------------------------------------------------------------------------ balance & reward
 def test_class_weights_make_a_balanced_stream():
     labels = np.array([1, 1, 0, 0, 0, 0, 0, 0])
-    w = balance_weights(labels)
+    w = prior_sample_weights(labels, 0.5)
     assert w[labels == 1].sum() == pytest.approx(w[labels == 0].sum()) == pytest.approx(labels.size / 2)
     probs = np.array([0.9, 0.3, 0.6, 0.1, 0.2, 0.7, 0.4, 0.05])
     # the weighted metrics equal plain metrics on the same examples replicated into a 50/50 set
@@ -54,8 +53,8 @@ def test_class_weights_make_a_balanced_stream():
     assert balanced["accuracy"] == pytest.approx(plain["accuracy"])
     assert balanced["accuracy"] == pytest.approx((balanced["tpr"] + balanced["tnr"]) / 2)
     assert balanced["mcc_unweighted"] == pytest.approx(binary_metrics(labels, probs)["mcc"])
-    with pytest.raises(ValueError):
-        balance_weights([1, 1, 1])
+    with pytest.raises(ValueError, match="both classes"):
+        balanced_metrics([1, 1, 1], [0.2, 0.7, 0.9])
 
 
 def test_reward_formula():

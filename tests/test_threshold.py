@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
+from roadwork.evaluate.metrics import prior_weights
 from roadwork.evaluate.threshold import (
     best_threshold,
     mcc_at_all_thresholds,
     operating_thresholds,
-    prior_weights,
 )
 
 
@@ -110,14 +110,16 @@ def test_perfect_separation():
 
 
 def test_input_validation():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"labels must be 0/1, got values \[0 2\]"):
         mcc_at_all_thresholds([0.1, 0.2], [0, 2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN or inf"):
         mcc_at_all_thresholds([0.1, np.nan], [0, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in shape"):
         mcc_at_all_thresholds([0.1, 0.2], [0, 1, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty"):
         mcc_at_all_thresholds([], [])
+    with pytest.raises(ValueError, match="sample_weight"):
+        mcc_at_all_thresholds([0.1, 0.2], [0, 1], sample_weight=[1.0, 2.0, 3.0])
 
 
 def test_reweighted_threshold_matches_balanced_bruteforce():

@@ -1,11 +1,13 @@
 import io
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from scipy import ndimage
 
+from roadwork.evaluate import opencv_port as cv2_port
 from roadwork.evaluate import validator_aug as va
 
 
@@ -189,7 +191,7 @@ def test_ycbcr_roundtrip_matches_deeperforensics_scaling():
 
 @pytest.mark.parametrize("level,param", list(enumerate(va.DISTORTION_PARAMS["GB"], start=1)))
 def test_blur_kernel_size_and_sigma(level, param):
-    k = va.gaussian_kernel_q8(param, param / 6)
+    k = cv2_port.gaussian_kernel_q8(param, param / 6)
     assert k.size == param  # kernel size by level: 7, 9, 13, 17, 21
     assert k.sum() == 256 and np.array_equal(k, k[::-1])
     x = np.arange(param) - (param - 1) / 2
@@ -213,7 +215,7 @@ def test_blur_kernel_size_and_sigma(level, param):
 def test_blur_border_is_reflect101():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, size=(30, 25, 3), dtype=np.uint8)
-    k = va.gaussian_kernel_q8(9, 1.5).astype(float)
+    k = cv2_port.gaussian_kernel_q8(9, 1.5).astype(float)
     out = va.gaussian_blur(img, 9)
     for c in range(3):
         # scipy's "mirror" mode is OpenCV's BORDER_REFLECT_101 (d c b | a b c d | c b a)
@@ -224,13 +226,13 @@ def test_blur_border_is_reflect101():
 
 def test_resize_matches_known_opencv_results():
     np.testing.assert_array_equal(
-        va.cv2_resize_linear(np.array([[0, 255]], np.uint8), (4, 1)), [[0, 64, 191, 255]]
+        cv2_port.resize_linear(np.array([[0, 255]], np.uint8), (4, 1)), [[0, 64, 191, 255]]
     )
     rng = np.random.default_rng(3)
     a = rng.integers(0, 256, size=(8, 12, 3), dtype=np.uint8)
     # exact 2x down: OpenCV uses INTER_AREA: (a + b + c + d + 2) >> 2
     blocks = a.reshape(4, 2, 6, 2, 3).astype(int).sum(axis=(1, 3))
-    np.testing.assert_array_equal(va.cv2_resize_linear(a, (6, 4)), (blocks + 2) >> 2)
+    np.testing.assert_array_equal(cv2_port.resize_linear(a, (6, 4)), (blocks + 2) >> 2)
 
 
 def _float_bilinear(img, dw, dh):
@@ -257,7 +259,7 @@ def test_jpeg_style_down_up_sampling(level, param):
     img = np.asarray(_img(60, 45, seed=level))[..., ::-1].copy()
     out = va.jpeg_compression(img, param)
     assert out.shape == img.shape and out.dtype == np.uint8
-    small = va.cv2_resize_linear(img, (60 // param, 45 // param))
+    small = cv2_port.resize_linear(img, (60 // param, 45 // param))
     assert small.shape == (45 // param, 60 // param, 3)
     assert np.max(np.abs(small.astype(float) - _float_bilinear(img, 60 // param, 45 // param))) <= 1.01
     assert np.max(np.abs(out.astype(float) - _float_bilinear(small, 60, 45))) <= 1.01
@@ -343,3 +345,63 @@ def test_validator_augment_worker_seeding():
         np.testing.assert_array_equal(x, y)  # reproducible across runs
     # the two workers use different streams: their first items differ
     assert not np.array_equal(r1[0], r1[1])
+
+
+# ---------------------------------------------------------------- the OpenCV port against real OpenCV
+# (opencv-python-headless from requirements-dev.txt; the validators run real OpenCV)
+
+PARITY_SHAPES = [(224, 224), (100, 150), (45, 60), (37, 53), (7, 3), (1, 1), (2, 9), (301, 17)]
+
+
+def _random_bgr(shape, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape", PARITY_SHAPES)
+def test_port_resize_is_cv2_resize(shape, seed):
+    img = _random_bgr(shape, seed)
+    h, w = shape
+    sizes = [(w // p, h // p) for p in va.DISTORTION_PARAMS["JPEG"] if w // p and h // p]
+    sizes += [(224, 224), (w * 3 + 1, h * 2), (max(1, w - 1), h + 5)]
+    for dsize in sizes:
+        np.testing.assert_array_equal(cv2_port.resize_linear(img, dsize), cv2.resize(img, dsize), err_msg=str(dsize))
+        np.testing.assert_array_equal(cv2_port.resize_linear(img[..., 0], dsize), cv2.resize(img[..., 0], dsize))
+    for param in va.DISTORTION_PARAMS["JPEG"]:  # the JPEG distortion: two cv2.resize calls
+        if w // param and h // param:
+            expect = cv2.resize(cv2.resize(img, (w // param, h // param)), (w, h))
+            np.testing.assert_array_equal(va.jpeg_compression(img, param), expect)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape", PARITY_SHAPES)
+def test_port_gaussian_blur_is_cv2_gaussian_blur(shape, seed):
+    img = _random_bgr(shape, seed)
+    for param in va.DISTORTION_PARAMS["GB"]:  # the GB distortion: GaussianBlur((k, k), k / 6)
+        expect = cv2.GaussianBlur(img, (param, param), param * 1.0 / 6)
+        np.testing.assert_array_equal(va.gaussian_blur(img, param), expect, err_msg=f"k={param}")
+    for ksize, sigma in [(3, 0.8), (5, 1.0), (11, 10.0), (15, 0.5)]:
+        expect = cv2.GaussianBlur(img, (ksize, ksize), sigma)
+        np.testing.assert_array_equal(cv2_port.gaussian_blur(img, ksize, sigma), expect, err_msg=f"k={ksize}")
+
+
+ONE_ULP_AT_255 = 2.0**-16  # float32 spacing in [128, 256): 1.53e-5
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shape", PARITY_SHAPES)
+def test_port_ycrcb_is_cv2_cvtcolor(shape, seed):
+    rng = np.random.default_rng(seed)
+    pixels = _random_bgr(shape, seed).astype(np.float32)  # what bgr2ycbcr feeds cv2
+    smooth = (rng.random((*shape, 3)) * 255).astype(np.float32)
+    for x in (pixels, smooth):
+        forward = cv2.cvtColor(x, cv2.COLOR_BGR2YCrCb)
+        np.testing.assert_allclose(cv2_port.cvt_bgr2ycrcb(x), forward, rtol=0, atol=ONE_ULP_AT_255)
+        back = cv2.cvtColor(forward, cv2.COLOR_YCrCb2BGR)
+        np.testing.assert_allclose(cv2_port.cvt_ycrcb2bgr(forward), back, rtol=0, atol=ONE_ULP_AT_255)
+    # the colour-noise distortion feeds YCrCb values outside 0..255 back to BGR (one ulp of
+    # larger values is more than 2**-16: allow one float32 epsilon relative on top)
+    noisy = (rng.normal(128, 90, size=(*shape, 3))).astype(np.float32)
+    np.testing.assert_allclose(cv2_port.cvt_ycrcb2bgr(noisy), cv2.cvtColor(noisy, cv2.COLOR_YCrCb2BGR),
+                               rtol=np.finfo(np.float32).eps, atol=ONE_ULP_AT_255)
+

@@ -28,6 +28,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
+from roadwork.evaluate.metrics import check_binary_labels
+
 __all__ = [
     "fit_temperature",
     "apply_temperature",
@@ -35,6 +37,7 @@ __all__ = [
     "nll_from_logits",
     "brier",
     "ece",
+    "ece_variants",
     "reliability_curve",
     "calibration_report",
 ]
@@ -43,10 +46,7 @@ _EPS = 1e-12
 
 
 def _labels(labels) -> np.ndarray:
-    y = np.asarray(labels).ravel()
-    if y.size and not np.all(np.isin(y, (0, 1))):
-        raise ValueError("labels must be 0/1")
-    return y.astype(np.float64)
+    return check_binary_labels(labels).astype(np.float64)
 
 
 def nll_from_logits(labels, logits) -> float:
@@ -159,6 +159,13 @@ def ece(
     return float(np.sum(np.abs(s_acc - s_conf)) / n)
 
 
+def ece_variants(labels, probs, n_bins: int = 15) -> dict[str, float]:
+    """ECE under both definitions and both binnings, keys ``ece_{positive,top_label}_{uniform,quantile}``
+    (the four numbers the reports give; see the module docstring)."""
+    return {f"ece_{definition}_{strategy}": ece(labels, probs, n_bins, strategy, definition)
+            for definition in ("positive", "top_label") for strategy in ("uniform", "quantile")}
+
+
 def reliability_curve(
     labels,
     probs,
@@ -201,9 +208,7 @@ def _summary(labels, logits, temperature, n_bins):
         "accuracy_at_0.5": float(np.mean((p > 0.5) == (y == 1))) if y.size else 0.0,
         "mean_prob": float(p.mean()) if y.size else 0.0,
     }
-    for definition in ("positive", "top_label"):
-        for strategy in ("uniform", "quantile"):
-            out[f"ece_{definition}_{strategy}"] = ece(y, p, n_bins, strategy, definition)
+    out.update(ece_variants(y, p, n_bins))
     out["reliability"] = reliability_curve(y, p, n_bins, "uniform", "positive")
     return out
 

@@ -1,22 +1,34 @@
 """Binary classification metrics, bootstrap confidence intervals and the validators' reward.
 
+The one home of the definitions the rest of the project uses: label checking
+(:func:`check_binary_labels`), confusion counts and MCC at a threshold with optional sample
+weights (:func:`confusion_at`, :func:`mcc_at`, :func:`mcc_from_counts`) and re-weighting to
+a class prior (:func:`prior_weights`, :func:`prior_sample_weights`). ``threshold`` (the
+MCC sweep over every threshold) builds on them.
+
 Decision rule everywhere: predict roadwork iff ``score > threshold`` (strict), like the
-validators' ``np.round(p)`` at 0.5, where p == 0.5 is "not roadwork".
+validators' ``np.round(p)`` at 0.5, where p == 0.5 is "not roadwork". MCC is 0 where its
+denominator is 0 (scikit-learn's convention).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 
-from roadwork.evaluate.threshold import mcc_from_counts
-
 __all__ = [
-    "confusion_counts",
+    "check_binary_labels",
+    "check_sample_weight",
+    "Confusion",
+    "confusion_at",
+    "mcc_at",
+    "mcc_from_counts",
+    "prior_weights",
+    "prior_sample_weights",
     "binary_metrics",
     "bootstrap_ci",
     "expected_reward",
@@ -31,22 +43,111 @@ MCC_WINDOW = 100  # MCC over the last 100 predictions
 ACC_WINDOW = 10  # accuracy over the last 10 predictions
 
 
-def _as_labels(labels) -> np.ndarray:
+# --- labels, confusion counts, MCC ------------------------------------------------------
+
+def check_binary_labels(labels, what: str = "labels") -> np.ndarray:
+    """``labels`` flattened to a boolean array (True = roadwork); a ValueError naming ``what``
+    and the offending values unless every value is 0 or 1 (booleans and 0.0/1.0 pass)."""
     y = np.asarray(labels).ravel()
-    if y.size and not np.all(np.isin(y, (0, 1))):
-        raise ValueError("labels must be 0/1")
+    values = np.unique(y)
+    if not np.all(np.isin(values, (0, 1))):
+        raise ValueError(f"{what} must be 0/1, got values {values[:10]}")
     return y.astype(bool)
 
 
-def confusion_counts(labels, preds) -> tuple[int, int, int, int]:
-    """(tp, fp, tn, fn) for boolean/0-1 predictions."""
-    y = _as_labels(labels)
-    p = np.asarray(preds).ravel().astype(bool)
-    tp = int(np.sum(p & y))
-    fp = int(np.sum(p & ~y))
-    tn = int(np.sum(~p & ~y))
-    fn = int(np.sum(~p & y))
-    return tp, fp, tn, fn
+def check_sample_weight(sample_weight, n: int) -> np.ndarray:
+    """``sample_weight`` flattened to float64; a ValueError unless it holds ``n`` finite,
+    non-negative values."""
+    w = np.asarray(sample_weight, dtype=np.float64).ravel()
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight has shape {w.shape}, the scores ({n},)")
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight must be finite and non-negative")
+    return w
+
+
+def mcc_from_counts(tp, fp, tn, fn) -> np.ndarray:
+    """Vectorised MCC from (possibly weighted) confusion counts; 0 where undefined.
+
+    The project's one MCC formula (sklearn's convention: 0 when the denominator is 0). It can
+    differ from sklearn's ``matthews_corrcoef`` in the last bit (different operation order).
+    """
+    tp, fp, tn, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, tn, fn))
+    num = tp * tn - fp * fn
+    # product of the four margins; computed as a product of two square roots to keep
+    # the intermediate range small (1e6 samples -> margins up to 1e6 each).
+    den = np.sqrt((tp + fp) * (tp + fn)) * np.sqrt((tn + fp) * (tn + fn))
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    # guard against |mcc| creeping over 1 by rounding
+    return np.clip(out, -1.0, 1.0)
+
+
+class Confusion(NamedTuple):
+    """Confusion counts (ints, or float sums of sample weights when weighted)."""
+
+    tp: int | float
+    fp: int | float
+    tn: int | float
+    fn: int | float
+
+
+def confusion_at(scores, labels, threshold: float, sample_weight=None) -> Confusion:
+    """(tp, fp, tn, fn) of the deployed rule "predict roadwork iff ``score > threshold``".
+
+    ``scores`` are logits (threshold 0.0) or probabilities (threshold 0.5), or hard 0/1
+    predictions with threshold 0.5. A NaN score is never above the threshold (negative).
+    With ``sample_weight`` each count is the sum of the weights of its examples (floats).
+    """
+    y = check_binary_labels(labels)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape")
+    pred = s > threshold
+    masks = (pred & y, pred & ~y, ~pred & ~y, ~pred & y)
+    if sample_weight is None:
+        return Confusion(*(int(np.sum(m)) for m in masks))
+    w = check_sample_weight(sample_weight, s.size)
+    return Confusion(*(float(np.sum(w[m])) for m in masks))
+
+
+def mcc_at(scores, labels, threshold: float, sample_weight=None) -> float:
+    """MCC of "predict roadwork iff ``score > threshold``" (see :func:`confusion_at`)."""
+    return float(mcc_from_counts(*confusion_at(scores, labels, threshold, sample_weight)))
+
+
+def prior_weights(labels, target_prior: float) -> tuple[float, float]:
+    """Class weights (w_pos, w_neg) that make the weighted positive rate equal ``target_prior``.
+
+    w_pos = target_prior / p, w_neg = (1 - target_prior) / (1 - p), p the observed positive
+    rate; each class's weights then sum to its target share of n (the total stays n). The
+    weighted MCC/accuracy are the values expected on a stream with positive rate
+    ``target_prior`` (the validators draw labels 50/50).
+    """
+    y = check_binary_labels(labels)
+    p = float(y.mean()) if y.size else 0.0
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"re-weighting to a class prior needs both classes in the labels "
+                         f"(got {int(y.sum())} positives of {y.size})")
+    if not 0.0 < target_prior < 1.0:
+        raise ValueError(f"target_prior must be in (0, 1), got {target_prior}")
+    return target_prior / p, (1.0 - target_prior) / (1.0 - p)
+
+
+def prior_sample_weights(labels, target_prior: float) -> np.ndarray:
+    """:func:`prior_weights` per example: w_pos for positives, w_neg for negatives."""
+    y = check_binary_labels(labels)
+    w_pos, w_neg = prior_weights(y, target_prior)
+    return np.where(y, w_pos, w_neg)
+
+
+def _paired(labels, values, name: str, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean labels and the flattened ``values`` (``name`` in the shape error)."""
+    y = check_binary_labels(labels)
+    x = np.asarray(values, dtype=dtype).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"labels {y.shape} and {name} {x.shape} differ in shape")
+    return y, x
 
 
 def binary_metrics(labels, probs, threshold: float = 0.5) -> dict:
@@ -56,12 +157,8 @@ def binary_metrics(labels, probs, threshold: float = 0.5) -> dict:
     ``None`` when the labels hold a single class (undefined). Precision/recall are 0 when
     their denominator is 0 (sklearn's ``zero_division=0``). JSON-serialisable values.
     """
-    y = _as_labels(labels)
-    s = np.asarray(probs, dtype=np.float64).ravel()
-    if s.shape != y.shape:
-        raise ValueError("labels and probs differ in shape")
-    pred = s > threshold
-    tp, fp, tn, fn = confusion_counts(y, pred)
+    y, s = _paired(labels, probs, "probs", np.float64)
+    tp, fp, tn, fn = confusion_at(s, y, threshold)
     n = y.size
     auc = float(roc_auc_score(y, s)) if 0 < y.sum() < n else None
     return {
@@ -122,11 +219,8 @@ def bootstrap_ci(
     ``preds_or_probs > threshold`` (pass hard 0/1 predictions with the default 0.5) and the
     resamples are computed fully vectorised from confusion counts (fast for large n).
     """
-    y = _as_labels(labels)
-    x = np.asarray(preds_or_probs).ravel()
+    y, x = _paired(labels, preds_or_probs, "predictions")
     n = y.size
-    if x.shape != y.shape:
-        raise ValueError("labels and predictions differ in shape")
     if n == 0:
         raise ValueError("empty input")
     rng = np.random.default_rng(seed)
@@ -212,10 +306,7 @@ def simulated_reward(
     ``warmup`` queries (steady state; the validators' history starts empty for a new
     hotkey). Returns the mean (and the per-query rewards if ``return_per_query``).
     """
-    y = _as_labels(labels)
-    p = np.asarray(preds, dtype=np.float64).ravel()
-    if p.shape != y.shape:
-        raise ValueError("labels and preds differ in shape")
+    y, p = _paired(labels, preds, "preds", np.float64)
     if np.any((p < 0) | (p > 1)):
         raise ValueError("preds must lie in [0, 1] (the validators give 0 reward otherwise)")
     hard = np.round(p).astype(bool)

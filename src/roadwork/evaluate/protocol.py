@@ -29,9 +29,17 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from roadwork.evaluate.calibration import ece
-from roadwork.evaluate.metrics import binary_metrics, bootstrap_ci, expected_reward, simulated_reward
-from roadwork.evaluate.threshold import mcc_from_counts
+from roadwork.evaluate.calibration import ece_variants
+from roadwork.evaluate.metrics import (
+    binary_metrics,
+    bootstrap_ci,
+    check_binary_labels,
+    confusion_at,
+    expected_reward,
+    mcc_from_counts,
+    prior_sample_weights,
+    simulated_reward,
+)
 from roadwork.evaluate.validator_aug import apply_validator_augmentation, center_crop_resize, jpeg_roundtrip
 
 LEVELS = (0, 1, 2, 3)
@@ -93,24 +101,13 @@ def validator_resize(image: Image.Image) -> Image.Image:
 
 
 # ------------------------------------------------------------------------------ metrics
-def balance_weights(labels, prior: float = 0.5) -> np.ndarray:
-    """Per-example weights giving positives total weight ``prior`` and negatives ``1 - prior``
-    (each class's weights sum to that share of n, so the total stays n)."""
-    y = np.asarray(labels).astype(bool)
-    n_pos, n = int(y.sum()), y.size
-    if n_pos in (0, n):
-        raise ValueError("class balancing needs both classes in the labels")
-    return np.where(y, prior * n / n_pos, (1 - prior) * n / (n - n_pos))
-
-
 def balanced_metrics(labels, probs, threshold: float = 0.5) -> dict:
-    """MCC and accuracy expected on a 50/50 stream (class-weighted), their expected reward, and
-    the unweighted values for reference."""
-    y = np.asarray(labels).astype(bool)
-    pred = np.asarray(probs, dtype=np.float64) > threshold
-    w = balance_weights(y)
-    tp, fp = float(w[pred & y].sum()), float(w[pred & ~y].sum())
-    tn, fn = float(w[~pred & ~y].sum()), float(w[~pred & y].sum())
+    """MCC and accuracy expected on a 50/50 stream (class-weighted with
+    :func:`~roadwork.evaluate.metrics.prior_sample_weights`), their expected reward, and the
+    unweighted values for reference."""
+    y = check_binary_labels(labels)
+    pred = np.asarray(probs, dtype=np.float64).ravel() > threshold
+    tp, fp, tn, fn = confusion_at(probs, y, threshold, sample_weight=prior_sample_weights(y, 0.5))
     mcc = float(mcc_from_counts(tp, fp, tn, fn))
     accuracy = (tp + tn) / (tp + fp + tn + fn)
     raw = binary_metrics(y.astype(int), probs, threshold)
@@ -197,9 +194,7 @@ def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) 
     if 0 < y.sum() < y.size:
         balanced = balanced_metrics(y, p)
         out["prior_0.5"] = {k: balanced[k] for k in ("mcc", "accuracy", "reward", "tpr", "tnr")}
-    for definition in ("positive", "top_label"):
-        for strategy in ("uniform", "quantile"):
-            out[f"ece_{definition}_{strategy}"] = ece(y, p, n_bins, strategy, definition)
+    out.update(ece_variants(y, p, n_bins))
     out["n_bins"] = int(n_bins)
     out["n_boot"] = int(n_boot)
     return out

@@ -25,12 +25,19 @@ from typing import NamedTuple
 
 import numpy as np
 
+from roadwork.evaluate.metrics import (
+    check_binary_labels,
+    check_sample_weight,
+    mcc_at,
+    mcc_from_counts,
+    prior_sample_weights,
+    prior_weights,
+)
+
 __all__ = [
     "ThresholdCurve",
     "mcc_at_all_thresholds",
     "operating_thresholds",
-    "mcc_from_counts",
-    "prior_weights",
     "best_threshold",
     "downsample_curve",
 ]
@@ -47,40 +54,16 @@ class ThresholdCurve(NamedTuple):
     fn: np.ndarray
 
 
-def mcc_from_counts(tp, fp, tn, fn) -> np.ndarray:
-    """Vectorised MCC from (possibly weighted) confusion counts; 0 where undefined."""
-    tp, fp, tn, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, tn, fn))
-    num = tp * tn - fp * fn
-    # product of the four margins; computed as a product of two square roots to keep
-    # the intermediate range small (1e6 samples -> margins up to 1e6 each).
-    den = np.sqrt((tp + fp) * (tp + fn)) * np.sqrt((tn + fp) * (tn + fn))
-    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
-    np.divide(num, den, out=out, where=den > 0)
-    # guard against |mcc| creeping over 1 by rounding
-    return np.clip(out, -1.0, 1.0)
-
-
 def _validate(scores, labels, sample_weight=None):
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
+    labels = check_binary_labels(labels)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
     if scores.size == 0:
         raise ValueError("empty input")
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or inf")
-    uniq = np.unique(labels)
-    if not np.all(np.isin(uniq, (0, 1))):
-        raise ValueError(f"labels must be 0/1, got values {uniq[:10]}")
-    labels = labels.astype(bool)
-    if sample_weight is None:
-        w = None
-    else:
-        w = np.asarray(sample_weight, dtype=np.float64).ravel()
-        if w.shape != scores.shape:
-            raise ValueError("sample_weight must have the same shape as scores")
-        if np.any(w < 0) or not np.all(np.isfinite(w)):
-            raise ValueError("sample_weight must be finite and non-negative")
+    w = None if sample_weight is None else check_sample_weight(sample_weight, scores.size)
     return scores, labels, w
 
 
@@ -161,16 +144,6 @@ def prior_weights(labels, target_prior: float) -> tuple[float, float]:
     return target_prior / p, (1.0 - target_prior) / (1.0 - p)
 
 
-def _mcc_strict(scores, labels, threshold, sample_weight=None) -> float:
-    pred = scores > threshold
-    w = np.ones_like(scores) if sample_weight is None else sample_weight
-    tp = np.sum(w[pred & labels])
-    fp = np.sum(w[pred & ~labels])
-    fn = np.sum(w[~pred & labels])
-    tn = np.sum(w[~pred & ~labels])
-    return float(mcc_from_counts(tp, fp, tn, fn))
-
-
 def downsample_curve(n_points: int, keep, max_points: int = 2000) -> np.ndarray:
     """Indices into a curve of ``n_points`` points: at most ``max_points`` evenly spaced
     (by rank) indices plus every index in ``keep`` (e.g. the optima), sorted, unique."""
@@ -192,7 +165,7 @@ def _summarise(curve: ThresholdCurve, op: np.ndarray, scores, labels, w, default
         "fp": float(curve.fp[k]),
         "tn": float(curve.tn[k]),
         "fn": float(curve.fn[k]),
-        "mcc_at_default": _mcc_strict(scores, labels, default_threshold, w),
+        "mcc_at_default": mcc_at(scores, labels, default_threshold, w),
         "index": k,
     }
 
@@ -235,7 +208,7 @@ def best_threshold(
     rw_curve = None
     if target_prior is not None and 0 < n_pos < n:
         w_pos, w_neg = prior_weights(y, target_prior)
-        w = np.where(y, w_pos, w_neg)
+        w = prior_sample_weights(y, target_prior)
         rw_curve = mcc_at_all_thresholds(s, y, sample_weight=w)
         rw = _summarise(rw_curve, op, s, y, w, default_threshold)
         rw.update(target_prior=float(target_prior), weight_pos=w_pos, weight_neg=w_neg)

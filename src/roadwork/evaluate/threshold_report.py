@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roadwork.evaluate.metrics import mcc_at
 from roadwork.evaluate.threshold import best_threshold
 from roadwork.io import format_csv, read_csv, write_json, write_text
 
@@ -18,10 +19,8 @@ def split_logits(logits_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scores_at(logits, labels, threshold: float) -> dict:
-    from sklearn.metrics import matthews_corrcoef
-
     predictions = (logits > threshold).astype(int)
-    return {"mcc": round(float(matthews_corrcoef(labels, predictions)), 6),
+    return {"mcc": round(mcc_at(logits, labels, threshold), 6),
             "accuracy": round(float((predictions == labels).mean()), 6)}
 
 

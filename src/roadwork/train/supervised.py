@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import matthews_corrcoef
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.nn.parallel import DistributedDataParallel
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from roadwork.config import TrainParams
+from roadwork.evaluate.metrics import mcc_at
 from roadwork.io import atomic_path
 from roadwork.train.augment import build_mixup, soft_targets
 from roadwork.train.data import EpochSampler
@@ -99,7 +99,7 @@ def train_loader(train_set, sampler: EpochSampler, micro_batch: int, num_workers
 def binary_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     predictions = (logits > 0).astype(int)
     return {
-        "mcc": float(matthews_corrcoef(labels, predictions)),
+        "mcc": mcc_at(logits, labels, 0.0),
         "accuracy": float((predictions == labels).mean()),
         "loss": float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels).float())),
     }
