@@ -30,7 +30,7 @@ import numpy as np
 
 from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import calibration_report, fit_temperature
-from roadwork.evaluate.threshold import mcc_from_counts, prior_weights
+from roadwork.evaluate.metrics import confusion_at, mcc_from_counts, prior_weights
 from roadwork.evaluate.threshold_report import split_logits
 from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_csv
 
@@ -76,17 +76,14 @@ def selection_score(candidate: Candidate) -> dict:
         raise CalibrationError(f"{candidate.threshold_json}: no 'threshold' key (expected a threshold decision)")
     threshold = float(report["threshold"])
     logits, labels = split_logits(candidate.logits_csv, "val_select")
-    predictions = logits > threshold
-    y = labels.astype(bool)
-    counts = [float(np.sum(predictions & y)), float(np.sum(predictions & ~y)),
-              float(np.sum(~predictions & ~y)), float(np.sum(~predictions & y))]
-    score = {"threshold_logit": threshold, "n": int(y.size), "mcc": float(mcc_from_counts(*counts))}
+    counts = confusion_at(logits, labels, threshold)
+    score = {"threshold_logit": threshold, "n": int(labels.size), "mcc": float(mcc_from_counts(*counts))}
     target_prior = report.get("target_prior")
     score["target_prior"] = target_prior
-    if target_prior is not None and 0 < y.sum() < y.size:
-        w_pos, w_neg = prior_weights(y, float(target_prior))
-        tp, fp, tn, fn = counts
-        score["mcc_target_prior"] = float(mcc_from_counts(tp * w_pos, fp * w_neg, tn * w_neg, fn * w_pos))
+    if target_prior is not None and 0 < labels.sum() < labels.size:
+        w_pos, w_neg = prior_weights(labels, float(target_prior))
+        score["mcc_target_prior"] = float(mcc_from_counts(counts.tp * w_pos, counts.fp * w_neg, counts.tn * w_neg,
+                                                          counts.fn * w_pos))
     else:
         score["mcc_target_prior"] = None
     score["selection_mcc"] = score["mcc_target_prior"] if score["mcc_target_prior"] is not None else score["mcc"]

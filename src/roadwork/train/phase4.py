@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from roadwork.config import Params
+from roadwork.evaluate.metrics import mcc_at
 from roadwork.evaluate.threshold_report import split_logits
 from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_text
 from roadwork.models.adapters import add_qv_adapters
@@ -139,12 +140,12 @@ def finetune_model(config: Params, weights: dict):
 
 # ------------------------------------------------------------------------------ comparison
 def val_select_scores(logits_csv: Path) -> dict:
-    from sklearn.metrics import matthews_corrcoef, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     logits, labels = split_logits(logits_csv, "val_select")
     predictions = (logits > 0).astype(int)
     auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else None
-    return {"mcc": round(float(matthews_corrcoef(labels, predictions)), 6),
+    return {"mcc": round(mcc_at(logits, labels, 0.0), 6),
             "accuracy": round(float((predictions == labels).mean()), 6),
             "auc": None if auc is None else round(auc, 6), "n": int(len(labels))}
 
