@@ -9,16 +9,15 @@ that are not copies of each other, as a share of all n(n-1)/2 pairs.
 """
 
 import argparse
-import io
 
 import imagehash
 import numpy as np
-from PIL import Image
 
 from roadwork.config import load_params
 from roadwork.data.decode import QuarantineError, decode_image
-from roadwork.data.dedup import find_near_duplicate_pairs, pair_metrics, pair_recall
+from roadwork.data.hamming import find_near_duplicate_pairs
 from roadwork.data.phash import phash64
+from roadwork.data.recall import pair_metrics, pair_recall, planted_pairs
 from roadwork.data.synthetic import generate
 
 
@@ -28,8 +27,9 @@ def main() -> None:
     parser.add_argument("--distances", type=int, nargs="+", default=[8, 10, 12])
     args = parser.parse_args()
     params = load_params(args.params)
-    refs, ours, theirs, planted, near = [], [], [], [], []
+    refs, ours, theirs, truth = [], [], [], []
     for item in generate(params.data.synthetic):
+        truth.append({"ref": item.ref, "kind": item.kind, "parent": item.parent})
         try:
             image = decode_image(item.data, params.data.max_pixels).image
         except QuarantineError:
@@ -37,10 +37,7 @@ def main() -> None:
         refs.append(item.ref)
         ours.append(phash64(image))
         theirs.append(int(str(imagehash.phash(image)), 16))
-        if item.parent and item.kind != "broken":
-            planted.append((item.ref, item.parent))
-            if item.kind == "near_duplicate":
-                near.append((item.ref, item.parent))
+    planted, near = planted_pairs(truth)
     n = len(refs)
     print(f"{n} decodable synthetic images, {len(near)} planted near-duplicates, "
           f"{len(planted)} planted copies in all, {n * (n - 1) // 2} pairs")

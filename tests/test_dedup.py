@@ -11,18 +11,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.fft import dctn
 
-from roadwork.data.dedup import (
-    DedupResult,
-    ImageRecord,
-    UnionFind,
-    deduplicate,
-    false_pair_rate,
-    false_pairs,
-    find_near_duplicate_pairs,
-    pair_metrics,
-    pair_recall,
-)
-from roadwork.data.phash import hamming_distance, phash64, phash_from_hex, phash_hex
+from roadwork.data.dedup import DedupResult, ImageRecord, UnionFind, deduplicate
+from roadwork.data.hamming import find_near_duplicate_pairs, hamming_distance
+from roadwork.data.phash import phash64, phash_from_hex, phash_hex
+from roadwork.data.recall import false_pair_rate, false_pairs, pair_metrics, pair_recall, planted_pairs, planted_truth
 
 
 # ------------------------------------------------------------------------------ image helpers
@@ -243,7 +235,7 @@ def test_pairs_many_identical_hashes_stay_exact():
 
 
 def test_mih_chunk_radii_satisfy_pigeonhole():
-    from roadwork.data.dedup import _chunk_layout, _chunk_radii
+    from roadwork.data.hamming import _chunk_layout, _chunk_radii
 
     for m in range(1, 20):
         layout = _chunk_layout(m)
@@ -446,3 +438,34 @@ def test_pair_recall_and_false_pair_rate():
     pairs = find_near_duplicate_pairs([0, 1, 2**40 + 2**41 + 7], 1)
     metrics = pair_metrics(pairs, [(1, 0)], n=3)
     assert metrics["recall"] == 1.0 and metrics["false_pairs"] == 0 and metrics["found_pairs"] == 1
+
+
+def test_planted_pairs_skip_originals_and_broken_files():
+    rows = [
+        {"ref": "a.jpg", "kind": "original", "parent": ""},
+        {"ref": "a_dup1.jpg", "kind": "exact_duplicate", "parent": "a.jpg"},
+        {"ref": "a_near1.jpg", "kind": "near_duplicate", "parent": "a.jpg"},
+        {"ref": "broken_000.jpg", "kind": "broken", "parent": "a.jpg"},
+        {"ref": "b.jpg", "kind": "original", "parent": None},
+    ]
+    planted, near = planted_pairs(rows)
+    assert planted == [("a_dup1.jpg", "a.jpg"), ("a_near1.jpg", "a.jpg")]
+    assert near == [("a_near1.jpg", "a.jpg")]
+
+
+def test_planted_truth_measures_the_synthetic_plants(tmp_path):
+    from roadwork.config import parse_params
+    from roadwork.data.dedup_report import manifest_records
+    from roadwork.data.ingest import ingest
+
+    synthetic = dict(count=120, exact_duplicates=3, pixel_duplicates=3, near_duplicates=10, broken_files=2)
+    ingest(parse_params({"data": {"synthetic": synthetic}}).data, tmp_path / "raw")
+    records = manifest_records(tmp_path / "raw")
+    truth = planted_truth(tmp_path / "raw", records, max_hamming=12)
+    assert truth["planted_near_duplicates"] == 10
+    assert truth["near_duplicate_recall"] >= 0.8  # mild transforms (re-encode, resize, crop, brightness)
+    assert truth["false_pairs"] <= 2 and truth["false_pair_rate"] < 1e-3
+    # distance 0 finds only the copies whose pHash did not move (60% here): recall drops
+    assert planted_truth(tmp_path / "raw", records, max_hamming=0)["near_duplicate_recall"] < truth["near_duplicate_recall"]
+    (tmp_path / "raw" / "truth.csv").unlink()
+    assert planted_truth(tmp_path / "raw", records, max_hamming=12) is None

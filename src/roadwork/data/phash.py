@@ -1,4 +1,4 @@
-"""64-bit perceptual hash (pHash) of a decoded image, and Hamming distance between hashes.
+"""64-bit perceptual hash (pHash) of a decoded image, and its 16-hex-digit text form.
 
 Algorithm (the classic DCT pHash, as in imagehash and imagededup):
 
@@ -86,20 +86,12 @@ def phash64(image: Image.Image) -> int:
     """64-bit perceptual hash of a decoded PIL image, as a Python int in [0, 2**64).
 
     Store it as ``numpy.uint64`` (or as 16 hex digits: ``f"{h:016x}"``) for
-    :func:`roadwork.data.dedup.find_near_duplicate_pairs`.
+    :func:`roadwork.data.hamming.find_near_duplicate_pairs`.
     """
     low = dct_lowfreq(grayscale_32(image))
     ac = low.ravel()[1:]  # DC term (0, 0) excluded from the median: see the module docstring
     median = float(np.median(ac))
     return bits_to_int(low > median)
-
-
-def hamming_distance(a: int, b: int) -> int:
-    """Number of differing bits between two 64-bit hashes (ints or numpy integers)."""
-    a, b = int(a), int(b)
-    if a < 0 or b < 0 or a >> HASH_BITS or b >> HASH_BITS:
-        raise ValueError("hashes must be unsigned 64-bit integers")
-    return (a ^ b).bit_count()
 
 
 def phash_hex(value: int) -> str:
