@@ -16,7 +16,8 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from roadwork.config import DataParams
-from roadwork.data.decode import QuarantineError, decode_image, encode_png
+from roadwork.data.decode import QuarantineError, decode_image
+from roadwork.data.images import encode_png
 from roadwork.data.phash import phash64
 from roadwork.data.sources import SourceError, SourceRecord, label_text_conflict, open_source, subset
 from roadwork.io import atomic_path, format_csv, sha256_bytes
