@@ -280,7 +280,7 @@ def deduplicate(
         "removed_exact_duplicate": reasons.get("exact_duplicate_of", 0),
         "removed_near_duplicate": reasons.get("near_duplicate_of", 0),
         "removed_label_conflict": reasons.get("label_conflict", 0),
-        "exact_groups_with_copies": sum(1 for members in _groups(exact_root) if len(members) > 1),
+        "exact_groups_with_copies": sum(1 for members in exact.components() if len(members) > 1),
         "clusters": len(components),
         "kept_clusters": len(kept_clusters),
         "kept_clusters_with_near_duplicates": sum(1 for size in kept_clusters.values() if size > 1),
@@ -296,10 +296,3 @@ def deduplicate(
         near_pairs=tuple(near_pairs),
         counts=counts,
     )
-
-
-def _groups(roots: list[int]) -> list[list[int]]:
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, root in enumerate(roots):
-        groups[root].append(i)
-    return list(groups.values())

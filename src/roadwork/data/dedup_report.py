@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from roadwork.data.dedup import DedupResult
+from roadwork.data.phash import phash_from_hex, phash_hex
 from roadwork.io import format_csv, read_csv
 
 RECORD_COLUMNS = ["id", "sha256", "label", "original_label", "cluster", "phash"]
@@ -12,7 +13,7 @@ RECORD_COLUMNS = ["id", "sha256", "label", "original_label", "cluster", "phash"]
 
 def manifest_records(raw_dir: Path) -> list[dict]:
     return [
-        {**row, "phash": int(row["phash"], 16), "label": int(row["label"])}
+        {**row, "phash": phash_from_hex(row["phash"]), "label": int(row["label"])}
         for row in read_csv(raw_dir / "manifest.csv")
     ]
 
@@ -20,7 +21,7 @@ def manifest_records(raw_dir: Path) -> list[dict]:
 def write_outputs(result: DedupResult, records: list[dict], out_dir: Path) -> None:
     sha = {r["id"]: r["sha256"] for r in records}
     kept = [{"id": k.id, "sha256": sha[k.id], "label": k.label, "original_label": k.original_label,
-             "cluster": k.cluster, "phash": f"{k.phash:016x}"} for k in result.kept]
+             "cluster": k.cluster, "phash": phash_hex(k.phash)} for k in result.kept]
     removed = [{"id": r.id, "reason": r.reason, "cluster": r.cluster, "label": r.label} for r in result.removed]
     conflicts = [{"cluster": c.cluster, "ids": " ".join(c.ids), "labels": " ".join(map(str, c.labels)),
                   "resolution": c.resolution} for c in result.conflicts]
