@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from roadwork.data.dedup import _mih_plan, find_near_duplicate_pairs, pair_recall
+from roadwork.data.hamming import _mih_plan, find_near_duplicate_pairs
+from roadwork.data.recall import pair_recall
 
 
 def make_hashes(n: int, n_planted: int, max_distance: int, seed: int):

@@ -1,4 +1,4 @@
-"""The procedural street-scene generator (data/synthetic.py) and the colour baseline."""
+"""The procedural street scenes (data/scene.py), the synthetic dataset (data/synthetic.py) and the colour baseline."""
 
 import io
 from collections import Counter
@@ -10,14 +10,8 @@ from PIL import Image, ImageOps
 from sklearn.metrics import matthews_corrcoef
 
 from roadwork.config import SyntheticParams
-from roadwork.data.synthetic import (
-    BROKEN_VARIANTS,
-    ODD_FORMATS,
-    SyntheticItem,
-    generate,
-    render_scene,
-    scene_rng,
-)
+from roadwork.data.scene import render_scene
+from roadwork.data.synthetic import BROKEN_VARIANTS, ODD_FORMATS, SyntheticItem, generate, scene_rng
 from roadwork.evaluate.baseline import colour_histogram_features, fit_colour_baseline
 
 NO_COPIES = dict(exact_duplicates=0, pixel_duplicates=0, near_duplicates=0, broken_files=0)

@@ -34,8 +34,8 @@ import torch
 from PIL import Image, ImageOps
 
 from roadwork.config import PredictParams
+from roadwork.data.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 CSV_COLUMNS = ["path", "probability", "decision", "error"]
 _DEFAULTS = PredictParams()
 

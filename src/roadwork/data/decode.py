@@ -93,15 +93,10 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     return DecodedImage(rgb, source_format, source_mode, rotated, pixel_sha256)
 
 
-def encode_png(image: Image.Image) -> bytes:
-    """Lossless, deterministic re-encoding for images that had to be converted."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
-
-
 def load_rgb(path, max_side: int | None = None) -> Image.Image:
     """Load a stored (already validated) image as RGB, decoding JPEGs at reduced size.
+
+    `path` is a file path or a binary file object (``io.BytesIO(data)``).
 
     With `max_side`, JPEG draft mode lets libjpeg scale by 1/2, 1/4 or 1/8 in the DCT domain
     so that the shorter side stays >= `max_side`: a 4032x3024 photo needed at 256 px is never

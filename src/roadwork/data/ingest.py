@@ -16,8 +16,9 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from roadwork.config import DataParams
-from roadwork.data.decode import QuarantineError, decode_image, encode_png
-from roadwork.data.phash import phash64
+from roadwork.data.decode import QuarantineError, decode_image
+from roadwork.data.images import encode_png
+from roadwork.data.phash import phash64, phash_hex
 from roadwork.data.sources import SourceError, SourceRecord, label_text_conflict, open_source, subset
 from roadwork.io import atomic_path, format_csv, sha256_bytes
 
@@ -111,7 +112,7 @@ def ingest(params: DataParams, out_dir: Path) -> dict:
                 stored.add(sha)
             manifest.append({
                 "id": image_id(record.ref), "sha256": sha, "file_sha256": file_sha,
-                "pixel_sha256": result.pixel_sha256, "phash": f"{result.phash:016x}",
+                "pixel_sha256": result.pixel_sha256, "phash": phash_hex(result.phash),
                 "label": label, "width": result.width, "height": result.height,
                 "path": path, "source_ref": record.ref, "scene_description": record.scene_description,
             })

@@ -13,8 +13,6 @@ from typing import Iterator
 
 from roadwork.config import DataParams
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
 
 class SourceError(ValueError):
     """The source itself (not one image) is unusable: missing folder, bad manifest, bad label."""

@@ -33,8 +33,8 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from roadwork.config import SPLITS
-from roadwork.data.dedup import as_hash_array, find_near_duplicate_pairs
 from roadwork.data.dedup import record_field as _field
+from roadwork.data.hamming import as_hash_array, find_near_duplicate_pairs
 
 
 def _normalise_ratios(ratios) -> dict[str, float]:

@@ -3,7 +3,8 @@
 import time
 
 from roadwork.data.dedup import deduplicate
-from roadwork.data.dedup_report import manifest_records, planted_truth, write_outputs
+from roadwork.data.dedup_report import manifest_records, write_outputs
+from roadwork.data.recall import planted_truth
 from roadwork.io import atomic_path
 from roadwork.stages.common import DEDUP, RAW, finish, params
 

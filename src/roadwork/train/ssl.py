@@ -53,13 +53,12 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from roadwork.config import ExploraParams, TrainParams
+from roadwork.data.images import IMAGE_SUFFIXES
 from roadwork.io import atomic_path, read_csv, sha256_bytes
 from roadwork.models.adapters import explora_trainable, merge_adapters
 from roadwork.train.data import EpochSampler, Example, load_split
 from roadwork.train.distributed import Dist, rng_state, seed_everything, set_rng_state
 from roadwork.train.supervised import autocast
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 # ------------------------------------------------------------------------------ unlabeled images
