@@ -1,6 +1,7 @@
 """End-to-end helpers: a throwaway git+DVC repository made from this working tree."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,10 +97,19 @@ def digest_tree(repo: Path, *paths: str) -> dict[str, str]:
 
 
 def expand_stages(dvc_yaml: Path) -> dict[str, dict]:
-    """dvc.yaml's stages as DVC runs them: a `foreach` stage becomes one stage per item, named
-    `<stage>@<item>`, with ${item} substituted."""
+    """dvc.yaml's stages as DVC runs them: `${section.key}` taken from the params.yaml beside it,
+    and a `foreach` stage as one stage per item, named `<stage>@<item>`, with ${item} substituted."""
+    params = yaml.safe_load((dvc_yaml.parent / "params.yaml").read_text())
+
+    def value(match):
+        node = params
+        for key in match.group(1).split("."):
+            node = node[key]
+        return str(node)
+
+    text = re.sub(r"\$\{((?!item\})[\w.]+)\}", value, dvc_yaml.read_text())
     stages = {}
-    for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+    for name, stage in yaml.safe_load(text)["stages"].items():
         if "foreach" not in stage:
             stages[name] = stage
             continue

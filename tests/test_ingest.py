@@ -67,7 +67,7 @@ def test_local_manifest(tmp_path, make_jpeg, kind):
 def test_label_outside_binary_fails_naming_the_row(tmp_path, make_jpeg):
     (tmp_path / "a.jpg").write_bytes(make_jpeg(1))
     pq.write_table(pa.table({"path": ["a.jpg"], "label": [2]}), tmp_path / "m.parquet")
-    with pytest.raises(SourceError, match=r"row 'a.jpg': label 2 is not 0 or 1"):
+    with pytest.raises(SourceError, match=r"m.parquet: row 0 \(.a.jpg.\): label 2 is not 0 or 1"):
         ingest(data_params(source="local", local={"path": str(tmp_path / "m.parquet")}), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()  # nothing half-written
 

@@ -48,8 +48,10 @@ class SyntheticParams(Section):
 class LocalParams(Section):
     """A folder with one sub-folder per class, or a CSV/parquet manifest of (path, label)."""
 
-    path: str = ""
+    path: str = Field("inputs", min_length=1, description="the folder or manifest; a dependency of download")
     class_folders: dict[str, int] = Field(default_factory=lambda: {"0": 0, "1": 1, "none": 0, "roadwork": 1})
+    allow_outside_root: bool = Field(False, description="read entries that resolve (symlinks, manifest paths) "
+                                                        "outside the folder / the manifest's folder")
 
 
 class NatixParams(Section):
@@ -62,15 +64,11 @@ class DataParams(Section):
     source: Literal["synthetic", "local", "natix"] = "synthetic"
     limit: Optional[int] = Field(None, gt=0, description="deterministic subset size; null = all")
     max_pixels: int = Field(89_478_485, gt=0, description="decompression-bomb limit (pixels per image)")
+    max_file_bytes: int = Field(268_435_456, gt=0, description="larger files are refused unread; quarantine "
+                                                              "never keeps more bytes than this")
     synthetic: SyntheticParams = SyntheticParams()
     local: LocalParams = LocalParams()
     natix: NatixParams = NatixParams()
-
-    @model_validator(mode="after")
-    def _local_needs_path(self):
-        if self.source == "local" and not self.local.path:
-            raise ValueError("data.local.path must name a folder or manifest when data.source is 'local'")
-        return self
 
 
 # -------------------------------------------------------------------------------------- dedup

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from roadwork.config import DataParams
 from roadwork.data.decode import QuarantineError, decode_image
-from roadwork.data.images import encode_png
+from roadwork.data.images import encode_png, looks_like_image
 from roadwork.data.phash import phash64, phash_hex
 from roadwork.data.sources import SourceError, SourceRecord, label_text_conflict, open_source, subset
 from roadwork.io import atomic_path, format_csv, sha256_bytes
@@ -56,6 +56,8 @@ class Ingested:
 
 def _process(record: SourceRecord, max_pixels: int) -> Ingested | QuarantineError:
     """Runs in a worker thread: the one full decode, and everything derived from it."""
+    if record.refused:
+        return QuarantineError(record.refused)
     try:
         result = decode_image(record.data, max_pixels)
     except QuarantineError as error:
@@ -94,9 +96,16 @@ def ingest(params: DataParams, out_dir: Path) -> dict:
             label = check_label(record)
             file_sha = sha256_bytes(record.data)
             if isinstance(result, QuarantineError):
-                path = f"quarantine/{file_sha}.bin"
-                (tmp / path).write_bytes(record.data)
-                quarantine.append({"source_ref": record.ref, "file_sha256": file_sha, "reason": result.reason, "path": path})
+                # bytes are kept (for a person to inspect) only of files that claim to be images,
+                # were read at all and came from inside the source: never a refused file, never
+                # more than the size cap
+                keep = (not record.refused and record.inside_root and len(record.data) <= params.max_file_bytes
+                        and looks_like_image(record.ref, record.data))
+                path = f"quarantine/{file_sha}.bin" if keep else ""
+                if keep:
+                    (tmp / path).write_bytes(record.data)
+                quarantine.append({"source_ref": record.ref, "file_sha256": "" if record.refused else file_sha,
+                                   "reason": result.reason, "path": path})
                 continue
             if params.source == "natix":
                 problem = label_text_conflict(label, record.scene_description)

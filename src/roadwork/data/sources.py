@@ -6,7 +6,9 @@ subset before any image bytes are read, then streamed as `SourceRecord`s.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +26,8 @@ class SourceRecord:
     data: bytes
     label: object  # validated to {0, 1} by the download stage, which names the row otherwise
     scene_description: str = ""
+    refused: str = ""  # why the source would not read this entry (nothing of it is kept), or ""
+    inside_root: bool = True  # False: read from outside the local root (allowed); never quarantined
 
 
 def subset(refs: list[str], limit: int | None) -> set[str]:
@@ -58,57 +62,84 @@ class SyntheticSource:
 
 # --------------------------------------------------------------------------------------- local
 class LocalSource:
-    """A folder with one sub-folder per class, or a CSV/parquet manifest with `path` and `label`."""
+    """A folder with one sub-folder per class, or a CSV/parquet manifest with `path` and `label`.
 
-    def __init__(self, path: str, class_folders: dict[str, int]):
-        self.root = Path(path)
-        if not self.root.exists():
-            raise SourceError(f"data.local.path: {self.root} does not exist")
+    Confined to its root (the folder, or the manifest's folder): every entry must resolve, after
+    symlinks, to a file inside the root, else it is refused with the reason and nothing of it is
+    read (``allow_outside_root`` lifts this, e.g. for a folder of symlinks into a photo library).
+    Files larger than ``max_file_bytes`` are refused unread; a missing file (a dangling symlink, a
+    manifest row naming nothing) is refused as "missing file". Manifest labels are read as text
+    and checked row by row, naming the row.
+    """
+
+    def __init__(self, path: str, class_folders: dict[str, int], allow_outside_root: bool = False,
+                 max_file_bytes: int = 1 << 28):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SourceError(f"data.local.path: {self.path} does not exist")
+        self.root = (self.path if self.path.is_dir() else self.path.parent).resolve()
+        self.allow_outside_root = allow_outside_root
+        self.max_file_bytes = max_file_bytes
         self.entries: dict[str, tuple[Path, object, str]] = {}
-        if self.root.is_dir():
+        if self.path.is_dir():
             self._scan_folders(class_folders)
         else:
             self._read_manifest()
 
     def _scan_folders(self, class_folders: dict[str, int]) -> None:
-        folders = sorted(p for p in self.root.iterdir() if p.is_dir())
+        folders = sorted(p for p in self.path.iterdir() if p.is_dir())
         unknown = [p.name for p in folders if p.name.lower() not in class_folders]
         if unknown:
             raise SourceError(
-                f"{self.root}: class folder(s) {unknown} not in data.local.class_folders "
+                f"{self.path}: class folder(s) {unknown} not in data.local.class_folders "
                 f"({sorted(class_folders)}); rename them or extend the mapping"
             )
         for folder in folders:
             label = class_folders[folder.name.lower()]
             for file in sorted(folder.rglob("*")):
-                if file.is_file():
-                    ref = file.relative_to(self.root).as_posix()
-                    self.entries[ref] = (file, label, "")
+                if file.is_file() or file.is_symlink():  # a dangling symlink is reported, not skipped
+                    self.entries[file.relative_to(self.path).as_posix()] = (file, label, "")
         if not self.entries:
-            raise SourceError(f"{self.root}: no files found in class sub-folders")
+            raise SourceError(f"{self.path}: no files found in class sub-folders")
 
     def _read_manifest(self) -> None:
-        import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        if self.root.suffix.lower() == ".parquet":
-            table = pq.read_table(self.root)
-        elif self.root.suffix.lower() == ".csv":
-            table = pacsv.read_csv(self.root, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+        suffix = self.path.suffix.lower()
+        if suffix == ".parquet":
+            rows, first = pq.read_table(self.path).to_pylist(), 0
+        elif suffix == ".csv":
+            with open(self.path, newline="", encoding="utf-8") as handle:  # every value as text
+                rows, first = list(csv.DictReader(handle)), 2
         else:
-            raise SourceError(f"data.local.path: {self.root} is neither a folder nor a .csv/.parquet manifest")
-        missing = {"path", "label"} - set(table.column_names)
+            raise SourceError(f"data.local.path: {self.path} is neither a folder nor a .csv/.parquet manifest")
+        missing = {"path", "label"} - set(rows[0] if rows else {})
         if missing:
-            raise SourceError(f"{self.root}: manifest lacks column(s) {sorted(missing)}; it needs 'path' and 'label'")
-        rows = table.to_pylist()
-        for number, row in enumerate(rows, start=2 if self.root.suffix.lower() == ".csv" else 0):
-            file = Path(row["path"])
-            if not file.is_absolute():
-                file = self.root.parent / file
+            raise SourceError(f"{self.path}: manifest lacks column(s) {sorted(missing)}; it needs 'path' and 'label'")
+        for number, row in enumerate(rows, start=first):
             ref = str(row["path"])
+            label = str(row["label"]).strip()
+            if label not in ("0", "1"):
+                raise SourceError(f"{self.path}: row {number} ({ref!r}): label {row['label']!r} is not 0 or 1")
             if ref in self.entries:
-                raise SourceError(f"{self.root}: row {number}: path {ref!r} listed twice")
-            self.entries[ref] = (file, row["label"], str(row.get("scene_description") or ""))
+                raise SourceError(f"{self.path}: row {number}: path {ref!r} listed twice")
+            self.entries[ref] = (self.path.parent / ref, int(label), str(row.get("scene_description") or ""))
+
+    def refusal(self, file: Path) -> str:
+        """Why `file` is not read ("" if it is fine)."""
+        if not file.exists():
+            target = f" (a symlink to {os.readlink(file)})" if file.is_symlink() else ""
+            return f"missing file: {file}{target}"
+        resolved = file.resolve()
+        if not self.allow_outside_root and not resolved.is_relative_to(self.root):
+            return (f"outside data.local.path: {file} resolves to {resolved}, outside {self.root} "
+                    "(data.local.allow_outside_root: true allows it)")
+        if not resolved.is_file():
+            return f"not a regular file: {file}"
+        size = resolved.stat().st_size
+        if size > self.max_file_bytes:
+            return f"file too large: {file} has {size} bytes, more than data.max_file_bytes ({self.max_file_bytes})"
+        return ""
 
     def refs(self) -> list[str]:
         return list(self.entries)
@@ -116,12 +147,9 @@ class LocalSource:
     def records(self, wanted: set[str]) -> Iterator[SourceRecord]:
         for ref, (file, label, text) in self.entries.items():
             if ref in wanted:
-                # A missing/unreadable file is quarantined like a broken image, not a crash.
-                try:
-                    data = file.read_bytes()
-                except OSError:
-                    data = b""
-                yield SourceRecord(ref, data, label, text)
+                refused = self.refusal(file)
+                data = b"" if refused else file.resolve().read_bytes()
+                yield SourceRecord(ref, data, label, text, refused, file.resolve().is_relative_to(self.root))
 
 
 # --------------------------------------------------------------------------------------- natix
@@ -185,7 +213,8 @@ def open_source(params: DataParams):
     if params.source == "synthetic":
         return SyntheticSource(params.synthetic)
     if params.source == "local":
-        return LocalSource(params.local.path, params.local.class_folders)
+        return LocalSource(params.local.path, params.local.class_folders, params.local.allow_outside_root,
+                           params.max_file_bytes)
     return NatixSource(params.natix.repo_id, params.natix.revision)
 
 

@@ -63,7 +63,7 @@ def _live(name: str) -> list[Path]:
 # Stage -> the pipeline files it reads (deps, code excluded: roadwork.depgraph keeps those) and
 # writes (outs, metrics and plots), as dvc.yaml declares them.
 STAGE_FILES: dict[str, dict[str, list[Path]]] = {
-    "download": {"deps": [], "outs": [RAW, METRICS / "download.json"]},
+    "download": {"deps": [], "outs": [RAW, METRICS / "download.json"]},  # + ${data.local.path}, from params
     "dedup": {"deps": [RAW], "outs": [DEDUP, METRICS / "dedup.json"]},
     "split": {"deps": [DEDUP], "outs": [SPLIT, METRICS / "split.json"]},
     "train_phase1": {"deps": [RAW, SPLIT], "outs": [PHASE1, METRICS / "phase1.json", *_live("phase1")]},
