@@ -9,7 +9,7 @@ import pytest
 
 from roadwork.config import SPLITS, SplitRatios
 from roadwork.data.dedup import deduplicate
-from roadwork.data.split import LeakPair, assign_splits, audit_leakage, split_summary
+from roadwork.data.split import LeakPair, assign_splits, audit_leakage, split_summary, unusable_splits
 
 RATIOS = {"train": 0.60, "val_select": 0.15, "val_calib": 0.15, "val_test": 0.10}
 
@@ -159,3 +159,42 @@ def test_split_summary_counts():
     assert summary["total"]["n"] == 8 and summary["total"]["positive"] == 3
     with pytest.raises(ValueError):
         split_summary(records, {})
+
+
+def test_unusable_splits_name_the_split_counts_and_setting():
+    records = [{"id": f"n{i}", "label": 0} for i in range(40)] + [{"id": f"p{i}", "label": 1} for i in range(3)]
+    ratios = {"train": 0.6, "val_select": 0.15, "val_calib": 0.15, "val_test": 0.1}
+    summary = split_summary(records, assign_splits(records, ratios, seed=0))
+    problems = unusable_splits(summary, ratios)
+    roles = {"val_calib": "fits the temperature", "val_test": "is the final report"}
+    empty = [name for name in SPLITS if summary[name]["positive"] == 0]
+    assert empty == ["val_calib", "val_test"]  # 3 positives: train gets 2, val_select 1 (largest deficits)
+    assert problems == [f"split {name!r} has 0 roadwork (label 1) and {summary[name]['negative']} other (label 0) "
+                        f"image(s), but it {roles[name]} and needs both classes: add images of the missing class, or "
+                        f"give it a larger share (split.ratios.{name} is {ratios[name]})" for name in empty]
+    records += [{"id": f"p{i}", "label": 1} for i in range(3, 12)]
+    assert not unusable_splits(split_summary(records, assign_splits(records, ratios, seed=0)), ratios)
+
+
+def test_split_stage_refuses_data_with_one_class(tmp_path, make_jpeg):
+    """An empty roadwork/ folder used to train 30 epochs of nothing and end in a scikit-learn
+    traceback; now split stops, naming the split and what to change, and writes nothing."""
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    (photos / "roadwork").mkdir(parents=True)
+    (photos / "none").mkdir()
+    for i in range(30):
+        (photos / "none" / f"{i}.jpg").write_bytes(make_jpeg(i))
+    (tmp_path / "params.yaml").write_text(f"data: {{source: local, local: {{path: {photos}}}}}\n")
+    for stage in ("download", "dedup"):
+        done = subprocess.run([sys.executable, "-m", f"roadwork.stages.{stage}"], cwd=tmp_path, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr
+    failed = subprocess.run([sys.executable, "-m", "roadwork.stages.split"], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert failed.stderr.startswith("split failed:\n  split 'train' has 0 roadwork (label 1) and ")
+    assert "split.ratios.train is 0.6" in failed.stderr and failed.stderr.count("needs both classes") == 4
+    assert not (tmp_path / "data" / "split").exists()

@@ -189,3 +189,26 @@ def split_summary(records: Sequence, assignment: Mapping[str, str]) -> dict:
         "fraction": 1.0 if total else 0.0,
     }
     return out
+
+
+SPLIT_ROLES = {
+    "train": "trains the model",
+    "val_select": "picks the epoch and the decision threshold",
+    "val_calib": "fits the temperature",
+    "val_test": "is the final report",
+}
+
+
+def unusable_splits(summary: Mapping[str, Mapping], ratios: Mapping[str, float]) -> list[str]:
+    """One message per split of :func:`split_summary` that later stages cannot use: every split
+    must hold both classes (each computes an MCC or fits a calibration on them)."""
+    problems = []
+    for name in SPLITS:
+        row = summary[name]
+        if row["positive"] and row["negative"]:
+            continue
+        problems.append(
+            f"split {name!r} has {row['positive']} roadwork (label 1) and {row['negative']} other (label 0) "
+            f"image(s), but it {SPLIT_ROLES[name]} and needs both classes: add images of the missing class, or "
+            f"give it a larger share (split.ratios.{name} is {ratios[name]})")
+    return problems
