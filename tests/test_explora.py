@@ -24,22 +24,10 @@ from roadwork.io import read_csv, read_json
 from roadwork.models.backbone import create_backbone
 from roadwork.train.data import ImageCache, ImageDataset, load_split
 from roadwork.train.distributed import Dist
-from roadwork.train.ssl import (
-    ExploraSSL,
-    MultiCropTransform,
-    SSLTrainer,
-    dino_loss,
-    ibot_loss,
-    koleo_loss,
-    learning_rate,
-    make_masks,
-    pretrain,
-    teacher_momentum,
-    teacher_softmax,
-    teacher_temperature,
-    unlabeled_examples,
-    updated_center,
-)
+from roadwork.train.dino_loss import dino_loss, ibot_loss, koleo_loss, teacher_softmax, updated_center
+from roadwork.train.multicrop import MultiCropTransform, make_masks
+from roadwork.train.ssl import SSLTrainer, pretrain, teacher_momentum, teacher_temperature, unlabeled_examples
+from roadwork.train.student_teacher import ExploraSSL
 from trainkit import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 
 CPU = Dist(0, 1, torch.device("cpu"))
@@ -141,11 +129,38 @@ def test_schedules():
     assert teacher_temperature(1, cfg) == pytest.approx(0.055)
     assert teacher_temperature(2, cfg) == teacher_temperature(3.5, cfg) == 0.07
 
-    cfg = ExploraParams(lr=1e-3, min_lr=1e-5, warmup_epochs=1, epochs=3)
-    assert learning_rate(0, 10, cfg) == pytest.approx(1e-4)
-    assert learning_rate(9, 10, cfg) == pytest.approx(1e-3)
-    assert learning_rate(10, 10, cfg) == pytest.approx(1e-3)
-    assert learning_rate(29, 10, cfg) == pytest.approx(1e-5)
+
+
+def test_learning_rate_warms_up_then_cosine_to_min_lr_and_weight_decay_groups():
+    """timm's scheduler in DINO's form: linear from min_lr to lr over the warm-up updates, then cosine
+    from lr down to min_lr at the last epoch; the learning rate a step reports is the one it used."""
+    ssl = tiny_ssl(lr=1e-3, min_lr=1e-5, warmup_epochs=1, epochs=3, weight_decay=0.04, ibot_weight=1.0)
+    trainer = SSLTrainer(ssl, "fp32", CPU, updates_per_epoch=10)
+    scheduler, optimizer = trainer.optimization.scheduler, trainer.optimization.optimizer
+    lrs = []
+    for step in range(31):
+        scheduler.step_update(num_updates=step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-5) and lrs[5] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert lrs[10] == pytest.approx(1e-3) and lrs[20] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # cosine's middle
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11])) and all(a > b for a, b in zip(lrs[10:30], lrs[11:31]))
+    assert lrs[30] == pytest.approx(1e-5) and max(lrs) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="explora.warmup_epochs"):
+        SSLTrainer(tiny_ssl(warmup_epochs=3, epochs=3), "fp32", CPU, updates_per_epoch=10)
+    scheduler.step_update(num_updates=0)
+    assert trainer.step([random_views(ssl.cfg)], step=0)["lr"] == pytest.approx(1e-5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[1])  # set for the next update
+
+    # no weight decay on norms, biases, LayerScale, tokens; every trainable parameter in one group
+    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.04 for p in g["params"]}
+    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    names = {id(p): n for n, p in ssl.student.named_parameters()}
+    assert decay | no_decay == {id(p) for p in ssl.student.parameters() if p.requires_grad} and not decay & no_decay
+    for name in ("backbone.norm.weight", "backbone.blocks.2.attn.proj.bias", "backbone.blocks.2.gamma_1",
+                 "head.mlp.0.bias", "mask_token"):
+        assert id(dict(ssl.student.named_parameters())[name]) in no_decay, name
+    assert {names[i] for i in decay} >= {"backbone.blocks.2.attn.qkv.weight", "backbone.blocks.0.attn.qkv.lora_A",
+                                         "head.mlp.0.weight", "head.last_layer.weight"}
 
 
 def test_koleo_and_ibot_formulas():
