@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from roadwork.config import ExploraParams, TrainParams, parse_params
 from roadwork.io import read_csv, read_json
 from roadwork.models.backbone import create_backbone
-from roadwork.train.data import ImageCache, ImageDataset, load_split
+from roadwork.data.examples import load_split
+from roadwork.train.data import ImageCache, ImageDataset
 from roadwork.train.distributed import Dist
 from roadwork.train.dino_loss import dino_loss, ibot_loss, koleo_loss, teacher_softmax, updated_center
 from roadwork.train.multicrop import MultiCropTransform, make_masks
@@ -502,7 +503,8 @@ def stage_run(dataset, tmp_path_factory) -> Path:
 def test_stage_end_to_end(stage_run):
     cwd = stage_run
     from roadwork.train.augment import eval_transform
-    from roadwork.train.run import build_model, load_trained
+    from roadwork.models.classifier import build_model
+    from roadwork.models.model_dir import load_trained
 
     # the adapted backbone: a stock timm state dict (strict), changed where ExPLoRA trains only
     weights = load_file(cwd / "data" / "explora" / "backbone.safetensors")

@@ -42,7 +42,8 @@ from torch.utils.data import DataLoader
 
 from roadwork.config import ExploraParams, TrainParams
 from roadwork.io import read_csv, sha256_bytes
-from roadwork.train.data import EpochSampler, Example, load_split
+from roadwork.data.examples import Example, load_split
+from roadwork.train.data import EpochSampler
 from roadwork.train.distributed import Dist
 from roadwork.train.multicrop import MultiCropTransform  # noqa: F401  (stages/explora.py imports it from here)
 from roadwork.train.plumbing import (Checkpoint, Optimization, barrier, decay_groups, log_row as log_metrics,
