@@ -18,7 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from roadwork.data.decode import load_rgb
-from roadwork.data.examples import Example, load_split  # noqa: F401  (load_split: stages/export.py imports it from here)
+# load_split is re-exported for stages/export.py, which still imports it from here
+from roadwork.data.examples import Example, load_split  # noqa: F401
 from roadwork.train.distributed import seed_host_rngs
 
 
