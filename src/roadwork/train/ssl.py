@@ -41,8 +41,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from roadwork.config import ExploraParams, TrainParams
-from roadwork.io import read_csv, sha256_bytes
 from roadwork.data.examples import Example, load_split
+from roadwork.io import read_csv, sha256_bytes
 from roadwork.train.data import EpochSampler
 from roadwork.train.distributed import Dist
 from roadwork.train.multicrop import MultiCropTransform  # noqa: F401  (stages/explora.py imports it from here)
