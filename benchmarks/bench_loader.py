@@ -20,9 +20,10 @@ from roadwork.data.ingest import ingest
 from roadwork.io import format_csv, read_csv
 from roadwork.models.classifier import data_config
 from roadwork.train.augment import train_transform
-from roadwork.train.data import EpochSampler, ImageCache, ImageDataset, load_split
+from roadwork.data.examples import load_split
+from roadwork.train.data import EpochSampler, ImageCache, ImageDataset
 from roadwork.train.distributed import seed_everything
-from roadwork.train.run import build_model
+from roadwork.models.classifier import build_model
 from roadwork.train.supervised import train_loader
 
 

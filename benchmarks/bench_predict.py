@@ -47,7 +47,8 @@ def build_temp_bundle(root: Path) -> Path:
 
     from roadwork.config import parse_params
     from roadwork.export.bundle import build_bundle
-    from roadwork.train.run import build_model, model_description
+    from roadwork.models.classifier import build_model
+    from roadwork.models.model_dir import model_description
 
     torch.manual_seed(0)
     params = parse_params({"model": DEFAULT_MODEL}).model

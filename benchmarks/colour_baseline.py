@@ -14,7 +14,7 @@ from sklearn.metrics import matthews_corrcoef
 
 from roadwork.data.decode import load_rgb
 from roadwork.evaluate.baseline import colour_histogram_features, fit_colour_baseline
-from roadwork.train.data import load_split
+from roadwork.data.examples import load_split
 
 RAW, SPLITS = Path("data/raw"), Path("data/split/splits.csv")
 

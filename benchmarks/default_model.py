@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from roadwork.data.decode import load_rgb
-from roadwork.train.data import load_split
+from roadwork.data.examples import load_split
 
 MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)  # what timm's DINOv3 configs use
 STD = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)

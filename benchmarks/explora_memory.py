@@ -1,4 +1,4 @@
-"""Per-GPU memory estimate of ExPLoRA self-supervised pre-training (src/roadwork/train/ssl.py).
+"""Per-GPU memory estimate of ExPLoRA self-supervised pre-training (train/ssl.py, train/student_teacher.py).
 
     python benchmarks/explora_memory.py                      # ViT-H/16+ preset, DINOv3 crops
     python benchmarks/explora_memory.py --global-size 224 --local-size 96 --batches 8,16,32
@@ -34,7 +34,7 @@ import timm
 import torch
 
 from roadwork.models.adapters import explora_trainable
-from roadwork.train.ssl import DINOHead
+from roadwork.models.dino_head import DINOHead
 
 GIB = 1024 ** 3
 

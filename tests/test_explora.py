@@ -22,24 +22,13 @@ from safetensors.torch import load_file
 from roadwork.config import ExploraParams, TrainParams, parse_params
 from roadwork.io import read_csv, read_json
 from roadwork.models.backbone import create_backbone
-from roadwork.train.data import ImageCache, ImageDataset, load_split
+from roadwork.data.examples import load_split
+from roadwork.train.data import ImageCache, ImageDataset
 from roadwork.train.distributed import Dist
-from roadwork.train.ssl import (
-    ExploraSSL,
-    MultiCropTransform,
-    SSLTrainer,
-    dino_loss,
-    ibot_loss,
-    koleo_loss,
-    learning_rate,
-    make_masks,
-    pretrain,
-    teacher_momentum,
-    teacher_softmax,
-    teacher_temperature,
-    unlabeled_examples,
-    updated_center,
-)
+from roadwork.train.dino_loss import dino_loss, ibot_loss, koleo_loss, teacher_softmax, updated_center
+from roadwork.train.multicrop import MultiCropTransform, make_masks
+from roadwork.train.ssl import SSLTrainer, pretrain, teacher_momentum, teacher_temperature, unlabeled_examples
+from roadwork.train.student_teacher import ExploraSSL
 from trainkit import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 
 CPU = Dist(0, 1, torch.device("cpu"))
@@ -141,11 +130,38 @@ def test_schedules():
     assert teacher_temperature(1, cfg) == pytest.approx(0.055)
     assert teacher_temperature(2, cfg) == teacher_temperature(3.5, cfg) == 0.07
 
-    cfg = ExploraParams(lr=1e-3, min_lr=1e-5, warmup_epochs=1, epochs=3)
-    assert learning_rate(0, 10, cfg) == pytest.approx(1e-4)
-    assert learning_rate(9, 10, cfg) == pytest.approx(1e-3)
-    assert learning_rate(10, 10, cfg) == pytest.approx(1e-3)
-    assert learning_rate(29, 10, cfg) == pytest.approx(1e-5)
+
+
+def test_learning_rate_warms_up_then_cosine_to_min_lr_and_weight_decay_groups():
+    """timm's scheduler in DINO's form: linear from min_lr to lr over the warm-up updates, then cosine
+    from lr down to min_lr at the last epoch; the learning rate a step reports is the one it used."""
+    ssl = tiny_ssl(lr=1e-3, min_lr=1e-5, warmup_epochs=1, epochs=3, weight_decay=0.04, ibot_weight=1.0)
+    trainer = SSLTrainer(ssl, "fp32", CPU, updates_per_epoch=10)
+    scheduler, optimizer = trainer.optimization.scheduler, trainer.optimization.optimizer
+    lrs = []
+    for step in range(31):
+        scheduler.step_update(num_updates=step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-5) and lrs[5] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert lrs[10] == pytest.approx(1e-3) and lrs[20] == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # cosine's middle
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11])) and all(a > b for a, b in zip(lrs[10:30], lrs[11:31]))
+    assert lrs[30] == pytest.approx(1e-5) and max(lrs) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="explora.warmup_epochs"):
+        SSLTrainer(tiny_ssl(warmup_epochs=3, epochs=3), "fp32", CPU, updates_per_epoch=10)
+    scheduler.step_update(num_updates=0)
+    assert trainer.step([random_views(ssl.cfg)], step=0)["lr"] == pytest.approx(1e-5)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lrs[1])  # set for the next update
+
+    # no weight decay on norms, biases, LayerScale, tokens; every trainable parameter in one group
+    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.04 for p in g["params"]}
+    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    names = {id(p): n for n, p in ssl.student.named_parameters()}
+    assert decay | no_decay == {id(p) for p in ssl.student.parameters() if p.requires_grad} and not decay & no_decay
+    for name in ("backbone.norm.weight", "backbone.blocks.2.attn.proj.bias", "backbone.blocks.2.gamma_1",
+                 "head.mlp.0.bias", "mask_token"):
+        assert id(dict(ssl.student.named_parameters())[name]) in no_decay, name
+    assert {names[i] for i in decay} >= {"backbone.blocks.2.attn.qkv.weight", "backbone.blocks.0.attn.qkv.lora_A",
+                                         "head.mlp.0.weight", "head.last_layer.weight"}
 
 
 def test_koleo_and_ibot_formulas():
@@ -487,7 +503,8 @@ def stage_run(dataset, tmp_path_factory) -> Path:
 def test_stage_end_to_end(stage_run):
     cwd = stage_run
     from roadwork.train.augment import eval_transform
-    from roadwork.train.run import build_model, load_trained
+    from roadwork.models.classifier import build_model
+    from roadwork.models.model_dir import load_trained
 
     # the adapted backbone: a stock timm state dict (strict), changed where ExPLoRA trains only
     weights = load_file(cwd / "data" / "explora" / "backbone.safetensors")
@@ -542,12 +559,12 @@ def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     from roadwork.models.backbone import apply_freeze_policy
     from roadwork.train import phase4 as stage
 
-    phase1_weights = stage_run / "data" / "phase1" / "model.safetensors"
-    phase1 = load_file(phase1_weights)
+    phase1_dir = stage_run / "data" / "phase1"
+    phase1 = load_file(phase1_dir / "model.safetensors")
     base = stage_params()
-    from_pretrained = stage.initial_classifier(base, phase1_weights).backbone.state_dict()
+    from_pretrained = stage.initial_classifier(base, phase1_dir).backbone.state_dict()
     config = stage_params(init="phase1")
-    from_phase1 = stage.initial_classifier(config, phase1_weights).backbone.state_dict()
+    from_phase1 = stage.initial_classifier(config, phase1_dir).backbone.state_dict()
     assert all(torch.equal(v, phase1[f"backbone.{k}"]) for k, v in from_phase1.items())
     assert not all(torch.equal(v, from_pretrained[k]) for k, v in from_phase1.items())
 
@@ -569,7 +586,7 @@ def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch,
 
     monkeypatch.chdir(stage_run)
     config = stage_params()
-    inputs = (Path("data/raw"), Path("data/split/splits.csv"), Path("data/phase1/model.safetensors"), Path("runs"))
+    inputs = (Path("data/raw"), Path("data/split/splits.csv"), Path("data/phase1"), Path("runs"))
     first, summary, path = stage.pretrained_backbone(config, *inputs, CPU, None)
     try:
         again, summary_again, path_again = stage.pretrained_backbone(config, *inputs, CPU, None)

@@ -30,7 +30,8 @@ from roadwork.export.bundle import (
 from roadwork.io import sha256_file
 from roadwork.models.adapters import add_qv_adapters, has_adapters
 from roadwork.train.augment import eval_transform
-from roadwork.train.run import build_model, load_trained, model_description
+from roadwork.models.classifier import build_model
+from roadwork.models.model_dir import load_trained, model_description
 from trainkit import TINY_MODEL
 
 TEMPERATURE = 1.7

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import safetensors.torch
@@ -404,3 +405,44 @@ def test_classifier_rejects_multi_logit_heads():
         build_classifier(PLAIN, None, TINY, "token", IMG, "mlp", {})
     with pytest.raises(TypeError):
         build_classifier(PLAIN, None, TINY, "token", IMG, "linear", {"widht": 3})
+
+
+@pytest.mark.parametrize("adapter", [None, {"kind": "dora", "rank": 2}])
+def test_model_dir_round_trip(tmp_path, adapter):
+    """save_model_dir -> load_trained rebuilds the same function (adapters included); model.json's
+    preprocessing is the classifier's timm data config; backbone_weights load into a stock timm model."""
+    import timm
+
+    from roadwork.config import parse_params
+    from roadwork.models.classifier import architecture, build_model
+    from roadwork.models.model_dir import (backbone_weights, eval_data_config, load_trained, model_description,
+                                           save_model_dir)
+
+    params = parse_params({"model": {"backbone": PLAIN, "overrides": TINY_LS, "img_size": IMG, "head_type": "doran",
+                                     "head": HEAD_PARAMS}}).model
+    torch.manual_seed(0)
+    model = build_model(params)
+    extra = {"best_epoch": 3}
+    if adapter:
+        add_qv_adapters(model.backbone, **adapter)
+        _perturb_B(model.backbone)
+        extra["adapter"] = adapter
+    description = model_description(params, model, **extra)
+    save_model_dir(tmp_path / "model", model, description, [{"split": "val_test", "id": "a", "label": 1, "logit": 0.5}])
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["logits.csv", "model.json", "model.safetensors"]
+
+    loaded, read = load_trained(tmp_path / "model")
+    assert read == json.loads(json.dumps(description))
+    assert {k: read[k] for k in architecture(params)} == architecture(params)
+    x = images(3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+    assert eval_data_config(read) == data_config(model)
+
+    stock = timm.create_model(PLAIN, num_classes=0, global_pool=params.pooling, img_size=IMG, **TINY_LS)
+    if adapter:
+        with pytest.raises(RuntimeError):  # unmerged adapter tensors are not timm's
+            stock.load_state_dict(backbone_weights(tmp_path / "model"))
+    else:
+        stock.load_state_dict(backbone_weights(tmp_path / "model"))
+        torch.testing.assert_close(stock.eval()(x), model.backbone(x), rtol=0, atol=0)

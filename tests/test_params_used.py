@@ -157,7 +157,7 @@ def probe_split(params, ws):
 
 def probe_model(params, ws):
     from roadwork.models.backbone import apply_freeze_policy
-    from roadwork.train.run import build_model
+    from roadwork.models.classifier import build_model
 
     torch.manual_seed(0)
     model = build_model(params.model)
@@ -172,7 +172,8 @@ def probe_model(params, ws):
 def probe_training(params, ws):
     """A real (tiny) phase-1 run in-process; the observable is the weights and the history."""
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import build_model, fit
+    from roadwork.models.classifier import build_model
+    from roadwork.train.run import fit
 
     run_dir = ws / "runs" / digest(params.model_dump())[:12]
     seed_everything(params.train.seed)

@@ -5,7 +5,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from torch import nn
 
 from roadwork.config import PredictParams, parse_params
@@ -25,8 +23,9 @@ from trainkit import TINY_MODEL
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """A trained-model directory (roadwork.train.run layout) with random, image-dependent weights."""
-    from roadwork.train.run import build_model, model_description
+    """A trained-model directory (roadwork.models.model_dir) with random, image-dependent weights."""
+    from roadwork.models.classifier import build_model
+    from roadwork.models.model_dir import model_description, save_model_dir
 
     torch.manual_seed(seed)
     params = parse_params({"model": TINY_MODEL}).model
@@ -34,9 +33,7 @@ def make_model_dir(path: Path, seed: int = 0) -> Path:
     with torch.no_grad():  # timm's init makes the CLS token nearly image-independent
         for p in classifier.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    path.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, path / "model.safetensors")
-    (path / "model.json").write_text(json.dumps(model_description(params, classifier, best_epoch=1)))
+    save_model_dir(path, classifier, model_description(params, classifier, best_epoch=1), [])
     return path
 
 

@@ -27,7 +27,7 @@ from roadwork.evaluate.protocol import (
 )
 from roadwork.io import read_json, write_csv
 from roadwork.predict import Predictor, load_image
-from roadwork.train.data import load_split
+from roadwork.data.examples import load_split
 from test_predict import make_bundle, make_model_dir
 from trainkit import TINY_MODEL, make_dataset
 
@@ -170,7 +170,8 @@ def write_phase1(root: Path, seed: int = 0) -> None:
     from roadwork.models.classifier import data_config
     from roadwork.train.augment import eval_transform
     from roadwork.train.data import ImageCache, ImageDataset
-    from roadwork.train.run import EVAL_SPLITS, load_trained
+    from roadwork.models.model_dir import load_trained
+    from roadwork.train.run import EVAL_SPLITS
 
     model_dir = make_model_dir(root / "data" / "phase1", seed)
     classifier, description = load_trained(model_dir)

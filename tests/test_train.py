@@ -78,9 +78,10 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, dataset):
 
 
 def test_saved_logits_come_from_the_saved_best_weights(tmp_path, dataset):
-    from roadwork.train.run import load_trained
+    from roadwork.models.model_dir import load_trained
     from roadwork.train.augment import eval_transform
-    from roadwork.train.data import ImageCache, ImageDataset, load_split
+    from roadwork.data.examples import load_split
+    from roadwork.train.data import ImageCache, ImageDataset
 
     cwd = workdir(tmp_path, dataset)
     write_params(cwd, train={"epochs": 6, "lr": 2e-2, "backbone_lr": 2e-2, "warmup_epochs": 0})
@@ -169,9 +170,10 @@ def test_precision_setting_takes_effect_in_the_training_step(tmp_path, dataset, 
     the dtype the backbone's matmuls actually run in must be the one asked for."""
     from roadwork.config import parse_params
     from roadwork.train.augment import eval_transform
-    from roadwork.train.data import ImageCache, ImageDataset, load_split
+    from roadwork.data.examples import load_split
+    from roadwork.train.data import ImageCache, ImageDataset
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import build_model
+    from roadwork.models.classifier import build_model
     from roadwork.train.supervised import train
     from trainkit import TINY_MODEL, TINY_TRAIN
 
@@ -185,3 +187,24 @@ def test_precision_setting_takes_effect_in_the_training_step(tmp_path, dataset, 
     train(model, data, data, params.train, tmp_path / "run", Dist(0, 1, torch.device("cpu")))
     assert seen and set(seen) == {dtype}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_micro_batches_are_drawn_lazily_and_a_partial_update_never():
+    """Both loops draw an update's micro-batches one at a time (per-item seeding in the loader
+    must interleave with the loss's random draws as in a plain loop) and never start an update
+    they cannot finish."""
+    from roadwork.train.plumbing import micro_batches
+
+    drawn = []
+
+    def loader():
+        for i in range(7):
+            drawn.append(i)
+            yield i
+
+    seen = []
+    for update in micro_batches(loader(), updates=3, grad_accum_steps=2):
+        for batch in update:
+            seen.append((batch, len(drawn)))
+    assert seen == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]  # batch i drawn just before its use
+    assert drawn == [0, 1, 2, 3, 4, 5]  # the 7th batch (half an update) is never loaded

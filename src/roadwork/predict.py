@@ -122,9 +122,7 @@ class Predictor:
         device: str | torch.device | None = None,
         model: torch.nn.Module | None = None,
     ):
-        import timm.data
-
-        from roadwork.export.bundle import bundle_data_config, load_bundle_model
+        from roadwork.export.bundle import bundle_data_config, bundle_transform, load_bundle_model
 
         self.bundle_dir = Path(bundle_dir)
         if not 0 <= multiview_overlap < 1 or multiview_grid < 1 or multiview_topk < 1:
@@ -136,7 +134,7 @@ class Predictor:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         # exactly what TimmWrapperImageProcessor builds from config.json's pretrained_cfg
         self.data_config = bundle_data_config(self.bundle_dir)
-        self.transform = timm.data.create_transform(**self.data_config, is_training=False)
+        self.transform = bundle_transform(self.bundle_dir)
         self.model = (model if model is not None else load_bundle_model(self.bundle_dir)).to(self.device).eval()
 
     @classmethod

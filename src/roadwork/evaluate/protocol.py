@@ -49,23 +49,32 @@ ScoreFn = Callable[[list[Image.Image]], np.ndarray]
 
 
 # ------------------------------------------------------------------------------ the miner's call
-def load_pipeline(bundle_dir, device=None):
-    """The stock miner's inference object for ``bundle_dir`` (base_miner/detectors/vit_detector.py)."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+def load_miner_model(bundle_dir):
+    """(model, image processor) loaded from ``bundle_dir`` exactly as the stock miner loads them
+    (base_miner/detectors/vit_detector.py): ``AutoModelForImageClassification`` and
+    ``AutoImageProcessor(use_fast=True)``; transformers' progress bars and notices silenced."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # TimmWrapperImageProcessor has no fast variant: it says so
+    hf_logging.disable_progress_bar()
     try:
-        return pipeline(
-            "image-classification",
-            model=AutoModelForImageClassification.from_pretrained(str(bundle_dir)),
-            feature_extractor=AutoImageProcessor.from_pretrained(str(bundle_dir), use_fast=True),
-            device=device,
-        )
+        model = AutoModelForImageClassification.from_pretrained(str(bundle_dir)).eval()
+        processor = AutoImageProcessor.from_pretrained(str(bundle_dir), use_fast=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model, processor
+
+
+def load_pipeline(bundle_dir, device=None):
+    """The stock miner's inference object for ``bundle_dir`` (base_miner/detectors/vit_detector.py)."""
+    from transformers import pipeline
+
+    model, processor = load_miner_model(bundle_dir)
+    return pipeline("image-classification", model=model, feature_extractor=processor, device=device)
 
 
 def pipeline_scores(pipe, images: Sequence[Image.Image], batch_size: int = 16) -> np.ndarray:

@@ -51,6 +51,7 @@ from torch import nn
 from roadwork.io import atomic_path, dumps_json, sha256_file
 from roadwork.models.adapters import has_adapters, merge_adapters
 from roadwork.models.classifier import RoadworkClassifier
+from roadwork.models.model_dir import eval_data_config, load_trained
 
 LABEL_NAMES = ["None", "Roadwork"]
 ROADWORK_INDEX = 1
@@ -149,21 +150,9 @@ def submission_time_now() -> str:
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def data_config_of(description: dict) -> dict:
-    size = int(description["img_size"])
-    return {
-        "input_size": (3, size, size),
-        "mean": tuple(float(v) for v in description["mean"]),
-        "std": tuple(float(v) for v in description["std"]),
-        "interpolation": description.get("interpolation", "bicubic"),
-        "crop_pct": 1.0,
-        "crop_mode": "center",
-    }
-
-
 def _write_hf_layout(model: nn.Module, description: dict, out_dir: Path) -> None:
     save_for_hf(model, str(out_dir), model_config={"label_names": list(LABEL_NAMES)},
-                safe_serialization=True, data_config=data_config_of(description))
+                safe_serialization=True, data_config=eval_data_config(description))
     config_path = out_dir / "config.json"
     config = json.loads(config_path.read_text())
     # timm records num_classes in model_args, while transformers' TimmWrapper passes
@@ -189,19 +178,9 @@ def _check_against_source(exported: nn.Module, reference_logit: torch.Tensor, im
 
 def _check_transformers(bundle_dir: Path, exported: nn.Module, images: torch.Tensor) -> float:
     """Load the bundle exactly as the stock miner does and compare logits with ``exported``."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-    from transformers.utils import logging as hf_logging
+    from roadwork.evaluate.protocol import load_miner_model
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        hf_model = AutoModelForImageClassification.from_pretrained(str(bundle_dir)).eval()
-        AutoImageProcessor.from_pretrained(str(bundle_dir), use_fast=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+    hf_model, _ = load_miner_model(bundle_dir)
     if hf_model.config.id2label.get(ROADWORK_INDEX) != "Roadwork":
         raise BundleError(f"transformers reads id2label={hf_model.config.id2label}")
     with torch.no_grad():
@@ -245,8 +224,6 @@ def build_bundle(
     ``AutoModelForImageClassification`` / ``AutoImageProcessor(use_fast=True)`` before it is published.
     Raises :class:`BundleError` / ``OnnxParityError`` when a check fails.
     """
-    from roadwork.train.run import load_trained
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     temperature, threshold_logit = float(temperature), float(threshold_logit)
     classifier, source = load_trained(model_dir)

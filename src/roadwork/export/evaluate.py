@@ -119,7 +119,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     from roadwork.evaluate.protocol import evaluate_scores, load_pipeline, pipeline_scores, run_protocol
     from roadwork.export.bundle import build_bundle
     from roadwork.predict import load_image
-    from roadwork.train.data import load_split
+    from roadwork.data.examples import load_split
 
     import torch
 

@@ -1,9 +1,11 @@
 """LoRA / DoRA / DoRAN adapters on the query and value projections of timm Eva (DINOv3) blocks.
 
-Why not peft: timm's ``EvaAttention`` fuses q, k, v into one ``qkv`` Linear, so a peft adapter on
-``qkv`` adapts k as well (peft cannot target a slice of a Linear), and on the ``_qkvb`` variants the
-attention computes ``F.linear(x, self.qkv.weight, qkv_bias)`` itself: a peft wrapper on ``qkv`` is
-never called, the output is unchanged and the adapter gradients are exactly zero. So the adapter
+Why not peft (it is not a dependency): timm's ``EvaAttention`` fuses q, k, v into one ``qkv``
+Linear, so a peft LoRA/DoRA on ``qkv`` adapts k as well (peft cannot target a slice of a Linear;
+checked with peft 0.21.2: its k rows move as much as q and v), while ExPLoRA's recipe adapts q and
+v only; on the ``_qkvb`` variants the attention computes ``F.linear(x, self.qkv.weight, qkv_bias)``
+itself, so a peft wrapper on ``qkv`` is never called (the model's output is unchanged) unless
+``qkv_bias_separate`` is set; and peft has no DoRAN. So the adapter
 here is a small wrapper that *replaces* ``attn.qkv``:
 
 * :class:`QVAdapterQKV` computes ``base(x) + [dq, 0, dv]`` (LoRA) or ``F.linear(x, W_eff)`` with the

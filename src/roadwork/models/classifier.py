@@ -28,8 +28,12 @@ class RoadworkClassifier(nn.Module):
         return self.head(self.features(images)).squeeze(-1)
 
 
+# build_classifier's arguments that define the architecture (as model.json records them)
+ARCHITECTURE = ("backbone", "overrides", "pooling", "img_size", "head_type", "head_kwargs")
+
+
 def build_classifier(
-    backbone_name: str,
+    backbone: str,
     pretrained: str | None = None,
     overrides: dict | None = None,
     pooling: str = "token",
@@ -37,9 +41,24 @@ def build_classifier(
     head_type: str = "linear",
     head_kwargs: dict | None = None,
 ) -> RoadworkClassifier:
-    backbone = create_backbone(backbone_name, pretrained, overrides, pooling, img_size)
-    head = build_head(head_type, backbone.num_features, **dict(head_kwargs or {}))
-    return RoadworkClassifier(backbone, head)
+    """The one way to build the classifier: a DINOv3 backbone (``create_backbone``) and a head
+    (``build_head``) on its pooled features."""
+    module = create_backbone(backbone, pretrained, overrides, pooling, img_size)
+    head = build_head(head_type, module.num_features, **dict(head_kwargs or {}))
+    return RoadworkClassifier(module, head)
+
+
+def architecture(model) -> dict:
+    """The :data:`ARCHITECTURE` of a ``model`` params section (``roadwork.config.ModelParams``)."""
+    head_kwargs = {"dropout": model.head.dropout} if model.head_type == "linear" else model.head.model_dump()
+    return {"backbone": model.backbone, "overrides": dict(model.overrides), "pooling": model.pooling,
+            "img_size": model.img_size, "head_type": model.head_type, "head_kwargs": head_kwargs}
+
+
+def build_model(model, pretrained: str | None = None) -> RoadworkClassifier:
+    """The classifier a ``model`` params section describes, with ``model.pretrained`` weights
+    unless ``pretrained`` overrides them."""
+    return build_classifier(**architecture(model), pretrained=model.pretrained if pretrained is None else pretrained)
 
 
 def data_config(model: nn.Module) -> dict:

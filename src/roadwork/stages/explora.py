@@ -20,8 +20,7 @@ def main() -> None:
     dist = init_distributed()
 
     live = open_live("explora") if dist.is_main else None
-    weights, summary, weights_path = pretrained_backbone(config, RAW, SPLITS_CSV, PHASE1 / "model.safetensors", RUNS,
-                                                         dist, live)
+    weights, summary, weights_path = pretrained_backbone(config, RAW, SPLITS_CSV, PHASE1, RUNS, dist, live)
     if dist.is_main:
         live.end()
         save_backbone(config, weights, summary, EXPLORA)

@@ -4,7 +4,8 @@ import time
 
 from roadwork.stages.common import METRICS, PHASE1, RAW, RUNS, SPLITS_CSV, finish, open_live, params
 from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, seed_everything, shutdown
-from roadwork.train.run import build_model, fit, run_key
+from roadwork.models.classifier import build_model
+from roadwork.train.run import fit, run_key
 
 
 def main() -> None:

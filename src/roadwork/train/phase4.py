@@ -23,29 +23,30 @@ from roadwork.evaluate.metrics import mcc_at
 from roadwork.evaluate.threshold_report import split_logits
 from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_text
 from roadwork.models.adapters import add_qv_adapters
-from roadwork.models.classifier import data_config
+from roadwork.models.classifier import build_model, data_config
+from roadwork.models.model_dir import WEIGHTS, backbone_weights
 from roadwork.train.data import ImageCache, ImageDataset
 from roadwork.train.distributed import seed_everything
-from roadwork.train.run import build_model, fit, run_key
-from roadwork.train.ssl import ExploraSSL, MultiCropTransform, log_row, pretrain, unlabeled_examples
+from roadwork.train.multicrop import MultiCropTransform
+from roadwork.train.run import fit, run_key
+from roadwork.train.ssl import log_row, pretrain, unlabeled_examples
+from roadwork.train.student_teacher import ExploraSSL
 
 BACKBONE_FILE = "backbone.safetensors"
 
 
 # ------------------------------------------------------------------------------ pre-training
-def initial_classifier(config: Params, phase1_weights: Path):
+def initial_classifier(config: Params, phase1_dir: Path):
     """Phase 1's starting point (model.backbone/overrides/pretrained), or phase 1's fine-tuned
-    backbone (`phase1_weights`) when explora.init is phase1."""
+    backbone (the model directory `phase1_dir`) when explora.init is phase1."""
     seed_everything(config.train.seed)
     classifier = build_model(config.model)
     if config.explora.init == "phase1":
-        state = load_file(phase1_weights)
-        classifier.backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items()
-                                             if k.startswith("backbone.")})
+        classifier.backbone.load_state_dict(backbone_weights(phase1_dir))
     return classifier
 
 
-def pretrained_backbone(config: Params, raw_dir: Path, splits_csv: Path, phase1_weights: Path, runs: Path,
+def pretrained_backbone(config: Params, raw_dir: Path, splits_csv: Path, phase1_dir: Path, runs: Path,
                         dist, live) -> tuple[dict, dict, Path]:
     """(adapted backbone state dict, SSL summary, the run's saved weights file). Reuses a finished
     pre-training of the same run key under `runs`/explora."""
@@ -53,7 +54,7 @@ def pretrained_backbone(config: Params, raw_dir: Path, splits_csv: Path, phase1_
     examples, counts = unlabeled_examples(raw_dir, splits_csv, cfg.extra_unlabeled, config.dedup.max_hamming,
                                           config.data.max_pixels)
     images = hashlib.sha256("\n".join(f"{e.id} {e.sha256}" for e in examples).encode()).hexdigest()
-    inputs = [splits_csv] + ([phase1_weights] if cfg.init == "phase1" else [])
+    inputs = [splits_csv] + ([phase1_dir / WEIGHTS] if cfg.init == "phase1" else [])
     run_dir = runs / "explora" / run_key(config, *inputs, extra={"explora": cfg.model_dump(), "images": images})
     weights_path, summary_path = run_dir / "backbone.safetensors", run_dir / "summary.json"
     if weights_path.exists() and summary_path.exists():
@@ -64,13 +65,14 @@ def pretrained_backbone(config: Params, raw_dir: Path, splits_csv: Path, phase1_
                 log_row(live, row)
         return load_file(weights_path), summary, weights_path
 
-    classifier = initial_classifier(config, phase1_weights)
+    classifier = initial_classifier(config, phase1_dir)
     cfg_data = data_config(classifier)
     ssl = ExploraSSL(classifier.backbone, cfg)
     if dist.is_main:
         print(f"ExPLoRA: {len(examples)} unlabeled images {counts}; parameters {ssl.trainable_counts()}")
     cache = ImageCache(max(cfg.global_crop_size, config.model.img_size))
-    dataset = ImageDataset(examples, cache, MultiCropTransform(cfg, cfg_data["mean"], cfg_data["std"]))
+    dataset = ImageDataset(examples, cache, MultiCropTransform(cfg, cfg_data["mean"], cfg_data["std"]),
+                           seed=config.train.seed)
     state = pretrain(ssl, dataset, config.train, run_dir, dist, live)
     backbone = ssl.adapted_backbone()
     weights = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
@@ -126,7 +128,7 @@ def finetune_params(config: Params) -> Params:
 
 def finetune_model(config: Params, weights: dict):
     """Classifier with the adapted backbone (+ q/v adapters when asked), and the model.json extras
-    that let roadwork.train.run.load_trained rebuild it."""
+    that let roadwork.models.model_dir.load_trained rebuild it."""
     seed_everything(config.train.seed)  # the same head initialisation as phase 1
     model = build_model(config.model, pretrained="none")
     model.backbone.load_state_dict(weights)

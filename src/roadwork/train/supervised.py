@@ -9,7 +9,6 @@ threshold, temperature, export) comes from exactly the weights that are saved.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
@@ -30,17 +26,9 @@ from roadwork.evaluate.metrics import mcc_at
 from roadwork.io import atomic_path
 from roadwork.train.augment import build_mixup, soft_targets
 from roadwork.train.data import EpochSampler
-from roadwork.train.distributed import Dist, all_gather_cat, rng_state, seed_everything, set_rng_state
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(precision: str, device: torch.device):
-    """The autocast context for a precision setting; fp32 is a no-op."""
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from roadwork.train.distributed import Dist, all_gather_cat
+from roadwork.train.plumbing import (Checkpoint, Optimization, autocast, barrier, decay_groups, log_row, micro_batches,
+                                     seed_epoch, wrap_ddp)
 
 
 @dataclass
@@ -54,19 +42,11 @@ class TrainState:
 
 
 def param_groups(model: torch.nn.Module, params: TrainParams) -> list[dict]:
-    """AdamW groups: backbone vs head learning rates; no weight decay on norms, biases, tokens."""
+    """AdamW groups: backbone vs head learning rates, each split by the weight-decay rule."""
     groups = []
     for part, lr in (("backbone", params.backbone_lr), ("head", params.lr)):
-        decay, no_decay = [], []
-        for name, param in getattr(model, part).named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim <= 1 or name.endswith(("cls_token", "reg_token")) else decay).append(param)
-        groups += [
-            {"params": decay, "lr": lr, "weight_decay": params.weight_decay, "name": f"{part}_decay"},
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{part}_no_decay"},
-        ]
-    return [g for g in groups if g["params"] and g["lr"] > 0]
+        groups += decay_groups(getattr(model, part).named_parameters(), params.weight_decay, lr=lr, name=part)
+    return [g for g in groups if g["lr"] > 0]
 
 
 @torch.no_grad()
@@ -120,81 +100,74 @@ def train(
     `forward_name="head"` trains on pre-computed features (train_set/val_set then yield
     feature vectors): the feature-cache mode for a frozen backbone.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, best_path = run_dir / "checkpoint.pt", run_dir / "best.safetensors"
+    best_path = run_dir / "best.safetensors"
     model.to(dist.device)
-    optimizer = create_optimizer_v2(param_groups(model, params), opt="adamw", lr=params.lr, weight_decay=params.weight_decay)
     micro_batch = params.batch_size // (dist.world_size * params.grad_accum_steps)
     sampler = EpochSampler(train_set.labels, params.seed, params.balanced_sampler, dist.rank, dist.world_size)
     loader = train_loader(train_set, sampler, micro_batch, params.num_workers)
-    updates_per_epoch = max(1, len(loader) // params.grad_accum_steps)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched="cosine", num_epochs=params.epochs, warmup_epochs=params.warmup_epochs,
-        warmup_lr=params.min_lr, min_lr=params.min_lr, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+    updates_per_epoch = len(loader) // params.grad_accum_steps
+    if updates_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training examples give no full optimizer update of train.batch_size="
+                         f"{params.batch_size} (train.processes={dist.world_size}, "
+                         f"train.grad_accum_steps={params.grad_accum_steps})")
+    optimization = Optimization(
+        param_groups(model, params), lr=params.lr, min_lr=params.min_lr, weight_decay=params.weight_decay,
+        epochs=params.epochs, warmup_epochs=params.warmup_epochs, updates_per_epoch=updates_per_epoch,
+        grad_accum_steps=params.grad_accum_steps, clip_grad=params.clip_grad, precision=params.precision,
+        device=dist.device,
     )
-    scaler = torch.amp.GradScaler(dist.device.type, enabled=params.precision == "fp16")
     mixup = build_mixup(params.augment, params.label_smoothing) if forward_name is None else None
 
+    checkpoint = Checkpoint(run_dir)
     state = TrainState()
-    if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    saved = checkpoint.load(optimization)
+    if saved is not None:
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"])
         state = TrainState(**saved["state"])
         if dist.is_main:
-            print(f"resuming from {checkpoint_path} at epoch {state.epoch}")
+            print(f"resuming from {checkpoint.path} at epoch {state.epoch}")
             for row in state.history:  # a re-run starts a fresh dvclive folder: replay the log
-                _log(live, row)
+                log_row(live, row, metric_name)
 
     core = getattr(model, forward_name) if forward_name else model
-    wrapped = DistributedDataParallel(core) if dist.world_size > 1 else core
+    wrapped = wrap_ddp(core, dist)
     val_labels = val_set.labels
     val_loader = eval_loader(val_set, micro_batch, dist, params.num_workers)
 
     while state.epoch < params.epochs and state.bad_epochs < params.early_stopping_patience:
         epoch = state.epoch
-        seed_everything(params.seed, epoch, dist.rank)  # augmentation, dropout, noise: a function of the epoch
+        seed_epoch(params.seed, epoch, dist)  # augmentation, dropout, noise: a function of the epoch
         sampler.set_epoch(epoch)
         model.train()
         losses = []
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{params.epochs}", disable=not dist.is_main, leave=False)
-        for index, (inputs, labels) in enumerate(progress):
-            if index >= updates_per_epoch * params.grad_accum_steps:
-                break  # a partial accumulation would leak gradients into the next epoch
-            inputs, labels = inputs.to(dist.device), labels.to(dist.device)
-            if mixup is not None:
-                inputs, targets = mixup(inputs, labels)
-                targets = targets[:, 1]
-            else:
-                targets = soft_targets(labels, params.label_smoothing)
-            last_micro = (index + 1) % params.grad_accum_steps == 0
-            sync = contextlib.nullcontext() if last_micro or dist.world_size == 1 else wrapped.no_sync()
-            with sync:
-                with autocast(params.precision, dist.device):
-                    logits = wrapped(inputs).reshape(len(inputs))  # a bare head gives (B, 1)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-                scaler.scale(loss / params.grad_accum_steps).backward()
-            losses.append(loss.item())
-            if last_micro:
-                if params.clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(core.parameters(), params.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                scheduler.step_update(num_updates=state.step)
+        progress = tqdm(total=updates_per_epoch, desc=f"epoch {epoch + 1}/{params.epochs}", disable=not dist.is_main,
+                        leave=False)
+        for update in micro_batches(loader, updates_per_epoch, params.grad_accum_steps):
+            optimization.zero_grad()
+            for index, (inputs, labels) in enumerate(update):
+                inputs, labels = inputs.to(dist.device), labels.to(dist.device)
+                if mixup is not None:
+                    inputs, targets = mixup(inputs, labels)
+                    targets = targets[:, 1]
+                else:
+                    targets = soft_targets(labels, params.label_smoothing)
+                with optimization.sync(wrapped, index):
+                    with autocast(params.precision, dist.device):
+                        logits = wrapped(inputs).reshape(len(inputs))  # a bare head gives (B, 1)
+                    loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+                    optimization.backward(loss)
+                losses.append(loss.item())
+            state.step += 1
+            optimization.step(core.parameters(), state.step)
+            progress.update()
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
-        scheduler.step(epoch + 1)
+        progress.close()
 
         model.eval()
         val_logits = predict_logits(core, val_loader, dist, params.precision, len(val_set))
         scores = binary_scores(val_logits, val_labels)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": optimizer.param_groups[-1]["lr"], **{f"val_select_{k}": v for k, v in scores.items()}}
+               "lr": optimization.lr, **{f"val_select_{k}": v for k, v in scores.items()}}
         state.history.append(row)
         state.epoch = epoch + 1
         if scores["mcc"] > state.best_mcc:
@@ -205,29 +178,19 @@ def train(
         else:
             state.bad_epochs += 1
         if dist.is_main:
-            _log(live, row)
+            log_row(live, row, metric_name)
             print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val_select mcc {scores['mcc']:.4f}"
                   f"  acc {scores['accuracy']:.4f}{'  *best*' if state.best_epoch == epoch + 1 else ''}")
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "rng": rng_state(), "state": state.__dict__,
-                }, tmp)
-        if dist.world_size > 1:
-            torch.distributed.barrier()
+            checkpoint.save(model.state_dict(), optimization, state.__dict__)
+        barrier(dist)
 
     model.load_state_dict(load_file(best_path, device=str(dist.device)))
     return state
 
 
-def _log(live, row: dict) -> None:
-    if live is None:
-        return
-    for key, value in row.items():
-        if key != "epoch":
-            live.log_metric(key.replace("val_select_", "val_select/").replace("train_loss", "train/loss"), value)
-    live.next_step()
+def metric_name(key: str) -> str:
+    """dvclive names of the epoch row's keys: train/loss, lr, val_select/<metric>."""
+    return key.replace("val_select_", "val_select/").replace("train_loss", "train/loss")
 
 
 @torch.no_grad()
