@@ -208,3 +208,15 @@ def test_micro_batches_are_drawn_lazily_and_a_partial_update_never():
             seen.append((batch, len(drawn)))
     assert seen == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]  # batch i drawn just before its use
     assert drawn == [0, 1, 2, 3, 4, 5]  # the 7th batch (half an update) is never loaded
+
+
+def test_fewer_train_images_than_one_batch_stop_the_stage_naming_the_setting(tmp_path, dataset):
+    """Used to run every epoch with 0 steps (loss nan) and "succeed"."""
+    cwd = workdir(tmp_path, dataset)
+    write_params(cwd, train={"batch_size": 4096})
+    result = run_stage(cwd, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "train_phase1 failed: the train split has " in result.stderr
+    assert "fewer than one optimizer update of train.batch_size=4096" in result.stderr
+    assert "lower train.batch_size, or add data" in result.stderr
+    assert not (cwd / "data" / "phase1").exists()

@@ -8,6 +8,7 @@ import time
 from roadwork.stages.common import EXPLORA, PHASE1, PHASE4, RAW, RUNS, SPLITS_CSV, finish, open_live, params
 from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, shutdown
 from roadwork.train.phase4 import explora_metrics, finetune, pretrained_backbone, save_backbone
+from roadwork.train.supervised import TrainingDataError
 
 
 def main() -> None:
@@ -26,7 +27,10 @@ def main() -> None:
         save_backbone(config, weights, summary, EXPLORA)
 
     live = open_live("phase4") if dist.is_main else None
-    finetuned = finetune(config, weights, weights_path, RAW, SPLITS_CSV, PHASE4, RUNS, dist, live)
+    try:
+        finetuned = finetune(config, weights, weights_path, RAW, SPLITS_CSV, PHASE4, RUNS, dist, live)
+    except TrainingDataError as error:
+        sys.exit(f"explora failed: {error}")
     if dist.is_main:
         live.end()
         metrics = explora_metrics(summary, finetuned, PHASE1 / "logits.csv", PHASE4 / "logits.csv", EXPLORA)

@@ -1,11 +1,13 @@
 """train_phase1: fine-tune the backbone + head on the train split; save weights and logits."""
 
+import sys
 import time
 
-from roadwork.stages.common import METRICS, PHASE1, RAW, RUNS, SPLITS_CSV, finish, open_live, params
-from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, seed_everything, shutdown
 from roadwork.models.classifier import build_model
+from roadwork.stages.common import PHASE1, RAW, RUNS, SPLITS_CSV, finish, open_live, params
+from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, seed_everything, shutdown
 from roadwork.train.run import fit, run_key
+from roadwork.train.supervised import TrainingDataError
 
 
 def main() -> None:
@@ -17,7 +19,10 @@ def main() -> None:
     model = build_model(config.model)
     run_dir = RUNS / "phase1" / run_key(config, SPLITS_CSV)
     live = open_live("phase1") if dist.is_main else None
-    metrics = fit(config, model, RAW, SPLITS_CSV, PHASE1, run_dir, dist, live)
+    try:
+        metrics = fit(config, model, RAW, SPLITS_CSV, PHASE1, run_dir, dist, live)
+    except TrainingDataError as error:
+        sys.exit(f"train_phase1 failed: {error}")
     if dist.is_main:
         live.end()
         finish("phase1", metrics, started)

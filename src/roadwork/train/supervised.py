@@ -31,6 +31,10 @@ from roadwork.train.plumbing import (Checkpoint, Optimization, autocast, barrier
                                      seed_epoch, wrap_ddp)
 
 
+class TrainingDataError(ValueError):
+    """The data cannot train (e.g. fewer train images than one batch); the message says what to change."""
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # next epoch to run
@@ -107,9 +111,10 @@ def train(
     loader = train_loader(train_set, sampler, micro_batch, params.num_workers)
     updates_per_epoch = len(loader) // params.grad_accum_steps
     if updates_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training examples give no full optimizer update of train.batch_size="
-                         f"{params.batch_size} (train.processes={dist.world_size}, "
-                         f"train.grad_accum_steps={params.grad_accum_steps})")
+        raise TrainingDataError(
+            f"the train split has {len(train_set)} images, fewer than one optimizer update of train.batch_size="
+            f"{params.batch_size} (train.processes={dist.world_size}, train.grad_accum_steps="
+            f"{params.grad_accum_steps}): lower train.batch_size, or add data")
     optimization = Optimization(
         param_groups(model, params), lr=params.lr, min_lr=params.min_lr, weight_decay=params.weight_decay,
         epochs=params.epochs, warmup_epochs=params.warmup_epochs, updates_per_epoch=updates_per_epoch,
