@@ -174,7 +174,7 @@ def test_cli_writes_the_csv(bundle, folder, tmp_path):
     done = subprocess.run([sys.executable, "-m", "roadwork.cli", "predict", str(folder), "--bundle", str(bundle),
                            "--out", str(out), "--multiview", "--flip-tta", "--batch-size", "2"],
                           capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # scored what it could; 2 unreadable files
     rows = read_csv(out)
     assert list(rows[0]) == CSV_COLUMNS
     assert len(rows) == 7
@@ -202,8 +202,14 @@ def test_cli_errors_and_console_script(tmp_path, bundle):
 
     assert main(["predict", str(tmp_path), "--bundle", str(tmp_path)]) == 2  # not a bundle
     assert main(["predict", str(tmp_path / "empty_dir_does_not_matter"), "--bundle", str(bundle),
-                 "--out", str(tmp_path / "x.csv"), "--quiet"]) == 0  # a missing path is an error row
+                 "--out", str(tmp_path / "x.csv"), "--quiet"]) == 1  # a missing path is an error row: nothing scored
     assert read_csv(tmp_path / "x.csv")[0]["error"]
+    (tmp_path / "bad").mkdir()
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "bad" / name).write_bytes(b"not an image")
+    assert main(["predict", str(tmp_path / "bad"), "--bundle", str(bundle), "--out", str(tmp_path / "y.csv"),
+                 "--quiet"]) == 1  # every input unreadable: non-zero, the CSV says why
+    assert all(row["error"] for row in read_csv(tmp_path / "y.csv"))
     assert main(["frobnicate"]) == 2
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
     assert scripts.get("roadwork") == "roadwork.cli:main"

@@ -250,26 +250,33 @@ def build_parser(prog: str = "roadwork predict") -> argparse.ArgumentParser:
     return parser
 
 
+# exit codes of `roadwork predict` (README, "predict")
+EXIT_OK = 0  # every file scored
+EXIT_NOTHING_SCORED = 1  # no image file found, or none could be read
+EXIT_USAGE = 2  # bad arguments, or --bundle is not a bundle
+EXIT_SOME_UNREADABLE = 3  # the readable files were scored; the others have their error in the CSV
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> int:
     from roadwork.io import format_csv
 
     args = build_parser(prog).parse_args(argv)
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if not (Path(args.bundle) / "config.json").is_file():
         print(f"error: {args.bundle} is not a bundle directory (no config.json); build one with the export stage",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         predictor = Predictor(args.bundle, args.overlap, args.topk, args.grid, args.flip_tta, device=args.device)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     paths = list(iter_image_paths(args.paths))
     if not paths:
         print("error: no image files found under the given paths", file=sys.stderr)
-        return 1
+        return EXIT_NOTHING_SCORED
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
@@ -284,7 +291,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
     os.replace(partial, out)
     print(f"{len(paths)} file(s): {n_positive} roadwork, {len(paths) - n_positive - n_errors} not, "
           f"{n_errors} unreadable -> {out}", file=sys.stderr)
-    return 0
+    if n_errors == len(paths):
+        print("error: no file could be scored (every one is unreadable; see the error column)", file=sys.stderr)
+        return EXIT_NOTHING_SCORED
+    return EXIT_SOME_UNREADABLE if n_errors else EXIT_OK
 
 
 if __name__ == "__main__":
