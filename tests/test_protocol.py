@@ -21,6 +21,7 @@ from roadwork.evaluate.protocol import (
     evaluate_scores,
     load_pipeline,
     pipeline_scores,
+    protocol_over_draws,
     run_protocol,
     validator_challenge_image,
     query_rng,
@@ -108,6 +109,24 @@ def test_protocol_levels_mix_and_determinism(toy):
         assert not np.array_equal(other["_probs"][level], result["_probs"][level])
 
 
+def test_protocol_over_draws_averages_independent_draws_with_their_interval(toy):
+    from scipy import stats
+
+    images, labels = toy
+    over = protocol_over_draws(lambda i: images[i], labels, brightness_score, seed=7, draws=3, chunk=4)
+    single = [run_protocol(lambda i: images[i], labels, brightness_score, seed=7 + k, chunk=4) for k in range(3)]
+    rewards = [run["reward"] for run in single]
+    assert over["reward_per_draw"] == rewards and over["draws"] == 3
+    assert over["reward"] == pytest.approx(np.mean(rewards))
+    half = stats.t.ppf(0.975, 2) * np.std(rewards, ddof=1) / np.sqrt(3)
+    assert (over["reward_ci95_low"], over["reward_ci95_high"]) == pytest.approx((np.mean(rewards) - half,
+                                                                                 np.mean(rewards) + half))
+    assert over["levels"]["2"]["mcc"] == pytest.approx(np.mean([run["levels"]["2"]["mcc"] for run in single]))
+    assert len(set(rewards)) > 1  # the draws differ: that is the noise the interval measures
+    one = protocol_over_draws(lambda i: images[i], labels, brightness_score, seed=7, draws=1, chunk=4)
+    assert one["reward"] == one["reward_ci95_low"] == one["reward_ci95_high"] == rewards[0]
+
+
 def test_challenge_images_are_the_validators():
     image = pictures(1, size=(300, 200))[0]
     a = validator_challenge_image(image, 2, query_rng(0, 2, 5))
@@ -190,9 +209,9 @@ def write_phase1(root: Path, seed: int = 0) -> None:
 
 
 EXPORT_A = {"model_name": "name-a", "version": "1.0.0", "submitted_by": "", "onnx": False, "bootstrap": 50,
-            "protocol_seed": 0}
+            "protocol_seed": 0, "protocol_draws": 2}
 EXPORT_B = {"model_name": "name-b", "version": "2.0.0", "submitted_by": "5Hotkey", "onnx": True, "bootstrap": 60,
-            "protocol_seed": 1}
+            "protocol_seed": 1, "protocol_draws": 1}
 
 
 def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
@@ -230,9 +249,11 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
 
     metrics, card, manifest = results["a"]
     protocol = metrics["protocol"]
-    assert {"reward", "reward_simulated", "mcc", "accuracy", "levels", "mix"} <= protocol.keys()
-    assert protocol["reward"] == pytest.approx((0.5 * max(protocol["mcc"], 0) + 0.5 * protocol["accuracy"]) ** 3,
-                                               abs=1e-5)
+    assert {"reward", "reward_ci95_low", "reward_ci95_high", "reward_simulated", "mcc", "accuracy", "levels",
+            "mix", "reward_per_draw"} <= protocol.keys()
+    assert protocol["draws"] == 2 and len(protocol["reward_per_draw"]) == 2
+    assert protocol["reward"] == pytest.approx(np.mean(protocol["reward_per_draw"]), abs=1e-6)
+    assert protocol["reward_ci95_low"] <= protocol["reward"] <= protocol["reward_ci95_high"]
     assert set(protocol["levels"]) == {"0", "1", "2", "3"}
     assert metrics["val_test"]["n"] == 12
     assert metrics["val_test"]["mcc_ci95_low"] <= metrics["val_test"]["mcc"] <= metrics["val_test"]["mcc_ci95_high"]
@@ -252,6 +273,7 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     bounds = ("mcc_ci95_low", "mcc_ci95_high", "accuracy_ci95_low", "accuracy_ci95_high")
     assert [metrics["val_test"][k] for k in bounds] != [other["val_test"][k] for k in bounds]
     assert other["protocol"]["seed"] == 1 and other["protocol"]["levels"]["1"] != protocol["levels"]["1"]
+    assert other["protocol"]["draws"] == 1 and other["protocol"]["reward"] == other["protocol"]["reward_per_draw"][0]
     for key in ("mcc", "accuracy", "reward"):  # level 0 has no augmentation randomness
         assert other["protocol"]["levels"]["0"][key] == protocol["levels"]["0"][key]
     for kind in ("roc", "precision_recall", "confusion_matrix"):

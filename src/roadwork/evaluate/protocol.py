@@ -188,6 +188,43 @@ def run_protocol(
     return out
 
 
+def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int], score: ScoreFn, seed: int,
+                        draws: int, **kwargs) -> dict:
+    """:func:`run_protocol` for ``draws`` independent augmentation draws (seeds ``seed``,
+    ``seed + 1``, ...): one draw's reward depends on which rotation, crop and distortion each image
+    happened to get, so the published figures are means over draws, each with the 95% t-interval
+    of that mean (``*_ci95_low``/``*_ci95_high``; the draw-to-draw noise, not the image sample's).
+    ``reward_per_draw`` lists every draw's reward."""
+    from scipy import stats
+
+    runs = [run_protocol(load, labels, score, seed + k, **kwargs) for k in range(draws)]
+
+    def summary(values) -> dict:
+        values = np.asarray(values, dtype=np.float64)
+        mean = float(values.mean())
+        if len(values) < 2:
+            return {"mean": mean, "ci95_low": mean, "ci95_high": mean}
+        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+        return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
+
+    def averaged(pick) -> dict:
+        out = {}
+        for key in ("reward", "mcc", "accuracy", "reward_simulated"):
+            spread = summary([pick(run)[key] for run in runs])
+            out[key] = spread["mean"]
+            if key == "reward":
+                out["reward_ci95_low"], out["reward_ci95_high"] = spread["ci95_low"], spread["ci95_high"]
+        return out
+
+    out = {"seed": int(seed), "draws": int(draws), "n_images": runs[0]["n_images"],
+           "levels": {level: averaged(lambda run, level=level: run["levels"][level]) for level in runs[0]["levels"]},
+           "mix": averaged(lambda run: run["mix"]),
+           "reward_per_draw": [run["reward"] for run in runs]}
+    out.update({k: out["mix"][k] for k in ("reward", "reward_ci95_low", "reward_ci95_high", "mcc", "accuracy",
+                                           "reward_simulated")})
+    return out
+
+
 def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) -> dict:
     """val_test metrics of the shipped probabilities: MCC, accuracy, AUC, confusion counts at
     0.5; bootstrap 95% intervals of MCC and accuracy; the same at a 50/50 prior; ECE (positive

@@ -13,8 +13,9 @@ read.
      ROC / precision-recall / confusion-matrix plots (dvclive);
    * single view vs multi-view (params.predict) at full size and at the validators' 224 x 224;
    * the validators' protocol through the stock miner's transformers pipeline
-     (``roadwork.evaluate.protocol``): levels 0-3, class-balanced, seeded; the mix's expected
-     reward is the headline ``protocol.reward`` of metrics/export.json.
+     (``roadwork.evaluate.protocol``): levels 0-3, class-balanced, ``export.protocol_draws``
+     seeded augmentation draws; the mix's expected reward, averaged over the draws with its 95%
+     interval, is the headline ``protocol.reward`` of metrics/export.json.
 
 Provenance (``roadwork.export.provenance``) is recorded in the manifest.
 """
@@ -116,7 +117,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
            lock_path: Path, live=None, device=None, progress: bool = True) -> dict:
     """Build the bundle in `bundle_dir` and return metrics/export.json's content. `split_dir` holds
     splits.csv; `lock_path` is dvc.lock (provenance)."""
-    from roadwork.evaluate.protocol import evaluate_scores, load_pipeline, pipeline_scores, run_protocol
+    from roadwork.evaluate.protocol import evaluate_scores, load_pipeline, pipeline_scores, protocol_over_draws
     from roadwork.export.bundle import build_bundle
     from roadwork.predict import load_image
     from roadwork.data.examples import load_split
@@ -152,10 +153,9 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
         live.log_sklearn_plot("confusion_matrix", labels, (shipped > 0.5).astype(int), name="confusion_matrix")
 
     pipe = load_pipeline(bundle_dir, device=device)
-    protocol = run_protocol(lambda i: load_image(examples[i].path), labels,
-                            lambda images: pipeline_scores(pipe, images, BATCH), settings.protocol_seed,
-                            chunk=BATCH, progress=progress)
-    protocol.pop("_probs")
+    protocol = protocol_over_draws(lambda i: load_image(examples[i].path), labels,
+                                   lambda images: pipeline_scores(pipe, images, BATCH), settings.protocol_seed,
+                                   settings.protocol_draws, chunk=BATCH, progress=progress)
     return rounded({
         "protocol": protocol,
         "val_test": val_test,
@@ -170,7 +170,9 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
 def headline(metrics: dict) -> dict:
     """The lines of metrics/export.json a person reads first (the stage's summary)."""
     val_test = metrics["val_test"]
-    return {"protocol.reward": metrics["protocol"]["reward"],
+    protocol = metrics["protocol"]
+    return {f"protocol.reward [95% CI over {protocol['draws']} draws]":
+            f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
             "protocol.reward_simulated": metrics["protocol"]["reward_simulated"],
             "protocol.levels": {k: {m: v[m] for m in ("mcc", "accuracy", "reward")}
                                 for k, v in metrics["protocol"]["levels"].items()},
