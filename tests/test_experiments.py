@@ -110,7 +110,7 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
     assert git(repo, "status", "--porcelain") == "", "the clone has uncommitted files"
 
     # a two-point sweep, queued: each point runs in its own copy of the commit under .dvc/tmp/exps
-    queued = dvc(repo, "exp", "run", "--queue", "-S", "train.lr=1e-4,3e-4", "threshold")
+    queued = dvc(repo, "exp", "run", "--queue", "-S", "train.lr=1e-4,3e-4", "threshold@phase1")
     assert queued.stdout.count("Queued experiment") == 2, queued.stdout
     # `dvc queue start` detaches a worker that inherits stdout: don't wait on a pipe it holds open
     subprocess.run([str(BIN / "dvc"), "queue", "start"], cwd=repo, env=env(repo), check=True,
@@ -128,7 +128,7 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
         assert not exp["error"], exp["error"]
         assert exp["params"]["data"]["synthetic"]["count"] == SWEEP["data"]["synthetic"]["count"]
         for path, keys in {"metrics/phase1.json": ("val_select", "mcc"),
-                           "metrics/threshold_phase1.json": ("val_test", "at_threshold", "mcc")}.items():
+                           "metrics/threshold_phase1.json": ("val_select", "target_prior", "mcc_at_optimum")}.items():
             assert isinstance(metric(exp, path, *keys), (int, float)), (path, exp["metrics"].get(path))
     low, high = by_lr[1e-4], by_lr[3e-4]
     assert low["metrics"]["metrics/phase1.json"] != high["metrics"]["metrics/phase1.json"], \

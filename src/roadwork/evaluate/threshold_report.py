@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from roadwork.evaluate.metrics import mcc_at
 from roadwork.evaluate.threshold import best_threshold
 from roadwork.io import format_csv, read_csv, write_json, write_text
 
@@ -18,14 +17,10 @@ def split_logits(logits_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([float(r["logit"]) for r in rows]), np.array([int(r["label"]) for r in rows])
 
 
-def _scores_at(logits, labels, threshold: float) -> dict:
-    predictions = (logits > threshold).astype(int)
-    return {"mcc": round(mcc_at(logits, labels, threshold), 6),
-            "accuracy": round(float((predictions == labels).mean()), 6)}
-
-
 def choose_threshold(logits_csv: Path, target_prior: float) -> dict:
-    """Exact MCC-optimal logit threshold on val_select, re-weighted to `target_prior`."""
+    """Exact MCC-optimal logit threshold on val_select, re-weighted to `target_prior`. Only
+    val_select is read: val_test is evaluated once, by the export (its figure at this threshold
+    is the model card's ``val_test_saved_logits``)."""
     logits, labels = split_logits(logits_csv, "val_select")
     result = best_threshold(logits, labels, target_prior)
     chosen = result["reweighted"] or result["raw"]
@@ -43,9 +38,6 @@ def choose_threshold(logits_csv: Path, target_prior: float) -> dict:
         rw = result["reweighted"]
         report["val_select"]["target_prior"] = {"threshold": rw["threshold"], "mcc_at_optimum": rw["mcc"],
                                                 "mcc_at_0.5": rw["mcc_at_default"]}
-    test_logits, test_labels = split_logits(logits_csv, "val_test")
-    report["val_test"] = {"at_threshold": _scores_at(test_logits, test_labels, chosen["threshold"]),
-                          "at_0.5": _scores_at(test_logits, test_labels, 0.0), "n": int(len(test_labels))}
     return report | {"_curve": result["curve"]}
 
 
