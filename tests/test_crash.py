@@ -1,6 +1,6 @@
 """What a killed stage leaves under `dvc repro`, as the README says: DVC deletes a stage's outputs
-before running it, so the old output is gone; the training checkpoint under runs/ survives, and the
-next `dvc repro` resumes from it."""
+before running it, so the old output is gone from the workspace (`dvc checkout` restores it from
+the cache); the training checkpoint under runs/ survives, and the next `dvc repro` resumes from it."""
 
 import os
 import signal
@@ -9,14 +9,15 @@ import time
 
 import pytest
 
-from e2e import BIN, TINY, dvc, env, make_clean_repo, merge
+from e2e import BIN, TINY, digest_tree, dvc, env, make_clean_repo, merge
 
 
 @pytest.mark.slow
 def test_killed_dvc_repro_leaves_no_output_and_resumes_from_the_checkpoint(tmp_path):
     repo = make_clean_repo(tmp_path / "repo", merge(TINY, {"train": {"epochs": 2}}))
     dvc(repo, "repro", "train_phase1")
-    assert (repo / "data" / "phase1" / "model.safetensors").exists()
+    before = digest_tree(repo, "data/phase1")
+    assert "data/phase1/model.safetensors" in before
 
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("epochs: 2\n", "epochs: 12\n", 1))
@@ -30,6 +31,9 @@ def test_killed_dvc_repro_leaves_no_output_and_resumes_from_the_checkpoint(tmp_p
     assert list(repo.glob("runs/phase1/*/checkpoint.pt")), "no checkpoint was written in time"
     assert not (repo / "data" / "phase1").exists(), "DVC deletes a stage's outputs before running it"
     assert "train_phase1" in dvc(repo, "status", "train_phase1").stdout
+    # the old output is still in the cache: `dvc checkout` brings it back (dvc.lock still names it)
+    dvc(repo, "checkout", "train_phase1")
+    assert digest_tree(repo, "data/phase1") == before
 
     (repo / "params.yaml").write_text(params.replace("epochs: 2\n", "epochs: 12\n", 1))
     resumed = dvc(repo, "repro", "train_phase1")
