@@ -2,6 +2,7 @@
 
     roadwork predict PATH... --bundle DIR [--out predictions.csv] [--multiview] [--flip-tta]
                      [--batch-size N]
+    roadwork publish [--bundle data/bundle] [--out publish] [--hotkey KEY] [--repo USER/NAME]
 
 Pipeline stages are not subcommands: they run through DVC (``dvc repro``) or
 ``python -m roadwork.stages.<name>``.
@@ -14,6 +15,7 @@ from typing import Sequence
 
 COMMANDS = {
     "predict": "roadwork probabilities for image files and folders, written to a CSV",
+    "publish": "write what the subnet asks a miner to publish to a folder; push it to Hugging Face",
 }
 
 
@@ -34,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from roadwork.predict import main as predict_main
 
         return predict_main(rest, prog="roadwork predict")
+    if command == "publish":
+        from roadwork.miner.publish import main as publish_main
+
+        return publish_main(rest, prog="roadwork publish")
     print(f"roadwork: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
 

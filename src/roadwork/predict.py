@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 
 from roadwork.config import PredictParams
 from roadwork.data.images import IMAGE_SUFFIXES
+from roadwork.miner.detector import tile_boxes  # its one home: the miner's detector file is self-contained
 
 CSV_COLUMNS = ["path", "probability", "decision", "error"]
 _DEFAULTS = PredictParams()
@@ -42,7 +43,9 @@ _DEFAULTS = PredictParams()
 
 # ------------------------------------------------------------------------------ aggregation
 def topk_mean(probabilities: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
-    """Mean of the k highest roadwork probabilities per row of an (images, views) array."""
+    """Mean of the k highest roadwork probabilities per row of an (images, views) array (a 1-D array:
+    one image). Not shared with ``roadwork.miner.detector.topk_mean``, which takes and returns a 2-D
+    torch tensor (the detector needs no numpy); tests/test_miner.py checks that the two agree."""
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim == 1:
         p = p[None, :]
@@ -59,25 +62,6 @@ def topk_by_confidence(probabilities: np.ndarray, k: int) -> np.ndarray:
     k = max(1, min(int(k), p.shape[1]))
     order = np.argsort(-np.maximum(p, 1 - p), axis=1, kind="stable")[:, :k]
     return np.take_along_axis(p, order, axis=1).mean(axis=1)
-
-
-def tile_boxes(width: int, height: int, grid: int, overlap: float) -> list[tuple[int, int, int, int]]:
-    """(left, top, right, bottom) of a grid x grid set of tiles covering the image, neighbours
-    overlapping by ``overlap`` of a tile's side. Row-major order."""
-    if grid < 1 or not 0 <= overlap < 1:
-        raise ValueError(f"grid must be >= 1 and overlap in [0, 1), got {grid}, {overlap}")
-
-    def spans(size: int) -> list[tuple[int, int]]:
-        tile = size / (grid - (grid - 1) * overlap)
-        step = tile * (1 - overlap)
-        out = []
-        for i in range(grid):
-            lo = int(round(i * step))
-            hi = size if i == grid - 1 else int(round(i * step + tile))
-            out.append((lo, max(hi, lo + 1)))
-        return out
-
-    return [(x0, y0, x1, y1) for (y0, y1) in spans(height) for (x0, x1) in spans(width)]
 
 
 # ---------------------------------------------------------------------------------- images

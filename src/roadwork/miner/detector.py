@@ -1,0 +1,265 @@
+"""A NATIX miner detector for our exported bundle that needs only timm, torch, safetensors,
+Pillow and PyYAML: what the subnet's pinned environment (transformers ~4.45, timm 1.0.22) has.
+
+Why not the stock ``ViT`` detector: it loads the model through transformers'
+``AutoModelForImageClassification``, and the timm-layout bundle only loads that way from
+transformers 4.48.0 on (``TimmWrapper``); the subnet pins transformers ~4.45.0.
+
+This file is self-contained (no ``roadwork`` import) so that a miner can copy it into the
+subnet's ``base_miner/detectors/`` as it is::
+
+    cp roadwork_detector_timm.py  streetvision-subnet/base_miner/detectors/
+    cp roadwork_timm.yaml         streetvision-subnet/base_miner/detectors/configs/
+    echo "from .roadwork_detector_timm import RoadworkTimmDetector" >> streetvision-subnet/base_miner/detectors/__init__.py
+
+and select it in ``miner.env``: ``IMAGE_DETECTOR=RoadworkTimm``,
+``IMAGE_DETECTOR_CONFIG=roadwork_timm.yaml``, ``IMAGE_DETECTOR_DEVICE=cpu``. The miner then
+calls ``DETECTOR_REGISTRY["RoadworkTimm"](config_name=..., device=...)`` once and
+``detector(pil_image) -> float`` per query. Where the subnet's ``base_miner`` package is importable,
+the class subclasses its ``FeatureDetector`` and registers itself in ``DETECTOR_REGISTRY``;
+elsewhere (our tests, our environment) it is a plain class.
+
+What it computes (equal to ``roadwork.predict.Predictor`` on the same bundle):
+
+* the model: ``timm.create_model("local-dir:<bundle>", pretrained=True)`` (config.json +
+  model.safetensors; the decision threshold and temperature are folded into its head);
+* preprocessing: timm's eval transform from the bundle's ``pretrained_cfg`` (what transformers'
+  ``TimmWrapperImageProcessor`` builds); EXIF orientation applied, RGB;
+* single view: ``softmax(logits)[1]``, > 0.5 exactly when our tuned decision is roadwork;
+* multi-view (when the bundle's ``inference.json`` says the export measured that it helps, or
+  ``views: multi``): the whole image plus a grid x grid set of overlapping tiles (and their
+  mirrors with flip TTA), all in one forward pass; the mean of the top-k roadwork probabilities,
+  whose own decision threshold ``tau`` (fitted on val_select at the export) is folded in the same
+  way as the single-view one: ``sigmoid(logit(a) - logit(tau))``, > 0.5 exactly when ``a > tau``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import torch
+import yaml
+from PIL import Image, ImageOps
+
+DETECTOR_NAME = "RoadworkTimm"
+DEFAULT_CONFIG = "roadwork_timm.yaml"
+INFERENCE_JSON = "inference.json"
+ROADWORK_INDEX = 1
+VIEWS = ("bundle", "single", "multi")
+_EPS = 1e-12
+
+if importlib.util.find_spec("base_miner") is not None:  # inside the subnet's repository
+    from base_miner.detectors.feature_detector import FeatureDetector as _Base
+    from base_miner.registry import DETECTOR_REGISTRY
+else:
+    _Base, DETECTOR_REGISTRY = object, None
+
+
+class DetectorConfigError(ValueError):
+    """The detector's YAML or the bundle's inference.json is missing something or holds a bad value."""
+
+
+# ------------------------------------------------------------------------ pure functions
+def tile_boxes(width: int, height: int, grid: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of grid x grid tiles covering the image, neighbours overlapping by
+    ``overlap`` of a tile's side, row-major (the same boxes as ``roadwork.predict.tile_boxes``)."""
+    if grid < 1 or not 0 <= overlap < 1:
+        raise ValueError(f"grid must be >= 1 and overlap in [0, 1), got {grid}, {overlap}")
+
+    def spans(size: int) -> list[tuple[int, int]]:
+        tile = size / (grid - (grid - 1) * overlap)
+        step = tile * (1 - overlap)
+        out = []
+        for i in range(grid):
+            lo = int(round(i * step))
+            hi = size if i == grid - 1 else int(round(i * step + tile))
+            out.append((lo, max(hi, lo + 1)))
+        return out
+
+    return [(x0, y0, x1, y1) for (y0, y1) in spans(height) for (x0, x1) in spans(width)]
+
+
+def topk_mean(probabilities: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean of the k highest values per row of an (images, views) float64 tensor."""
+    k = max(1, min(int(k), probabilities.shape[1]))
+    return torch.topk(probabilities, k, dim=1).values.mean(dim=1)
+
+
+def fold_threshold(aggregate: float, threshold: float) -> float:
+    """``sigmoid(logit(a) - logit(tau))``: a monotone map of [0, 1] onto [0, 1] that puts the
+    threshold ``tau`` at 0.5, so that the validators' ``np.round(p)`` decides ``a > tau``."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"a probability threshold must lie in (0, 1), got {threshold!r}")
+    a = min(max(float(aggregate), _EPS), 1.0 - _EPS)
+    shift = (math.log(a) - math.log1p(-a)) - (math.log(threshold) - math.log1p(-threshold))
+    return 1.0 / (1.0 + math.exp(-shift)) if shift >= 0 else math.exp(shift) / (1.0 + math.exp(shift))
+
+
+def read_inference_config(bundle_dir: str | Path) -> dict | None:
+    """The bundle's inference.json (views measured at export), or None if the bundle has none."""
+    path = Path(bundle_dir) / INFERENCE_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``cpu`` | ``cuda`` | ``cuda:N`` | ``auto``; CUDA only where it is available (as the
+    subnet's FeatureDetector does), else the CPU."""
+    name = str(device or "cpu").lower()
+    if name == "auto":
+        name = "cuda"
+    if name.startswith("cuda") and torch.cuda.is_available():
+        return torch.device(name)
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise DetectorConfigError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------- detector
+class RoadworkTimmDetector(_Base):
+    """``RoadworkTimmDetector(config_name="roadwork_timm.yaml", device="cpu")``, then
+    ``detector(pil_image) -> float`` in [0, 1] (the roadwork probability).
+
+    The YAML (``config_name``: a path, or a file name in the ``configs/`` folder beside this
+    file) holds ``bundle`` (a local bundle folder) and/or ``hf_repo`` (a Hugging Face model repo
+    with the bundle, downloaded to ``weights_dir`` when ``bundle`` is not there), ``views``
+    (bundle | single | multi), ``threads`` (CPU threads, 0 = torch's default), optionally
+    ``device`` (overrides the miner's ``IMAGE_DETECTOR_DEVICE`` when set) and ``multiview`` (keys
+    grid, overlap, topk, flip_tta, threshold over the bundle's inference.json). Keyword arguments
+    override the YAML (``config_name=None`` with ``bundle=...`` needs no YAML at all).
+    """
+
+    def __init__(self, model_name: str = DETECTOR_NAME, config_name: str | None = DEFAULT_CONFIG,
+                 device: str | None = "cpu", **overrides):
+        self.model_name = model_name
+        settings = {"bundle": None, "hf_repo": None, "weights_dir": None, "views": "bundle", "threads": 0,
+                    "device": None, "multiview": None}
+        self.config_path = self._find_config(config_name) if config_name else None
+        if self.config_path is not None:
+            loaded = yaml.safe_load(self.config_path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise DetectorConfigError(f"{self.config_path}: expected a mapping, got {type(loaded).__name__}")
+            settings.update(loaded)
+        unknown = set(overrides) - set(settings)
+        if unknown:
+            raise DetectorConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(settings)}")
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        self.multiview_settings = settings.pop("multiview")
+        for key, value in settings.items():  # as FeatureDetector.set_class_attrs does
+            setattr(self, key, value)
+        if self.views not in VIEWS:
+            raise DetectorConfigError(f"{self._where('views')} must be one of {VIEWS}, got {self.views!r}")
+        self.device = resolve_device(settings["device"] or device)
+        if int(self.threads or 0) > 0:
+            torch.set_num_threads(int(self.threads))
+        self.load_model()
+
+    # -- configuration
+    @staticmethod
+    def _find_config(config_name: str) -> Path:
+        candidates = [Path(config_name), Path(__file__).resolve().parent / "configs" / config_name]
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise DetectorConfigError(f"detector config {config_name!r} not found (looked at "
+                                  f"{', '.join(str(p) for p in candidates)})")
+
+    def _where(self, key: str) -> str:
+        return f"{self.config_path}: {key}" if self.config_path else f"setting {key!r}"
+
+    def bundle_dir(self) -> Path:
+        """The local bundle folder: ``bundle`` if it holds a config.json (as given, or relative to
+        the YAML's folder), else ``hf_repo`` downloaded to ``weights_dir`` (or ``bundle``)."""
+        if self.bundle:
+            for path in (Path(self.bundle), *( [self.config_path.parent / self.bundle] if self.config_path else [])):
+                if (path / "config.json").is_file():
+                    return path
+        if not self.hf_repo:
+            raise DetectorConfigError(f"{self._where('bundle')}: no bundle (config.json) at {self.bundle!r} and no "
+                                      f"hf_repo to download it from")
+        from huggingface_hub import snapshot_download  # a dependency of timm; in the miner's lock
+
+        target = Path(self.weights_dir or self.bundle or
+                      Path(__file__).resolve().parent.parent / self.model_name / "weights")
+        return Path(snapshot_download(self.hf_repo, local_dir=str(target)))
+
+    # -- FeatureDetector interface
+    def load_model(self) -> None:
+        import timm
+        import timm.data
+
+        bundle = self.bundle_dir()
+        self.bundle_path = bundle
+        self.model = timm.create_model(f"local-dir:{bundle}", pretrained=True)
+        self.model = self.model.to(self.device).eval().requires_grad_(False)
+        pretrained_cfg = json.loads((bundle / "config.json").read_text())["pretrained_cfg"]
+        self.data_config = timm.data.resolve_data_config(pretrained_cfg, model=None, verbose=False)
+        self.transform = timm.data.create_transform(**self.data_config, is_training=False)
+        self._configure_views(read_inference_config(bundle))
+
+    def load_model_config(self) -> None:
+        """No separate training config: everything is in the bundle (FeatureDetector hook)."""
+
+    def _configure_views(self, inference: dict | None) -> None:
+        views = self.views
+        if views == "bundle":
+            views = (inference or {}).get("views", "single")
+        if views not in ("single", "multi"):
+            raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: views must be single or multi, "
+                                      f"got {views!r}")
+        self.multiview = views == "multi"
+        self.grid, self.overlap, self.topk, self.flip_tta, self.threshold = 1, 0.0, 1, False, None
+        if self.multiview:
+            settings = {**((inference or {}).get("multiview") or {}), **(self.multiview_settings or {})}
+            try:
+                self.grid, self.overlap = int(settings["grid"]), float(settings["overlap"])
+                self.topk, self.flip_tta = int(settings["topk"]), bool(settings["flip_tta"])
+            except KeyError as missing:
+                raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: multiview.{missing.args[0]} is "
+                                          f"missing (write it with roadwork.miner.write_inference_config)") from None
+            threshold = settings.get("threshold")
+            if threshold is None:
+                raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: multiview.threshold is missing: "
+                                          f"multi-view needs the threshold fitted for it at the export")
+            self.threshold = float(threshold)
+            if not 0 < self.threshold < 1:
+                raise DetectorConfigError(f"multi-view threshold must be in (0, 1), got {self.threshold!r}")
+
+    @property
+    def views_per_query(self) -> int:
+        """Images in the one forward pass of a query."""
+        return (1 + self.grid ** 2 if self.multiview else 1) * (2 if self.flip_tta and self.multiview else 1)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """(V, 3, S, S): the whole image, then (multi-view) the tiles in row-major order."""
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        tensors = [self.transform(image)]
+        if self.multiview:
+            tensors += [self.transform(image.crop(box))
+                        for box in tile_boxes(image.width, image.height, self.grid, self.overlap)]
+        return torch.stack(tensors)
+
+    @torch.inference_mode()
+    def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
+        """Roadwork probability of each view (float32; flip TTA: mean with the mirror), one pass."""
+        x = views.to(self.device)
+        if self.flip_tta and self.multiview:
+            x = torch.cat([x, torch.flip(x, dims=[-1])])
+        probs = torch.softmax(self.model(x).float(), dim=-1)[:, ROADWORK_INDEX]
+        if self.flip_tta and self.multiview:
+            n = len(views)
+            probs = (probs[:n] + probs[n:]) / 2
+        return probs.float().cpu()
+
+    def __call__(self, image: Image.Image) -> float:
+        probs = self.view_probabilities(self.preprocess(image))
+        if not self.multiview:
+            return float(probs[0])
+        aggregate = float(topk_mean(probs.double()[None, :], self.topk)[0])
+        return fold_threshold(aggregate, self.threshold)
+
+
+if DETECTOR_REGISTRY is not None:
+    DETECTOR_REGISTRY.register_module(module_name=DETECTOR_NAME)(RoadworkTimmDetector)

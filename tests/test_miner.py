@@ -1,0 +1,255 @@
+"""The miner detector in our own environment (the miner's pinned one: tests/miner_env_check.py), the
+multi-view decision, inference.json, latency and `roadwork publish`."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from roadwork.evaluate.threshold import best_threshold
+from roadwork.export.bundle import verify_manifest
+from roadwork.miner import decision, detector, latency, publish
+from roadwork.miner.detector import DetectorConfigError, RoadworkTimmDetector, fold_threshold
+from roadwork.predict import Predictor, topk_mean
+from test_predict import make_bundle, pictures
+
+MULTIVIEW = {"grid": 2, "overlap": 0.2, "topk": 3, "flip_tta": False}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("miner"), temperature=1.5, threshold_logit=0.1)
+
+
+def with_inference(bundle: Path, tmp_path: Path, config: dict) -> Path:
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    decision.write_inference_config(copy, config)
+    return copy
+
+
+# ------------------------------------------------------------------------------ detector
+def test_single_view_equals_predictor(bundle):
+    images = pictures(10, seed=3)
+    expected = Predictor(bundle, device="cpu").predict(images)
+    found = RoadworkTimmDetector(config_name=None, bundle=str(bundle))
+    assert not found.multiview and found.views_per_query == 1
+    got = np.array([found(image) for image in images])
+    assert np.abs(got - expected).max() < 1e-5
+    assert ((got > 0.5) == (expected > 0.5)).all()
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_multi_view_equals_predictor_with_its_threshold_folded(bundle, tmp_path, flip_tta):
+    images = pictures(10, seed=4)
+    settings = {**MULTIVIEW, "flip_tta": flip_tta}
+    aggregate = Predictor(bundle, settings["overlap"], settings["topk"], settings["grid"], flip_tta,
+                          device="cpu").predict(images, multiview=True)
+    tau = float(np.median(aggregate))
+    copy = with_inference(bundle, tmp_path, {"views": "multi", "multiview": {**settings, "threshold": tau}})
+    found = RoadworkTimmDetector(config_name=None, bundle=str(copy))
+    assert found.multiview and found.views_per_query == 5 * (2 if flip_tta else 1)
+    got = np.array([found(image) for image in images])
+    expected = np.array([fold_threshold(a, tau) for a in aggregate])
+    assert np.abs(got - expected).max() < 1e-5
+    assert ((got > 0.5) == (aggregate > tau)).all() and 0 < (got > 0.5).sum() < len(images)
+
+
+def test_yaml_config_and_views_override(bundle, tmp_path):
+    copy = with_inference(bundle, tmp_path, {"views": "multi", "multiview": {**MULTIVIEW, "threshold": 0.4}})
+    config = tmp_path / "roadwork_timm.yaml"
+    config.write_text(yaml.safe_dump({"bundle": "bundle", "hf_repo": "", "views": "single", "threads": 0}))
+    found = RoadworkTimmDetector(config_name=str(config), device="auto")  # bundle relative to the YAML's folder
+    assert found.bundle_path == copy and not found.multiview and found.device.type in ("cpu", "cuda")
+    assert RoadworkTimmDetector(config_name=str(config), views="bundle").multiview  # inference.json says multi
+
+
+def test_fold_threshold_puts_the_threshold_at_one_half():
+    rng = np.random.default_rng(0)
+    for tau in (0.05, 0.3, 0.5, 0.77, 0.999):
+        a = np.sort(rng.uniform(0, 1, 500))
+        folded = np.array([fold_threshold(v, tau) for v in a])
+        assert ((folded > 0.5) == (a > tau)).all()
+        assert np.all(np.diff(folded) >= 0) and folded.min() >= 0 and folded.max() <= 1
+        assert fold_threshold(tau, tau) == pytest.approx(0.5, abs=1e-12)
+    assert fold_threshold(0.3, 0.5) == pytest.approx(0.3, abs=1e-12)
+    with pytest.raises(ValueError, match="threshold"):
+        fold_threshold(0.3, 1.0)
+
+
+def test_tile_boxes_are_the_predictors():
+    """One home: the predictor uses the detector's (self-contained) tile_boxes (tested in test_predict)."""
+    import roadwork.predict
+
+    assert roadwork.predict.tile_boxes is detector.tile_boxes
+
+
+def test_importing_the_predictor_loads_no_model_library():
+    """roadwork.predict imports the detector module: that must not pull in timm, transformers,
+    huggingface_hub or a base_miner package, nor register anything."""
+    import subprocess
+    import sys
+
+    code = ("import sys, roadwork.predict, roadwork.miner.detector as d; "
+            "print(sorted(m for m in ('timm', 'transformers', 'huggingface_hub', 'base_miner') if m in sys.modules), "
+            "d.DETECTOR_REGISTRY)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.split() == ["[]", "None"], done.stdout + done.stderr
+
+
+def test_topk_mean_agrees_with_the_predictors():
+    """The detector's torch top-k mean and the predictor's numpy one give the same aggregate."""
+    rng = np.random.default_rng(11)
+    probabilities = rng.random((20, 9))
+    probabilities[:, 3] = probabilities[:, 5]  # ties
+    for k in (1, 3, 9, 99):
+        got = detector.topk_mean(torch.from_numpy(probabilities), k).numpy()
+        assert np.abs(got - topk_mean(probabilities, k)).max() < 1e-15
+
+
+def test_configuration_errors_name_the_setting(bundle, tmp_path):
+    with pytest.raises(DetectorConfigError, match="unknown setting"):
+        RoadworkTimmDetector(config_name=None, bundle=str(bundle), weights="x")
+    with pytest.raises(DetectorConfigError, match="views"):
+        RoadworkTimmDetector(config_name=None, bundle=str(bundle), views="all")
+    with pytest.raises(DetectorConfigError, match="no hf_repo"):
+        RoadworkTimmDetector(config_name=None, bundle=str(tmp_path / "nothing"))
+    with pytest.raises(DetectorConfigError, match="not found"):
+        RoadworkTimmDetector(config_name="no_such.yaml")
+    with pytest.raises(DetectorConfigError, match="multiview.threshold"):
+        RoadworkTimmDetector(config_name=None, bundle=str(bundle), views="multi", multiview=MULTIVIEW)
+    with pytest.raises(DetectorConfigError, match="device"):
+        RoadworkTimmDetector(config_name=None, bundle=str(bundle), device="tpu")
+
+
+def test_detector_needs_only_what_the_miners_lock_has():
+    """Self-contained (copied into base_miner/detectors/): no roadwork, no transformers."""
+    tree = ast.parse(Path(detector.__file__).read_text())
+    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    allowed_third_party = {"torch", "timm", "yaml", "PIL", "huggingface_hub", "base_miner"}
+    stdlib = {"__future__", "importlib", "json", "math", "pathlib"}
+    assert modules - stdlib <= allowed_third_party, modules - stdlib - allowed_third_party
+    assert detector.DETECTOR_REGISTRY is None  # base_miner is not importable here
+
+
+def test_shipped_yaml_is_the_detectors_defaults():
+    shipped = yaml.safe_load((Path(detector.__file__).parent / "configs" / detector.DEFAULT_CONFIG).read_text())
+    assert set(shipped) == {"bundle", "hf_repo", "views", "threads", "device"}
+    assert shipped["views"] == "bundle" and shipped["bundle"] == "base_miner/RoadworkTimm/weights"
+
+
+# ------------------------------------------------------------------------------ decision
+def synthetic_scores(n: int, seed: int, multi_noise: float):
+    """Labels, shipped single-view probabilities (noise 1), and a multi-view aggregate shifted upward
+    (as the top-k mean is) with noise ``multi_noise`` (below 1: multi-view sees more)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.uniform(size=n) < 0.3).astype(int)
+    signal = 1.2 * (2 * y - 1)
+    single = 1 / (1 + np.exp(-(signal + rng.normal(size=n))))
+    multi = 1 / (1 + np.exp(-(signal + multi_noise * rng.normal(size=n) + 1.5)))
+    return y, single, multi
+
+
+def test_multiview_threshold_is_the_exact_sweep_on_val_select():
+    y, _, multi = synthetic_scores(400, 0, 1.0)
+    y_test, single_test, multi_test = synthetic_scores(400, 1, 1.0)
+    result = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=200)
+    fit = best_threshold(multi, y, 0.5, default_threshold=0.5)["reweighted"]
+    assert result["threshold"] == fit["threshold"] and result["threshold"] > 0.5  # the top-k shift, undone
+    test = result["val_test"]
+    assert test["multi"]["mcc_prior_0.5"] > test["multi_at_0.5_unfitted"]["mcc_prior_0.5"]
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_multiview_is_used_only_when_the_paired_interval_is_above_zero():
+    y, _, multi = synthetic_scores(1500, 2, 0.5)
+    y_test, single_test, multi_test = synthetic_scores(1500, 3, 0.5)
+    helps = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=300, seed=1)
+    assert helps["val_test"]["mcc_prior_0.5_difference"]["ci95_low"] > 0 and helps["use_multiview"]
+
+    y, _, multi = synthetic_scores(1500, 4, 2.0)
+    y_test, single_test, multi_test = synthetic_scores(1500, 5, 2.0)
+    hurts = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=300, seed=1)
+    assert hurts["val_test"]["mcc_prior_0.5_difference"]["point"] < 0 and not hurts["use_multiview"]
+    assert decision.inference_config(hurts, **MULTIVIEW)["views"] == "single"
+    assert decision.inference_config(helps, **MULTIVIEW)["views"] == "multi"
+
+
+def test_paired_bootstrap_difference():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    a = np.where(rng.uniform(size=300) < 0.8, y, 1 - y)
+    same = decision.paired_bootstrap_mcc_difference(y, a, a, n_boot=100)
+    assert same["point"] == same["ci95_low"] == same["ci95_high"] == 0.0
+    from sklearn.metrics import matthews_corrcoef
+
+    b = np.where(rng.uniform(size=300) < 0.9, y, 1 - y)
+    result = decision.paired_bootstrap_mcc_difference(y, a, b, n_boot=400, seed=3)
+    assert result["point"] == pytest.approx(matthews_corrcoef(y, b) - matthews_corrcoef(y, a), abs=1e-12)
+    assert result["ci95_low"] < result["point"] < result["ci95_high"]
+    assert result == decision.paired_bootstrap_mcc_difference(y, a, b, n_boot=400, seed=3)
+
+
+def test_write_inference_config_keeps_the_manifest_true(bundle, tmp_path):
+    before = json.loads((bundle / "manifest.json").read_text())
+    copy = with_inference(bundle, tmp_path, {"views": "single", "multiview": {**MULTIVIEW, "threshold": 0.6}})
+    after = json.loads((copy / "manifest.json").read_text())
+    assert verify_manifest(copy) == []
+    assert "inference.json" in after["files"] and after["model_sha256"] != before["model_sha256"]
+    assert after["inference"]["multiview"]["threshold"] == 0.6
+    with pytest.raises(ValueError, match="views"):
+        decision.write_inference_config(copy, {"views": "both"})
+
+
+# ------------------------------------------------------------------------------ latency
+def test_latency_per_view_count_and_warning(bundle):
+    measured = latency.measure_latency(bundle, **MULTIVIEW, repeats=1, threads=1)
+    assert set(measured["views"]) == {"1", "5"} and measured["configured_views"] == 5
+    for row in measured["views"].values():
+        assert row["detector_s"] > 0 and row["budget_left_s"] == pytest.approx(9.0 - row["detector_s"])
+        assert row["ratio_to_timm_forward"] == pytest.approx(row["detector_s"] / measured["timm_forward_1_image_s"])
+    assert latency.latency_warning(measured, budget_s=1e3) is None
+    warning = latency.latency_warning(measured, budget_s=0.0, setting="export.latency_budget_s")
+    assert "export.latency_budget_s" in warning and "5 views" in warning and "predict.multiview_grid" in warning
+
+
+# ------------------------------------------------------------------------------ publish
+def test_publish_folder_layout(bundle, tmp_path, capsys, monkeypatch):
+    from roadwork.cli import main
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    copy = with_inference(bundle, tmp_path, {"views": "single", "multiview": {**MULTIVIEW, "threshold": 0.6}})
+    out = tmp_path / "publish"
+    assert main(["publish", "--bundle", str(copy), "--out", str(out)]) == 2  # the card has no hotkey
+    assert "submitted_by" in capsys.readouterr().err
+
+    assert main(["publish", "--bundle", str(copy), "--out", str(out), "--hotkey", "5HotKey"]) == 2
+    assert "version must be X.Y.Z, got '0'" in capsys.readouterr().err
+    assert main(["publish", "--bundle", str(copy), "--out", str(out), "--hotkey", "5HotKey", "--version", "1.2.3",
+                 "--repo", "me/roadwork"]) == 0
+    assert "not pushed: set HF_TOKEN" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "config.json", "model.safetensors", "inference.json", "model_card.json", "manifest.json",
+        publish.DETECTOR_FILE, publish.CONFIG_FILE])
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["submitted_by"] == "5HotKey" and card["version"] == "1.2.3" and all(card[k] for k in publish.CARD_KEYS)
+    assert verify_manifest(out) == []
+    assert (out / publish.DETECTOR_FILE).read_text() == Path(detector.__file__).read_text()
+    config = yaml.safe_load((out / publish.CONFIG_FILE).read_text())
+    assert config["hf_repo"] == "me/roadwork" and config["views"] == "bundle"
+    for name in ("config.json", "model.safetensors", "inference.json"):
+        assert (out / name).read_bytes() == (copy / name).read_bytes()
+    # the published folder is itself a bundle the detector loads
+    assert RoadworkTimmDetector(config_name=None, bundle=str(out))(pictures(1)[0]) == pytest.approx(
+        RoadworkTimmDetector(config_name=None, bundle=str(copy))(pictures(1)[0]))
