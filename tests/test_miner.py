@@ -63,6 +63,13 @@ def test_multi_view_equals_predictor_with_its_threshold_folded(bundle, tmp_path,
     expected = np.array([fold_threshold(a, tau) for a in aggregate])
     assert np.abs(got - expected).max() < 1e-5
     assert ((got > 0.5) == (aggregate > tau)).all() and 0 < (got > 0.5).sum() < len(images)
+    assert np.abs(np.array(found.batch(images)) - got).max() < 1e-5  # the export's batched evaluation
+
+
+def test_batch_is_the_per_query_answer_for_single_view(bundle):
+    images = pictures(7, seed=5)
+    found = RoadworkTimmDetector(config_name=None, bundle=str(bundle))
+    assert np.abs(np.array(found.batch(images)) - np.array([found(image) for image in images])).max() < 1e-5
 
 
 def test_yaml_config_and_views_override(bundle, tmp_path):

@@ -305,7 +305,8 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "calibrate.model": "test_calibrate.py::test_best_picks_the_model_with_the_higher_val_select_mcc",
     "calibrate.n_bins": "test_calibrate.py::test_n_bins_sets_the_bins_of_every_ece_and_the_diagram",
     **{f"export.{key}": "test_protocol.py::test_export_stage_end_to_end"
-       for key in ("model_name", "version", "submitted_by", "onnx", "bootstrap", "protocol_seed", "protocol_draws")},
+       for key in ("model_name", "version", "submitted_by", "onnx", "bootstrap", "protocol_seed", "protocol_draws",
+                   "latency_budget_s")},
     "data.local.allow_outside_root": "test_local_source.py::test_symlinks_leaving_the_root_are_refused_unless_allowed",
     "data.max_file_bytes": "test_local_source.py::test_quarantine_keeps_bytes_only_of_image_like_files_within_the_cap",
     **{f"explora.{key}": "test_explora.py::test_every_ssl_key_changes_the_run" for key in EXPLORA_SSL_KEYS},

@@ -211,7 +211,7 @@ def write_phase1(root: Path, seed: int = 0) -> None:
 EXPORT_A = {"model_name": "name-a", "version": "1.0.0", "submitted_by": "", "onnx": False, "bootstrap": 50,
             "protocol_seed": 0, "protocol_draws": 2}
 EXPORT_B = {"model_name": "name-b", "version": "2.0.0", "submitted_by": "5Hotkey", "onnx": True, "bootstrap": 60,
-            "protocol_seed": 1, "protocol_draws": 1}
+            "protocol_seed": 1, "protocol_draws": 1, "latency_budget_s": 1e-6}
 
 
 def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
@@ -258,8 +258,21 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert metrics["val_test"]["n"] == 12
     assert metrics["val_test"]["mcc_ci95_low"] <= metrics["val_test"]["mcc"] <= metrics["val_test"]["mcc_ci95_high"]
     assert metrics["val_test"]["agreement_with_saved_logits"] == 1.0  # the bundle decides as the saved logits
-    for size in ("full_size", "validator_224"):
-        assert {"single", "multi", "helps"} <= metrics["multiview"][size].keys()
+    multiview = metrics["multiview"]
+    assert {"threshold", "use_multiview", "val_select", "val_test", "settings"} <= multiview.keys()
+    difference = multiview["val_test"]["mcc_prior_0.5_difference"]
+    assert difference["ci95_low"] <= difference["point"] <= difference["ci95_high"]
+    assert multiview["use_multiview"] == (difference["ci95_low"] > 0)
+    inference = read_json("data/bundle_a/inference.json")  # what the detector reads
+    assert inference["views"] == ("multi" if multiview["use_multiview"] else "single")
+    assert inference["multiview"]["threshold"] == pytest.approx(multiview["threshold"], abs=1e-6)
+    assert protocol["views"] == inference["views"] == metrics["bundle"]["views"]
+    latency = metrics["latency"]
+    assert latency["device"] == "cpu" and set(latency["views"]) == {"1", str(latency["configured_views"])}
+    assert all(v["detector_s"] > 0 for v in latency["views"].values()) and latency["budget_s"] == 4.0
+    assert latency["warning"] is None
+    warned = results["b"][0]["latency"]["warning"]  # export.latency_budget_s: 1e-6 s
+    assert "export.latency_budget_s = 1e-06 s" in warned and "predict.multiview_grid" in warned
     assert manifest["provenance"]["data/split"] == dvc_md5(Path("data/split"))
     assert manifest["provenance"]["data/phase1"].endswith(".dir")
     assert manifest["decision"]["temperature"] == calibration["temperature"]

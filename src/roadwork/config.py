@@ -264,6 +264,8 @@ class ExportParams(Section):
     onnx: bool = True
     bootstrap: int = Field(1000, gt=0, description="bootstrap resamples for val_test confidence intervals")
     protocol_seed: int = Field(0, description="validators'-protocol augmentation draws, reward stream, bootstrap")
+    latency_budget_s: float = Field(4.0, gt=0, description="warn when the detector's configured views take longer "
+                                                            "per query on this machine's CPU (validators wait 9 s)")
     protocol_draws: int = Field(4, gt=0, description="independent validators'-protocol augmentation draws averaged "
                                                      "(seeds protocol_seed, protocol_seed + 1, ...)")
 

@@ -5,9 +5,11 @@ Validators' protocol (natixnetwork/streetvision-subnet; see ``validator_aug`` fo
 augmentation): every val_test image goes through augmentation level 0, 1, 2 and 3
 (:func:`~roadwork.evaluate.validator_aug.apply_validator_augmentation`, 224 x 224), is
 JPEG-encoded and decoded as the validator's base64 JPEG is (PIL default quality), and is scored
-by the stock miner's call: ``pipeline("image-classification", model=AutoModelForImageClassification
-.from_pretrained(bundle), feature_extractor=AutoImageProcessor.from_pretrained(bundle,
-use_fast=True))``, score of the label "Roadwork".
+by a callable: the export stage passes the detector the miner runs
+(:class:`roadwork.miner.detector.RoadworkTimmDetector`, with the views the bundle ships);
+:func:`load_pipeline` / :func:`pipeline_scores` are the stock miner's transformers call
+(``AutoModelForImageClassification`` + ``AutoImageProcessor(use_fast=True)`` + the
+``image-classification`` pipeline, score of the label "Roadwork"), for transformers >= 4.53.
 
 Class balance: validators draw the label 50/50 while val_test is imbalanced (~4:1). Rather than
 resampling (which adds noise), each image is weighted so that both classes carry half the total

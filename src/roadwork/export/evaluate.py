@@ -22,6 +22,7 @@ Provenance (``roadwork.export.provenance``) is recorded in the manifest.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +67,13 @@ def card_metrics(calibration: dict) -> dict:
     })
 
 
-def _summary(labels: np.ndarray, probs: np.ndarray) -> dict:
-    from roadwork.evaluate.metrics import binary_metrics
-    from roadwork.evaluate.protocol import balanced_metrics
-
-    plain = binary_metrics(labels, probs, 0.5)
-    out = {"mcc": plain["mcc"], "accuracy": plain["accuracy"]}
-    if 0 < labels.sum() < labels.size:
-        balanced = balanced_metrics(labels, probs)
-        out.update({"mcc_prior_0.5": balanced["mcc"], "accuracy_prior_0.5": balanced["accuracy"]})
-    return out
-
-
-def score_val_test(bundle_dir: Path, config: Params, examples, device=None, progress: bool = True) -> dict:
-    """Shipped probabilities (single view, full size) and single vs multi-view at full size and
-    at the validators' 224 x 224, in one decoding pass over val_test."""
+def score_views(bundle_dir: Path, config: Params, examples, device=None, progress: bool = True,
+                desc: str = "val_test") -> dict:
+    """Per image, in one decoding pass: ``shipped``, the bundle's probability (single view, full
+    size, the pipeline's preprocessing: what every other metric here reports) and, on the
+    validators' 224 x 224 version, ``v224_single`` (single view, with flip TTA if
+    ``predict.flip_tta``) and ``v224_multi`` (the multi-view aggregate of ``params.predict``,
+    before its own threshold is folded in)."""
     from tqdm import tqdm
 
     from roadwork.evaluate.protocol import validator_resize
@@ -89,27 +82,15 @@ def score_val_test(bundle_dir: Path, config: Params, examples, device=None, prog
     shipped = Predictor(bundle_dir, device=device)  # what the pipeline computes: single view, no TTA
     views = Predictor.from_params(bundle_dir, config.predict, device=device, model=shipped.model)
     n = len(examples)
-    out = {key: np.zeros(n) for key in ("shipped", "full_single", "full_multi", "v224_single", "v224_multi")}
-    for start in tqdm(range(0, n, BATCH), desc="val_test", unit="batch", disable=not progress):
+    out = {key: np.zeros(n) for key in ("shipped", "v224_single", "v224_multi")}
+    for start in tqdm(range(0, n, BATCH), desc=desc, unit="batch", disable=not progress):
         chunk = slice(start, min(n, start + BATCH))
         originals = [load_image(e.path) for e in examples[chunk]]
         small = [validator_resize(image) for image in originals]
         out["shipped"][chunk] = shipped.predict(originals)
-        out["full_single"][chunk] = (views.predict(originals) if views.flip_tta else out["shipped"][chunk])
-        out["full_multi"][chunk] = views.predict(originals, multiview=True)
         out["v224_single"][chunk] = views.predict(small)
         out["v224_multi"][chunk] = views.predict(small, multiview=True)
     return out
-
-
-def multiview_report(labels: np.ndarray, scores: dict, config: Params) -> dict:
-    report = {"settings": config.predict.model_dump()}
-    for size, prefix in (("full_size", "full"), ("validator_224", "v224")):
-        single = _summary(labels, scores[f"{prefix}_single"])
-        multi = _summary(labels, scores[f"{prefix}_multi"])
-        report[size] = {"single": single, "multi": multi, "mcc_gain": multi["mcc"] - single["mcc"],
-                        "helps": bool(multi["mcc"] > single["mcc"])}
-    return report
 
 
 # ---------------------------------------------------------------------------------- the stage
@@ -117,10 +98,13 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
            lock_path: Path, live=None, device=None, progress: bool = True) -> dict:
     """Build the bundle in `bundle_dir` and return metrics/export.json's content. `split_dir` holds
     splits.csv; `lock_path` is dvc.lock (provenance)."""
-    from roadwork.evaluate.protocol import evaluate_scores, load_pipeline, pipeline_scores, protocol_over_draws
-    from roadwork.export.bundle import build_bundle
-    from roadwork.predict import load_image
     from roadwork.data.examples import load_split
+    from roadwork.evaluate.protocol import evaluate_scores, protocol_over_draws
+    from roadwork.export.bundle import build_bundle
+    from roadwork.miner.decision import inference_config, multiview_decision, write_inference_config
+    from roadwork.miner.detector import RoadworkTimmDetector
+    from roadwork.miner.latency import latency_warning, measure_latency
+    from roadwork.predict import load_image
 
     import torch
 
@@ -139,7 +123,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
 
     examples = load_split(raw_dir, split_dir / "splits.csv", "val_test")
     labels = np.array([e.label for e in examples])
-    scores = score_val_test(bundle_dir, config, examples, device=device, progress=progress)
+    scores = score_views(bundle_dir, config, examples, device=device, progress=progress)
     shipped = scores["shipped"]
     val_test = evaluate_scores(labels, shipped, n_boot=settings.bootstrap, seed=settings.protocol_seed,
                                n_bins=config.calibrate.n_bins)
@@ -152,33 +136,61 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
         live.log_sklearn_plot("precision_recall", labels, shipped, name="precision_recall", drop_intermediate=True)
         live.log_sklearn_plot("confusion_matrix", labels, (shipped > 0.5).astype(int), name="confusion_matrix")
 
-    pipe = load_pipeline(bundle_dir, device=device)
+    # multi-view earns its place: its own threshold (val_select), a paired comparison (val_test),
+    # both on the validators' 224 x 224 inputs; the bundle's inference.json tells the detector
+    select = load_split(raw_dir, split_dir / "splits.csv", "val_select")
+    select_scores = score_views(bundle_dir, config, select, device=device, progress=progress, desc="val_select")
+    decision = multiview_decision([e.label for e in select], select_scores["v224_multi"], labels,
+                                  scores["v224_single"], scores["v224_multi"],
+                                  target_prior=config.threshold.target_prior, n_boot=settings.bootstrap,
+                                  seed=settings.protocol_seed)
+    views = config.predict
+    manifest = write_inference_config(bundle_dir, inference_config(
+        decision, grid=views.multiview_grid, overlap=views.multiview_overlap, topk=views.multiview_topk,
+        flip_tta=views.flip_tta))
+
+    # what the miner runs: our detector with the views the bundle says, on the CPU (its default)
+    latency = measure_latency(bundle_dir, grid=views.multiview_grid, overlap=views.multiview_overlap,
+                              topk=views.multiview_topk, flip_tta=views.flip_tta, repeats=3, device="cpu")
+    latency["budget_s"] = settings.latency_budget_s
+    latency["warning"] = latency_warning(latency, settings.latency_budget_s)
+    if latency["warning"]:
+        print(latency["warning"], file=sys.stderr)
+
+    # the validators' protocol, answered by that detector (single or multi-view as shipped)
+    detector = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir))
     protocol = protocol_over_draws(lambda i: load_image(examples[i].path), labels,
-                                   lambda images: pipeline_scores(pipe, images, BATCH), settings.protocol_seed,
+                                   lambda images: np.asarray(detector.batch(images)), settings.protocol_seed,
                                    settings.protocol_draws, chunk=BATCH, progress=progress)
+    protocol["views"] = "multi" if detector.multiview else "single"
     return rounded({
         "protocol": protocol,
         "val_test": val_test,
-        "multiview": multiview_report(labels, scores, config),
+        "multiview": {"settings": views.model_dump(), **decision},
+        "latency": latency,
         "bundle": {"model": calibration["model"], "temperature": calibration["temperature"],
                    "threshold_logit": calibration["threshold_logit"],
                    "threshold_probability": calibration["threshold_probability"],
-                   "model_sha256": manifest["model_sha256"], "onnx": manifest.get("onnx") is not None},
+                   "model_sha256": manifest["model_sha256"], "onnx": manifest.get("onnx") is not None,
+                   "views": protocol["views"]},
     })
 
 
 def headline(metrics: dict) -> dict:
     """The lines of metrics/export.json a person reads first (the stage's summary)."""
-    val_test = metrics["val_test"]
-    protocol = metrics["protocol"]
-    return {f"protocol.reward [95% CI over {protocol['draws']} draws]":
+    val_test, protocol, multiview = metrics["val_test"], metrics["protocol"], metrics["multiview"]
+    difference = multiview["val_test"]["mcc_prior_0.5_difference"]
+    views = metrics["latency"]["views"]
+    return {f"protocol.reward [95% CI over {protocol['draws']} draws, {protocol['views']} view]":
             f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
-            "protocol.reward_simulated": metrics["protocol"]["reward_simulated"],
             "protocol.levels": {k: {m: v[m] for m in ("mcc", "accuracy", "reward")}
-                                for k, v in metrics["protocol"]["levels"].items()},
+                                for k, v in protocol["levels"].items()},
             **{f"val_test.{m} [95% CI]": f"{val_test[m]} [{val_test[m + '_ci95_low']}, {val_test[m + '_ci95_high']}]"
                for m in ("mcc", "accuracy")},
             "val_test.auc": val_test["auc"],
             "val_test.ece_positive_uniform": val_test["ece_positive_uniform"],
-            "multiview.full_size.helps": metrics["multiview"]["full_size"]["helps"],
-            "multiview.validator_224.helps": metrics["multiview"]["validator_224"]["helps"]}
+            "multiview minus single view, 50/50 MCC [95% CI]":
+                f"{difference['point']} [{difference['ci95_low']}, {difference['ci95_high']}]",
+            "multiview.use_multiview": multiview["use_multiview"],
+            "latency s per query (CPU) by views": {k: v["detector_s"] for k, v in views.items()},
+            **({"latency.warning": metrics["latency"]["warning"]} if metrics["latency"]["warning"] else {})}

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from roadwork.evaluate.threshold import best_threshold, mcc_from_counts
+from roadwork.evaluate.metrics import mcc_from_counts, prior_sample_weights
+from roadwork.evaluate.threshold import best_threshold
 
 RULE = ("multi-view is used only when the paired bootstrap 95% interval of (multi-view minus single-view) "
         "class-balanced MCC on val_test lies above 0")
@@ -56,13 +57,6 @@ def paired_bootstrap_mcc_difference(labels, pred_a, pred_b, *, weights=None, n_b
     return {"point": point, "ci95_low": float(low), "ci95_high": float(high), "n_boot": int(n_boot), "seed": int(seed)}
 
 
-def _balanced_weights(y: np.ndarray, prior: float) -> np.ndarray:
-    n_pos = int(y.sum())
-    if n_pos in (0, y.size):
-        raise ValueError("a class-balanced MCC needs both classes in the labels")
-    return np.where(y, prior * y.size / n_pos, (1 - prior) * y.size / (y.size - n_pos))
-
-
 def _mcc(y, pred, w) -> float:
     return float(mcc_from_counts(*(c[0] for c in _weighted_counts(y, pred, w, np.arange(y.size)[None, :]))))
 
@@ -88,7 +82,7 @@ def multiview_decision(select_labels, select_multi, test_labels, test_single, te
     multi_scores = np.asarray(test_multi, dtype=np.float64).ravel()
     multi = multi_scores > tau
     multi_at_half = multi_scores > 0.5
-    balanced = _balanced_weights(y, target_prior)
+    balanced = prior_sample_weights(y, target_prior)
     ones = np.ones(y.size)
 
     def scores(pred):
