@@ -46,9 +46,14 @@ def build(name: str, overrides: dict, unfrozen: int, rank: int, img_size: int) -
     return backbone
 
 
+def overrides(args) -> dict:
+    """timm overrides of the architecture (``args.overrides``, e.g. gpu_check.py's tiny width); none on the command line."""
+    return dict(getattr(args, "overrides", None) or {})
+
+
 def counts(args) -> dict:
     with torch.device("meta"):
-        backbone = build(args.backbone, {}, args.unfrozen_blocks, args.lora_rank, args.global_size)
+        backbone = build(args.backbone, overrides(args), args.unfrozen_blocks, args.lora_rank, args.global_size)
         head = DINOHead(backbone.num_features, args.prototypes, args.head_hidden, args.bottleneck, args.head_layers)
     params = list(backbone.parameters())
     return {
@@ -62,7 +67,7 @@ def counts(args) -> dict:
 def saved_bytes(args, depth: int, unfrozen: int, size: int, batch: int) -> int:
     """Bytes autograd saves for backward in one student forward (backbone + head + log-softmax)."""
     torch.manual_seed(0)
-    backbone = build(args.backbone, {"depth": depth}, unfrozen, args.lora_rank, size)
+    backbone = build(args.backbone, {**overrides(args), "depth": depth}, unfrozen, args.lora_rank, size)
     head = DINOHead(backbone.num_features, args.prototypes, args.head_hidden, args.bottleneck, args.head_layers)
     storages: dict[tuple[int, int], int] = {}
     parameters = {p.untyped_storage().data_ptr() for p in [*backbone.parameters(), *head.parameters()]}
