@@ -68,7 +68,7 @@ from roadwork.config import ExploraParams, Params, parse_params
 from roadwork.models.backbone import apply_freeze_policy
 from roadwork.models.classifier import build_model, data_config
 from roadwork.models.model_dir import model_description
-from roadwork.presets import load_preset, resolve
+from roadwork.presets import resolve
 from roadwork.train.augment import soft_targets
 from roadwork.train.distributed import Dist, seed_everything
 from roadwork.train.multicrop import MultiCropTransform
@@ -115,12 +115,6 @@ def check_params(preset: Path, params_path: Path, tiny: bool, init_values: float
     ExPLoRA, --tiny), validated again; and a note per change."""
     params = resolve(preset, params_path)
     raw, notes = params.model_dump(mode="json"), []
-    meant = (load_preset(preset).get("model") or {}).get("overrides")
-    if meant is not None and dict(params.model.overrides) != meant:
-        notes.append(f"{preset.name} sets model.overrides: {meant}, but roadwork.presets.resolve merges it into "
-                     f"params.yaml's {dict(params.model.overrides)} and keeps those (an empty mapping clears "
-                     f"nothing): the preset as applied builds that small model. This check uses the preset's {meant}.")
-        raw["model"]["overrides"] = dict(meant)
     raw["model"]["pretrained"] = "none"
     notes.append("random initial weights (model.pretrained: none; the hub is not reachable)")
     scaled = {k: v for k, v in PAPER_SCALE_EXPLORA.items() if raw["explora"][k] != v}

@@ -33,7 +33,11 @@ def test_real_preset_is_the_seed_plan(monkeypatch):
     assert params.data.source == "natix" and params.data.natix.repo_id == "natix-network-org/roadwork"
     assert params.model.backbone == "vit_huge_plus_patch16_dinov3"
     assert params.model.pretrained == "vit_huge_plus_patch16_dinov3.lvd1689m"
-    assert round(count_parameters(params.model.backbone) / 1e6, 1) == 840.5  # ViT-H/16+
+    assert params.model.overrides == {}  # not params.yaml's CPU-sized overrides
+    assert round(count_parameters(params.model.backbone, dict(params.model.overrides)) / 1e6, 1) == 840.5  # ViT-H/16+
+    explora = params.explora
+    assert (explora.lora_rank, explora.global_crop_size, explora.local_crop_size, explora.local_crops_number,
+            explora.head_prototypes, explora.grad_checkpointing) == (64, 256, 112, 8, 65536, True)
     assert params.model.head_type == "doran" and params.train.lr == 3e-4 and params.train.batch_size == 64
     assert params.train.precision == "bf16" and params.train.processes == 2
     assert (params.predict.multiview_topk, params.predict.multiview_overlap) == (3, 0.2)
@@ -56,6 +60,19 @@ def test_apply_rewrites_params_keeping_comments_and_other_keys(tmp_path):
     assert data["model"]["backbone"] == "vit_huge_plus_patch16_dinov3"
     assert data["dedup"] == yaml.safe_load((REPO / "params.yaml").read_text())["dedup"]
     assert data["data"]["limit"] is None
+
+
+def test_open_mappings_are_replaced_and_sections_merged(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model: {overrides: {depth: 2}}\ndata: {local: {class_folders: {works: 1, clear: 0}}}\n")
+    resolved = resolve(preset, params)
+    assert resolved.model.overrides == {"depth": 2}  # not merged into params.yaml's overrides
+    assert resolved.data.local.class_folders == {"works": 1, "clear": 0}
+    assert resolved.model.img_size == 64 and resolved.data.local.path == "inputs"  # sections keep the rest
+    apply(preset, params)
+    assert yaml.safe_load(params.read_text())["model"]["overrides"] == {"depth": 2}
 
 
 def test_invalid_preset_fails_before_writing(tmp_path):

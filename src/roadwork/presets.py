@@ -4,7 +4,9 @@
     python -m roadwork.presets show presets/real.yaml      # the merged, validated params
 
 Comments in params.yaml are kept (ruamel.yaml round trip); keys the preset does not name keep
-their current values.
+their current values. Sections merge key by key; a value that is itself an open mapping
+(``model.overrides``, ``data.local.class_folders``, ``split.ratios``...) is replaced whole, so
+``overrides: {}`` in a preset means "no overrides", not "keep params.yaml's".
 """
 
 from __future__ import annotations
@@ -17,15 +19,27 @@ from pathlib import Path
 import yaml
 from ruamel.yaml import YAML
 
+from pydantic import BaseModel
+
 from roadwork.config import ConfigError, Params, parse_params
 from roadwork.io import write_text
 
 
-def merge(base, patch):
-    """Recursive merge of plain or ruamel mappings (patch wins), in place on `base`."""
+def _section(schema: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+    """The pydantic section class of field `key` of `schema`, or None for any other value."""
+    field = schema.model_fields.get(key) if schema is not None else None
+    kind = field.annotation if field is not None else None
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def merge(base, patch, schema: type[BaseModel] | None = Params):
+    """Merge `patch` into the plain or ruamel mapping `base` (patch wins), in place: params
+    sections (pydantic models in `schema`) recursively, every other value (open mappings such as
+    model.overrides included) replaced whole."""
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
+        section = _section(schema, key)
+        if section is not None and isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value, section)
         else:
             base[key] = value
     return base
