@@ -257,6 +257,14 @@ def test_publish_folder_layout(bundle, tmp_path, capsys, monkeypatch):
     assert config["hf_repo"] == "me/roadwork" and config["views"] == "bundle"
     for name in ("config.json", "model.safetensors", "inference.json"):
         assert (out / name).read_bytes() == (copy / name).read_bytes()
+    # publishing again replaces the folder; a folder that is not one is never deleted
+    assert main(["publish", "--bundle", str(copy), "--out", str(out), "--hotkey", "5HotKey", "--version", "1.2.4"]) == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main(["publish", "--bundle", str(copy), "--out", str(tmp_path / "mine"), "--hotkey", "5HotKey",
+                 "--version", "1.2.3"]) == 2
+    assert "is not an earlier publish folder" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     # the published folder is itself a bundle the detector loads
     assert RoadworkTimmDetector(config_name=None, bundle=str(out))(pictures(1)[0]) == pytest.approx(
         RoadworkTimmDetector(config_name=None, bundle=str(copy))(pictures(1)[0]))

@@ -72,6 +72,9 @@ def write_publish_folder(bundle_dir: str | Path, out_dir: str | Path, *, hotkey:
     if not re.fullmatch(r"\d+\.\d+\.\d+", str(card["version"])):
         raise PublishError(f"{bundle_dir / MODEL_CARD}: version must be X.Y.Z, got {card['version']!r}")
 
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / DETECTOR_FILE).is_file():
+        raise PublishError(f"{out_dir} exists and is not an earlier publish folder: name a new or empty folder "
+                           "(--out); it is replaced whole")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
