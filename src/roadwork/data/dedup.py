@@ -26,6 +26,12 @@ order), so the result does not depend on input order; a cluster's id is its repr
   ``"label_conflict"`` (this reason wins over the exact/near reasons). ``"majority"`` counts one
   vote per input record (exact copies included) and keeps the cluster relabelled with the
   majority label; **a tie drops the cluster** as in ``"drop"``.
+
+Cluster shape (in ``counts``, no ground truth needed): ``largest_cluster``,
+``images_in_clusters_over_10`` and ``chained_clusters``, the clusters with two members more than
+``max_hamming`` apart (linked only through a chain). Many or large chained clusters mean that
+false pairs merge unrelated scenes; :func:`conflict_warnings` warns when label conflicts drop
+more than a set share of the images.
 """
 
 from __future__ import annotations
@@ -74,6 +80,29 @@ class UnionFind:
         for x in range(len(self.parent)):
             groups[self.find(x)].append(x)
         return sorted(groups.values(), key=lambda members: members[0])
+
+
+def diameter(hashes: np.ndarray, block: int = 512) -> int:
+    """Largest pHash distance between two of `hashes` (uint64); 0 for fewer than two."""
+    widest = 0
+    for start in range(0, len(hashes), block):
+        rows = hashes[start:start + block]
+        widest = max(widest, int(np.bitwise_count(rows[:, None] ^ hashes[None, :]).max()))
+    return widest
+
+
+def conflict_warnings(counts: Mapping, max_share: float) -> list[str]:
+    """A warning when label conflicts removed more than `max_share` of the input images."""
+    removed, total = counts["removed_label_conflict"], counts["input"]
+    if total == 0 or removed / total <= max_share:
+        return []
+    return [
+        f"label conflicts dropped {removed} of {total} images ({removed / total:.1%}), more than "
+        f"dedup.max_conflict_share={max_share:g}; {counts['label_conflicts']} clusters hold both labels "
+        f"(largest cluster {counts['largest_cluster']} images, {counts['chained_clusters']} chained clusters). "
+        "Check data/dedup/label_conflicts.csv; lower dedup.max_hamming if false pairs chain unrelated scenes, "
+        "or set dedup.label_conflict: majority, or raise dedup.max_conflict_share"
+    ]
 
 
 # ============================================================================ records & result
@@ -268,6 +297,9 @@ def deduplicate(
                 )
                 n_relabelled += resolved != row["label"]
 
+    sizes = [len(members) for members in components]
+    chained = sum(1 for members in components
+                  if len(members) > 2 and diameter(hashes[np.array(members)]) > max_hamming)
     kept.sort(key=lambda r: r.id)
     removed.sort(key=lambda r: r.id)
     reasons = Counter(r.reason.split(":", 1)[0] for r in removed)
@@ -288,6 +320,9 @@ def deduplicate(
         "label_conflicts": len(conflicts),
         "relabelled": n_relabelled,
         "max_hamming": int(max_hamming),
+        "largest_cluster": max(sizes, default=0),
+        "images_in_clusters_over_10": sum(size for size in sizes if size > 10),
+        "chained_clusters": chained,
     }
     return DedupResult(
         kept=tuple(kept),
