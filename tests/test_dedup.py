@@ -551,3 +551,48 @@ def test_chaining_report_against_true_families():
     assert report["merged_clusters"] == 1 and report["images_in_merged_clusters"] == 3
     assert report["most_families_in_one_cluster"] == 2 and report["families_split"] == 1
     assert report["images_in_clusters_over_10"] == 0
+
+
+def chained_scenes():
+    """Scene L (label 0: l1, l2, l3 within 4 bits) and scene R (label 1: r1, r2), joined by one
+    false pair l3~r1 (8 bits); r1 is 10+ bits from l1/l2, r2 is 10 bits from l3."""
+    l1 = 0x0123_4567_89AB_CDEF
+    l2 = l1 ^ 0b11
+    l3 = l2 ^ (0b11 << 10)
+    r1 = l3 ^ (0xFF << 20)
+    r2 = r1 ^ (0b11 << 40)
+    return [rec("l1", 0, l1), rec("l2", 0, l2), rec("l3", 0, l3), rec("r1", 1, r1), rec("r2", 1, r2)]
+
+
+def test_label_conflict_is_decided_where_the_labels_meet_not_along_the_chain():
+    records = chained_scenes()
+    result = deduplicate(records, max_hamming=8, label_conflict="drop")
+    assert result.removed_reasons() == {"l3": "label_conflict", "r1": "label_conflict"}
+    assert {r.id: (r.label, r.cluster) for r in result.kept} == {"l1": (0, "l1"), "l2": (0, "l1"), "r2": (1, "l1")}
+    (conflict,) = result.conflicts
+    assert conflict.ids == ("l3", "r1") and conflict.labels == (0, 1) and conflict.resolution == "dropped"
+    # the grouping is untouched: every kept pair within max_hamming shares a cluster (no split leak)
+    cluster = result.cluster_of()
+    kept = [r for r in records if r["id"] in cluster]
+    for a in kept:
+        for b in kept:
+            if hamming_distance(a["phash"], b["phash"]) <= 8:
+                assert cluster[a["id"]] == cluster[b["id"]]
+
+    majority = deduplicate(records, max_hamming=8, label_conflict="majority")
+    # voters: l3, r1 and their direct links l1, l2, r2: three 0s against two 1s
+    assert {r.id: r.label for r in majority.kept} == {"l1": 0, "l2": 0, "l3": 0, "r1": 0, "r2": 1}
+    assert majority.conflicts[0].resolution == "majority:0" and majority.counts["relabelled"] == 1
+
+    near_drop = deduplicate(records, max_hamming=8, near_duplicates="drop")
+    assert [r.id for r in near_drop.kept] == ["l1"]
+    assert near_drop.removed_reasons()["r2"] == "near_duplicate_of:l1"
+
+
+def test_label_conflict_takes_exact_copies_along():
+    # r1copy: same file as r1 but (as only hand-made input can have) a far pHash: it sees no
+    # other label itself and goes with its exact group
+    records = chained_scenes() + [rec("r1copy", 1, None, file="file-r1", pixel="pix-r1")]
+    assert hamming_distance(records[-1]["phash"], records[2]["phash"]) > 8
+    result = deduplicate(records, max_hamming=8)
+    assert result.removed_reasons() == {"l3": "label_conflict", "r1": "label_conflict", "r1copy": "label_conflict"}
