@@ -254,7 +254,7 @@ def deduplicate(
     for i in range(n):
         clusters.union(i, exact_rep[exact_root[i]])
     near_pairs = []
-    neighbours: dict[int, set[int]] = defaultdict(set)  # direct links: near pairs and exact groups
+    neighbours: dict[int, set[int]] = defaultdict(set)  # near pairs (exact copies: via exact_root)
     if len(pairs):
         distances = np.bitwise_count(hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]])
         for (a, b), dist in zip(pairs.tolist(), distances.tolist()):
@@ -263,15 +263,15 @@ def deduplicate(
             neighbours[b].add(a)
             if exact_root[a] != exact_root[b]:
                 near_pairs.append((ids[a], ids[b], int(dist)))
-    for group in exact.components():
-        for i in group:
-            neighbours[i].update(j for j in group if j != i)
-    # a record sees a label conflict when a record linked to it directly has the other label;
-    # exact copies are decided together
-    sees = [any(labels[j] != labels[i] for j in neighbours.get(i, ())) for i in range(n)]
-    group_sees: dict[int, bool] = defaultdict(bool)
+    # a record is in conflict when a record linked to it directly (an exact copy or a near pair)
+    # has the other label; exact copies are decided together
+    group_labels: dict[int, set[int]] = defaultdict(set)
     for i in range(n):
-        group_sees[exact_root[i]] |= sees[i]
+        group_labels[exact_root[i]].add(labels[i])
+    group_sees = {root: len(seen) > 1 for root, seen in group_labels.items()}
+    for i, linked in neighbours.items():
+        if any(labels[j] != labels[i] for j in linked):
+            group_sees[exact_root[i]] = True
     in_conflict = [group_sees[exact_root[i]] for i in range(n)]
 
     kept: list[KeptRecord] = []
@@ -284,7 +284,7 @@ def deduplicate(
         conflicting = [i for i in members if in_conflict[i]]  # empty iff the cluster has one label
         resolved = {i: labels[i] for i in members}  # None: removed as a label conflict
         if conflicting:
-            voters = set(conflicting).union(*(neighbours[i] for i in conflicting))
+            voters = set(conflicting).union(*(neighbours.get(i, ()) for i in conflicting))
             votes = Counter(labels[i] for i in voters)
             if label_conflict == "majority" and votes[0] != votes[1]:
                 majority = 1 if votes[1] > votes[0] else 0
