@@ -11,10 +11,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.fft import dctn
 
-from roadwork.data.dedup import DedupResult, ImageRecord, UnionFind, deduplicate
+from roadwork.data.dedup import DedupResult, ImageRecord, UnionFind, conflict_warnings, deduplicate, diameter
 from roadwork.data.hamming import find_near_duplicate_pairs, hamming_distance
 from roadwork.data.phash import phash64, phash_from_hex, phash_hex
-from roadwork.data.recall import false_pair_rate, false_pairs, pair_metrics, pair_recall, planted_pairs, planted_truth
+from roadwork.data.recall import (chaining_report, false_pair_rate, false_pairs, pair_metrics, pair_recall, planted_pairs,
+                                  planted_truth)
 
 
 # ------------------------------------------------------------------------------ image helpers
@@ -481,3 +482,117 @@ def test_planted_truth_measures_the_synthetic_plants(tmp_path):
     assert planted_truth(tmp_path / "raw", records, max_hamming=0)["near_duplicate_recall"] < truth["near_duplicate_recall"]
     (tmp_path / "raw" / "truth.csv").unlink()
     assert planted_truth(tmp_path / "raw", records, max_hamming=12) is None
+
+
+# ------------------------------------------------------------------- cluster shape and warnings
+def test_diameter_is_the_largest_pairwise_distance():
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 2**63, size=700, dtype=np.uint64)  # more than one block of 512
+    brute = max(hamming_distance(int(a), int(b)) for a in hashes[:60] for b in hashes[:60])
+    assert diameter(hashes[:60]) == brute
+    assert diameter(hashes, block=64) == diameter(hashes)
+    assert diameter(np.array([5], dtype=np.uint64)) == 0 and diameter(np.array([], dtype=np.uint64)) == 0
+
+
+def test_counts_report_largest_and_chained_clusters():
+    a = 0x0123_4567_89AB_CDEF
+    chain = [a, a ^ 0b111111, a ^ 0b111111 ^ (0b111111 << 20)]  # ends 12 bits apart: linked only via the middle
+    tight = [0xFFFF_0000_FFFF_0000, 0xFFFF_0000_FFFF_0001, 0xFFFF_0000_FFFF_0003]  # all within 2 bits
+    records = [rec(f"c{k}", 0, h) for k, h in enumerate(chain)] + [rec(f"t{k}", 0, h) for k, h in enumerate(tight)]
+    records += [rec(f"s{k}", 0, 0x5555_5555_5555_5555 ^ (k << 40)) for k in range(12)]  # one cluster of 12
+    counts = deduplicate(records, max_hamming=10).counts
+    assert counts["largest_cluster"] == 12 and counts["images_in_clusters_over_10"] == 12
+    assert counts["chained_clusters"] == 1  # the chain; the tight triple and the 12 (<= 8 bits apart) are not
+    assert deduplicate(records, max_hamming=12).counts["chained_clusters"] == 0  # now the ends are linked
+
+
+def test_conflict_share_warning():
+    records = [rec("p1", 1, 0xF0F0), rec("p2", 0, 0xF0F1)] + [rec(f"q{k}", k % 2) for k in range(18)]
+    counts = deduplicate(records, max_hamming=4).counts
+    assert counts["removed_label_conflict"] == 2  # 10% of 20
+    (warning,) = conflict_warnings(counts, 0.05)
+    assert "dropped 2 of 20 images (10.0%)" in warning and "dedup.max_conflict_share=0.05" in warning
+    assert "label_conflicts.csv" in warning and "dedup.max_hamming" in warning
+    assert conflict_warnings(counts, 0.1) == []  # at the share: no warning
+    assert conflict_warnings(deduplicate(records[2:], max_hamming=4).counts, 0.0) == []
+
+
+def test_dedup_stage_writes_the_warning_to_metrics_and_stderr(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from roadwork.io import format_csv
+
+    rows = [{"id": f"i{k}", "sha256": f"s{k}", "file_sha256": f"f{k}", "pixel_sha256": f"p{k}",
+             "phash": phash_hex(0xF0F0 if k < 2 else random.Random(k).getrandbits(64)), "label": k % 2}
+            for k in range(10)]
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "manifest.csv").write_text(format_csv(rows, list(rows[0])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for share, warned in ((0.1, True), (0.2, False)):
+        (tmp_path / "params.yaml").write_text(f"dedup: {{max_conflict_share: {share}}}\n")
+        run = subprocess.run([sys.executable, "-m", "roadwork.stages.dedup"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        metrics = json.loads((tmp_path / "metrics" / "dedup.json").read_text())
+        assert metrics["removed_label_conflict"] == 2
+        assert len(metrics["warnings"]) == warned and ("WARNING: dedup: label conflicts dropped 2 of 10" in run.stderr) == warned
+        if warned:
+            assert "dedup.max_conflict_share=0.1" in metrics["warnings"][0]
+
+
+def test_chaining_report_against_true_families():
+    family = {"a": "A", "a2": "A", "b": "B", "c": "C", "c2": "C", "d": "D"}
+    cluster = {"a": "a", "a2": "a", "b": "a", "c": "c", "c2": "c2", "d": "d"}  # b merged into A's; C split
+    report = chaining_report(cluster, family)
+    assert report["clusters"] == 4 and report["largest_cluster"] == 3
+    assert report["merged_clusters"] == 1 and report["images_in_merged_clusters"] == 3
+    assert report["most_families_in_one_cluster"] == 2 and report["families_split"] == 1
+    assert report["images_in_clusters_over_10"] == 0
+
+
+def chained_scenes():
+    """Scene L (label 0: l1, l2, l3 within 4 bits) and scene R (label 1: r1, r2), joined by one
+    false pair l3~r1 (8 bits); r1 is 10+ bits from l1/l2, r2 is 10 bits from l3."""
+    l1 = 0x0123_4567_89AB_CDEF
+    l2 = l1 ^ 0b11
+    l3 = l2 ^ (0b11 << 10)
+    r1 = l3 ^ (0xFF << 20)
+    r2 = r1 ^ (0b11 << 40)
+    return [rec("l1", 0, l1), rec("l2", 0, l2), rec("l3", 0, l3), rec("r1", 1, r1), rec("r2", 1, r2)]
+
+
+def test_label_conflict_is_decided_where_the_labels_meet_not_along_the_chain():
+    records = chained_scenes()
+    result = deduplicate(records, max_hamming=8, label_conflict="drop")
+    assert result.removed_reasons() == {"l3": "label_conflict", "r1": "label_conflict"}
+    assert {r.id: (r.label, r.cluster) for r in result.kept} == {"l1": (0, "l1"), "l2": (0, "l1"), "r2": (1, "l1")}
+    (conflict,) = result.conflicts
+    assert conflict.ids == ("l3", "r1") and conflict.labels == (0, 1) and conflict.resolution == "dropped"
+    # the grouping is untouched: every kept pair within max_hamming shares a cluster (no split leak)
+    cluster = result.cluster_of()
+    kept = [r for r in records if r["id"] in cluster]
+    for a in kept:
+        for b in kept:
+            if hamming_distance(a["phash"], b["phash"]) <= 8:
+                assert cluster[a["id"]] == cluster[b["id"]]
+
+    majority = deduplicate(records, max_hamming=8, label_conflict="majority")
+    # voters: l3, r1 and their direct links l1, l2, r2: three 0s against two 1s
+    assert {r.id: r.label for r in majority.kept} == {"l1": 0, "l2": 0, "l3": 0, "r1": 0, "r2": 1}
+    assert majority.conflicts[0].resolution == "majority:0" and majority.counts["relabelled"] == 1
+
+    near_drop = deduplicate(records, max_hamming=8, near_duplicates="drop")
+    assert [r.id for r in near_drop.kept] == ["l1"]
+    assert near_drop.removed_reasons()["r2"] == "near_duplicate_of:l1"
+
+
+def test_label_conflict_takes_exact_copies_along():
+    # r1copy: same file as r1 but (as only hand-made input can have) a far pHash: it sees no
+    # other label itself and goes with its exact group
+    records = chained_scenes() + [rec("r1copy", 1, None, file="file-r1", pixel="pix-r1")]
+    assert hamming_distance(records[-1]["phash"], records[2]["phash"]) > 8
+    result = deduplicate(records, max_hamming=8)
+    assert result.removed_reasons() == {"l3": "label_conflict", "r1": "label_conflict", "r1copy": "label_conflict"}

@@ -148,6 +148,14 @@ def probe_dedup(params, ws):
     return [(k.id, k.label, k.cluster) for k in result.kept]
 
 
+def probe_dedup_warning(params, ws):
+    from roadwork.data.dedup import conflict_warnings, deduplicate
+
+    d = params.dedup
+    result = deduplicate(dedup_records(), d.max_hamming, d.label_conflict, d.near_duplicates)
+    return conflict_warnings(result.counts, d.max_conflict_share)
+
+
 def probe_split(params, ws):
     from roadwork.data.split import assign_splits
 
@@ -264,6 +272,7 @@ PROBES = {
     "dedup.max_hamming": (probe_dedup, 1, {}),
     "dedup.label_conflict": (probe_dedup, "majority", {}),
     "dedup.near_duplicates": (probe_dedup, "drop", {}),
+    "dedup.max_conflict_share": (probe_dedup_warning, 0.5, {}),
     "split.ratios": (probe_split, {"train": 0.5, "val_select": 0.2, "val_calib": 0.2, "val_test": 0.1}, {}),
     "split.seed": (probe_split, 1, {}),
     "model.backbone": (probe_model, "vit_small_patch16_dinov3_qkvb", {}),

@@ -76,6 +76,8 @@ class DedupParams(Section):
     max_hamming: int = Field(12, ge=0, le=64, description="near-duplicate pHash distance (bits)")
     label_conflict: Literal["drop", "majority"] = "drop"
     near_duplicates: Literal["group", "drop"] = "group"
+    max_conflict_share: float = Field(
+        0.05, ge=0, le=1, description="share of the images dropped as label conflicts above which dedup warns")
 
 
 # -------------------------------------------------------------------------------------- split

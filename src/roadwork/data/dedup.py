@@ -12,7 +12,8 @@ Records are linked by exact edges (same ``file_sha256`` or same ``pixel_sha256``
 group*) and by near edges (pHash distance <= ``max_hamming``); the connected components
 (union-find) are the *clusters*. Chains link: a~b and b~c put a, b, c in one cluster even if
 a and c are far apart. Every representative is the member with the **smallest id** (string
-order), so the result does not depend on input order; a cluster's id is its representative's id.
+order), so the result does not depend on input order; a cluster's id is its smallest member's
+id (that member may itself be removed as a label conflict).
 
 * exact duplicates: every member of an exact group but its smallest id is removed,
   ``"exact_duplicate_of:<smallest id of the exact group>"``.
@@ -21,11 +22,25 @@ order), so the result does not depend on input order; a cluster's id is its repr
   removes the others, ``"near_duplicate_of:<cluster id>"`` (a member of the same cluster,
   possibly through a chain, not necessarily within ``max_hamming`` of it).
 * label conflicts: a cluster whose members (exact duplicates included: a byte-identical image
-  labelled both ways is the plainest conflict) carry both labels. Always reported.
-  ``label_conflict="drop"`` removes the whole cluster, every member with reason
-  ``"label_conflict"`` (this reason wins over the exact/near reasons). ``"majority"`` counts one
-  vote per input record (exact copies included) and keeps the cluster relabelled with the
-  majority label; **a tie drops the cluster** as in ``"drop"``.
+  labelled both ways is the plainest conflict) carry both labels. Always reported. The decision
+  is local: the records **in conflict** are those linked *directly* (exact group, or pHash
+  distance <= ``max_hamming``) to a record with the other label, with their whole exact group.
+  Union-find chains: at 8,500 street photos, false pairs merge up to ~30 unrelated scenes into
+  one cluster (benchmarks/RESULTS.md, NATIX scale), and a decision over the whole cluster would
+  drop or relabel scenes that are nowhere near the disagreement. Members that see no other
+  label keep theirs, so a kept cluster can hold both labels (the split still keeps it together:
+  grouping is never split, so near-duplicates never straddle splits).
+  ``label_conflict="drop"`` removes the records in conflict, reason ``"label_conflict"`` (this
+  reason wins over the exact/near reasons). ``"majority"``: the records in conflict and the
+  records linked directly to them vote, one vote per input record (exact copies included); the
+  records in conflict take the majority label; **a tie drops them** as in ``"drop"``.
+  :class:`LabelConflict` lists the records in conflict of each such cluster.
+
+Cluster shape (in ``counts``, no ground truth needed): ``largest_cluster``,
+``images_in_clusters_over_10`` and ``chained_clusters``, the clusters with two members more than
+``max_hamming`` apart (linked only through a chain). Many or large chained clusters mean that
+false pairs merge unrelated scenes; :func:`conflict_warnings` warns when label conflicts drop
+more than a set share of the images.
 """
 
 from __future__ import annotations
@@ -76,6 +91,29 @@ class UnionFind:
         return sorted(groups.values(), key=lambda members: members[0])
 
 
+def diameter(hashes: np.ndarray, block: int = 512) -> int:
+    """Largest pHash distance between two of `hashes` (uint64); 0 for fewer than two."""
+    widest = 0
+    for start in range(0, len(hashes), block):
+        rows = hashes[start:start + block]
+        widest = max(widest, int(np.bitwise_count(rows[:, None] ^ hashes[None, :]).max()))
+    return widest
+
+
+def conflict_warnings(counts: Mapping, max_share: float) -> list[str]:
+    """A warning when label conflicts removed more than `max_share` of the input images."""
+    removed, total = counts["removed_label_conflict"], counts["input"]
+    if total == 0 or removed / total <= max_share:
+        return []
+    return [
+        f"label conflicts dropped {removed} of {total} images ({removed / total:.1%}), more than "
+        f"dedup.max_conflict_share={max_share:g}; {counts['label_conflicts']} clusters hold both labels "
+        f"(largest cluster {counts['largest_cluster']} images, {counts['chained_clusters']} chained clusters). "
+        "Check data/dedup/label_conflicts.csv; lower dedup.max_hamming if false pairs chain unrelated scenes, "
+        "or set dedup.label_conflict: majority, or raise dedup.max_conflict_share"
+    ]
+
+
 # ============================================================================ records & result
 @dataclasses.dataclass(frozen=True)
 class ImageRecord:
@@ -115,7 +153,7 @@ class RemovedRecord:
 @dataclasses.dataclass(frozen=True)
 class LabelConflict:
     cluster: str
-    ids: tuple[str, ...]  # every member of the cluster (exact duplicates included), ascending
+    ids: tuple[str, ...]  # the cluster's records in conflict (exact duplicates included), ascending
     labels: tuple[int, ...]  # aligned with ids
     resolution: str  # "dropped" | "majority:<label>" | "dropped_tie"
 
@@ -216,12 +254,25 @@ def deduplicate(
     for i in range(n):
         clusters.union(i, exact_rep[exact_root[i]])
     near_pairs = []
+    neighbours: dict[int, set[int]] = defaultdict(set)  # near pairs (exact copies: via exact_root)
     if len(pairs):
         distances = np.bitwise_count(hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]])
         for (a, b), dist in zip(pairs.tolist(), distances.tolist()):
             clusters.union(a, b)
+            neighbours[a].add(b)
+            neighbours[b].add(a)
             if exact_root[a] != exact_root[b]:
                 near_pairs.append((ids[a], ids[b], int(dist)))
+    # a record is in conflict when a record linked to it directly (an exact copy or a near pair)
+    # has the other label; exact copies are decided together
+    group_labels: dict[int, set[int]] = defaultdict(set)
+    for i in range(n):
+        group_labels[exact_root[i]].add(labels[i])
+    group_sees = {root: len(seen) > 1 for root, seen in group_labels.items()}
+    for i, linked in neighbours.items():
+        if any(labels[j] != labels[i] for j in linked):
+            group_sees[exact_root[i]] = True
+    in_conflict = [group_sees[exact_root[i]] for i in range(n)]
 
     kept: list[KeptRecord] = []
     removed: list[RemovedRecord] = []
@@ -229,35 +280,37 @@ def deduplicate(
     n_relabelled = 0
     components = clusters.components()
     for members in components:
-        rep = members[0]  # smallest id of the cluster; also the smallest id of its exact group
-        cluster_id = ids[rep]
-        member_labels = [labels[i] for i in members]
-        resolved: Optional[int] = member_labels[0]
-        if len(set(member_labels)) > 1:
-            votes = Counter(member_labels)
+        cluster_id = ids[members[0]]  # smallest id of the cluster
+        conflicting = [i for i in members if in_conflict[i]]  # empty iff the cluster has one label
+        resolved = {i: labels[i] for i in members}  # None: removed as a label conflict
+        if conflicting:
+            voters = set(conflicting).union(*(neighbours.get(i, ()) for i in conflicting))
+            votes = Counter(labels[i] for i in voters)
             if label_conflict == "majority" and votes[0] != votes[1]:
-                resolved = 1 if votes[1] > votes[0] else 0
-                resolution = f"majority:{resolved}"
+                majority = 1 if votes[1] > votes[0] else 0
+                resolved.update({i: majority for i in conflicting})
+                resolution = f"majority:{majority}"
             else:
-                resolved = None
+                resolved.update({i: None for i in conflicting})
                 resolution = "dropped" if label_conflict == "drop" else "dropped_tie"
-            conflicts.append(
-                LabelConflict(cluster_id, tuple(ids[i] for i in members), tuple(member_labels), resolution)
-            )
+            conflicts.append(LabelConflict(cluster_id, tuple(ids[i] for i in conflicting),
+                                           tuple(labels[i] for i in conflicting), resolution))
+        survivors = [i for i in members if resolved[i] is not None]
         for i in members:
-            if resolved is None:
+            if resolved[i] is None:
                 removed.append(RemovedRecord(ids[i], "label_conflict", cluster_id, labels[i]))
             elif exact_rep[exact_root[i]] != i:
                 of = ids[exact_rep[exact_root[i]]]
                 removed.append(RemovedRecord(ids[i], f"exact_duplicate_of:{of}", cluster_id, labels[i]))
-            elif near_duplicates == "drop" and i != rep:
-                removed.append(RemovedRecord(ids[i], f"near_duplicate_of:{cluster_id}", cluster_id, labels[i]))
+            elif near_duplicates == "drop" and i != survivors[0]:
+                of = ids[survivors[0]]
+                removed.append(RemovedRecord(ids[i], f"near_duplicate_of:{of}", cluster_id, labels[i]))
             else:
                 row = rows[i]
                 kept.append(
                     KeptRecord(
                         id=row["id"],
-                        label=resolved,
+                        label=resolved[i],
                         cluster=cluster_id,
                         original_label=row["label"],
                         file_sha256=row["file_sha256"],
@@ -266,8 +319,11 @@ def deduplicate(
                         record=row["record"],
                     )
                 )
-                n_relabelled += resolved != row["label"]
+                n_relabelled += resolved[i] != row["label"]
 
+    sizes = [len(members) for members in components]
+    chained = sum(1 for members in components
+                  if len(members) > 2 and diameter(hashes[np.array(members)]) > max_hamming)
     kept.sort(key=lambda r: r.id)
     removed.sort(key=lambda r: r.id)
     reasons = Counter(r.reason.split(":", 1)[0] for r in removed)
@@ -288,6 +344,9 @@ def deduplicate(
         "label_conflicts": len(conflicts),
         "relabelled": n_relabelled,
         "max_hamming": int(max_hamming),
+        "largest_cluster": max(sizes, default=0),
+        "images_in_clusters_over_10": sum(size for size in sizes if size > 10),
+        "chained_clusters": chained,
     }
     return DedupResult(
         kept=tuple(kept),

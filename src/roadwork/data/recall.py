@@ -125,3 +125,30 @@ def planted_truth(raw_dir: Path, records: list[dict], max_hamming: int) -> dict 
     metrics = pair_metrics(found, planted, len(ids))
     return {"planted_near_duplicates": len(near), "near_duplicate_recall": round(pair_recall(found, near), 6),
             "false_pairs": metrics["false_pairs"], "false_pair_rate": metrics["false_pair_rate"]}
+
+
+def chaining_report(cluster_of: dict, family_of: dict) -> dict:
+    """How dedup's clusters compare with the true families (an original and its copies).
+
+    ``cluster_of`` and ``family_of`` map the same ids to a cluster / a family. A cluster holding
+    more than one family merged unrelated scenes (a false pair, or a chain of them); a family
+    spread over several clusters lost a true pair.
+    """
+    clusters: dict = {}
+    for rid, cluster in cluster_of.items():
+        clusters.setdefault(cluster, []).append(rid)
+    sizes = sorted((len(members) for members in clusters.values()), reverse=True)
+    families_in = {c: {family_of[r] for r in members} for c, members in clusters.items()}
+    impure = [c for c, fams in families_in.items() if len(fams) > 1]
+    clusters_of_family: dict = {}
+    for rid, cluster in cluster_of.items():
+        clusters_of_family.setdefault(family_of[rid], set()).add(cluster)
+    return {
+        "clusters": len(clusters),
+        "largest_cluster": sizes[0] if sizes else 0,
+        "images_in_clusters_over_10": sum(s for s in sizes if s > 10),
+        "merged_clusters": len(impure),  # clusters holding more than one true family
+        "images_in_merged_clusters": sum(len(clusters[c]) for c in impure),
+        "most_families_in_one_cluster": max((len(f) for f in families_in.values()), default=0),
+        "families_split": sum(1 for cs in clusters_of_family.values() if len(cs) > 1),
+    }

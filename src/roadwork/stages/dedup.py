@@ -1,8 +1,9 @@
 """dedup: exact duplicates removed, near-duplicates clustered, label conflicts resolved."""
 
+import sys
 import time
 
-from roadwork.data.dedup import deduplicate
+from roadwork.data.dedup import conflict_warnings, deduplicate
 from roadwork.data.dedup_report import manifest_records, write_outputs
 from roadwork.data.recall import planted_truth
 from roadwork.io import atomic_path
@@ -18,6 +19,9 @@ def main() -> None:
         tmp.mkdir()
         write_outputs(result, records, tmp)
     metrics = dict(result.counts)
+    metrics["warnings"] = conflict_warnings(result.counts, config.max_conflict_share)
+    for warning in metrics["warnings"]:
+        print(f"WARNING: dedup: {warning}", file=sys.stderr)
     truth = planted_truth(RAW, records, config.max_hamming)
     if truth is not None:
         metrics["synthetic_truth"] = truth
