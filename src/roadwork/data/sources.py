@@ -198,7 +198,7 @@ class NatixSource:
                 raise SourceError(f"{file.name}: expected an image column and 'label', found columns {columns}")
             wanted_cols = [image_columns[0], "label"] + (["scene_description"] if "scene_description" in columns else [])
             row = 0
-            for batch in parquet.iter_batches(batch_size=256, columns=wanted_cols):
+            for batch in parquet.iter_batches(batch_size=16, columns=wanted_cols):  # 16 full-size photos at a time
                 for item in batch.to_pylist():
                     ref = self._ref(file, row)
                     row += 1

@@ -5,7 +5,7 @@ Rules of :func:`assign_splits`
 * **Groups.** Records sharing a ``cluster`` (the dedup cluster id) form one group and always
   land in the same split, so near-duplicates never straddle a split boundary. A record without a
   ``cluster`` field is its own group.
-* **Strata.** Each group is stratified by its label (after dedup a cluster has one label). A
+* **Strata.** Each group is stratified by its label (after dedup a cluster usually has one label). A
   group holding both labels (input that was not deduplicated) goes to the stratum of its
   majority label, ties to label 1; its members still count under their own labels, so per-label
   counts can then drift from the targets by up to that group's size.
