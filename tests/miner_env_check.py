@@ -7,7 +7,9 @@ the environment takes minutes and needs the package index. .ci/run builds it and
     MINER_VENV=/path/to/miner-venv pytest -q tests/miner_env_check.py
 
 This file runs in *our* environment: it exports a fresh bundle (a tiny trained model through the
-real ``build_bundle``, inference.json through ``write_inference_config``), computes our
+real ``build_bundle``, inference.json through ``write_inference_config``; and, for the last test,
+the bundle of a fresh clone's ``dvc repro`` of a tiny configuration, on that run's val_test images
+as level-1 validator challenges), computes our
 Predictor's probabilities on val_test-like images (synthetic street scenes, JPEG as the validators
 send them), lays out a ``base_miner`` package with our detector added as a miner adds it, and runs
 the miner's steps in the miner's interpreter:
@@ -285,3 +287,58 @@ def test_lowest_transformers_for_the_stock_path_is_4_53_0(miner_python, deployed
     assert "Unrecognized model" not in outcomes["4.52.4"]["error"], outcomes["4.52.4"]["error"]
     got = np.array(outcomes["4.53.0"]["scores"])
     assert np.abs(got - deployed["single"]).max() < TOLERANCE  # the stock pipeline scores one view
+
+
+@pytest.fixture(scope="module")
+def repro_deployed(tmp_path_factory):
+    """The harness (or ROADWORK_SUBNET) with our detector and, as its weights, the bundle of a fresh
+    clone's `dvc repro` (a tiny configuration of the real pipeline), scored on that run's val_test
+    images (as the validators send them: 224 x 224 JPEG) by our Predictor with the bundle's views."""
+    from e2e import TINY, dvc, make_clean_repo, merge
+    from roadwork.data.examples import load_split
+    from roadwork.evaluate.protocol import validator_challenge_image, query_rng
+    from roadwork.miner.detector import read_inference_config
+
+    root = tmp_path_factory.mktemp("repro_deployed")
+    repo = make_clean_repo(root / "repo", merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0},
+                                                         "export": {"bootstrap": 100, "protocol_draws": 1}}))
+    dvc(repo, "repro", "export")
+    subnet = root / "subnet"
+    write_harness(subnet) if not REAL_SUBNET else shutil.copytree(REAL_SUBNET, subnet,
+                                                                  ignore=shutil.ignore_patterns(".git"))
+    detectors = subnet / "base_miner" / "detectors"
+    shutil.copyfile(ROOT / "src/roadwork/miner/detector.py", detectors / "roadwork_detector_timm.py")
+    with open(detectors / "__init__.py", "a") as handle:
+        handle.write("from .roadwork_detector_timm import RoadworkTimmDetector\n")
+    shutil.copyfile(ROOT / "src/roadwork/miner/configs/roadwork_timm.yaml", detectors / "configs/roadwork_timm.yaml")
+    bundle = subnet / "base_miner" / "RoadworkTimm" / "weights"
+    shutil.copytree(repo / "data" / "bundle", bundle)
+
+    examples = load_split(repo / "data" / "raw", repo / "data" / "split" / "splits.csv", "val_test")
+    images = root / "images"
+    images.mkdir()
+    for i, example in enumerate(examples):  # level-1 challenges: rotated, cropped, 224 x 224 JPEG
+        challenge = validator_challenge_image(load_image(example.path), 1, query_rng(0, 1, i))
+        challenge.save(images / f"{i:03d}.jpg", format="JPEG")
+    paths = sorted(images.iterdir())
+    pictures = [load_image(p) for p in paths]
+    inference = read_inference_config(bundle)
+    if inference["views"] == "single":
+        expected = Predictor(bundle, device="cpu").predict(pictures)
+    else:
+        views = inference["multiview"]
+        aggregate = Predictor(bundle, views["overlap"], views["topk"], views["grid"], views["flip_tta"],
+                              device="cpu").predict(pictures, multiview=True)
+        expected = np.array([fold_threshold(a, views["threshold"]) for a in aggregate])
+    return {"subnet": subnet, "bundle": bundle, "paths": [str(p) for p in paths], "expected": expected,
+            "views": inference["views"]}
+
+
+def test_a_bundle_from_a_fresh_clones_dvc_repro_equals_our_predictor_in_the_miner(miner_python, repro_deployed):
+    """The shipped YAML (views as the export decided), the whole val_test of the run."""
+    result = run_in_miner(miner_python, repro_deployed, "RoadworkTimm", "roadwork_timm.yaml")
+    assert result["versions"] == {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0"}
+    assert "error" not in result, result.get("error")
+    got = np.array(result["scores"])
+    assert len(got) == len(repro_deployed["expected"]) > 10
+    assert np.abs(got - repro_deployed["expected"]).max() < TOLERANCE

@@ -16,7 +16,7 @@ import yaml
 from e2e import BIN, REPO, TINY, dvc, env, experiments, git, make_clean_repo, merge, pipeline_paths
 
 # later stages kept small too, so the one full-pipeline run here stays around a minute on 2 cores
-SWEEP = merge(TINY, {"explora": {"epochs": 1}, "export": {"bootstrap": 100}})
+SWEEP = merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0}, "export": {"bootstrap": 100}})
 
 # The README's `dvc exp show` command for the headline columns. DVC prefixes a metric with its file
 # ("metrics/phase1.json:val_select.mcc") only where the same key is in several files.

@@ -245,6 +245,9 @@ class ExploraParams(Section):
             low, high = getattr(self, key)
             if not 0 < low <= high <= 1:
                 raise ValueError(f"explora.{key} must be (low, high) with 0 < low <= high <= 1, got {(low, high)}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"explora.warmup_epochs ({self.warmup_epochs}) must be smaller than explora.epochs "
+                             f"({self.epochs}): the cosine schedule starts after the warmup")
         if self.batch_size % self.grad_accum_steps:
             raise ValueError(f"explora.batch_size ({self.batch_size}) must be divisible by explora.grad_accum_steps "
                              f"({self.grad_accum_steps})")
