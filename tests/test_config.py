@@ -44,9 +44,10 @@ def test_every_section_of_the_schema_is_in_params_yaml():
         ({"data": {"source": "s3"}}, "data.source", "'synthetic', 'local' or 'natix'"),
         ({"split": {"ratios": {"train": 0.7}}}, "split.ratios", "must sum to 1, got 1.1"),
         ({"dedup": {"label_conflict": "keep"}}, "dedup.label_conflict", "'drop' or 'majority'"),
-        ({"data": {"source": "local"}}, "data", "data.local.path must name a folder"),
+        ({"data": {"source": "local", "local": {"path": ""}}}, "data.local.path", "at least 1 character"),
         ({"model": {"img_size": 72, "overrides": {}}}, "model", "multiple of the patch size 16, got 72"),
         ({"model": {"img_size": 68, "overrides": {"patch_size": 8}}}, "model", "multiple of the patch size 8, got 68"),
+        ({"explora": {"epochs": 1}}, "explora", "explora.warmup_epochs (1) must be smaller than explora.epochs (1)"),
     ],
 )
 def test_invalid_values_fail_naming_the_key(patch, key, expected):
