@@ -132,8 +132,8 @@ def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_st
             report["failed"] = stage
             return report
     report["sizes"] = {name: size_of(repo / name) for name in SIZES}
-    export = json.loads((repo / "metrics/export.json").read_text())
-    report["onnx"] = find_key(export, "onnx")
+    report["onnx"] = json.loads((repo / "data/bundle/manifest.json").read_text()).get("onnx")
+    report["latency"] = json.loads((repo / "metrics/export.json").read_text()).get("latency")
     raw = repo / "data/raw"
     for kind in ("predictor", "detector"):
         row = timed([sys.executable, "-c", LOAD_CHECK, str(repo / "data/bundle"), kind, str(raw)], repo, environ,
@@ -144,20 +144,6 @@ def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_st
         report[kind] = row
         print(f"{kind}: {row}", flush=True)
     return report
-
-
-def find_key(tree, key):
-    """The first value stored under `key` anywhere in a JSON tree."""
-    if isinstance(tree, dict):
-        if key in tree:
-            return tree[key]
-        tree = list(tree.values())
-    if isinstance(tree, list):
-        for item in tree:
-            found = find_key(item, key)
-            if found is not None:
-                return found
-    return None
 
 
 def table(report: dict) -> str:
@@ -179,7 +165,12 @@ def table(report: dict) -> str:
         lines += [f"| {name} | {s['gb']} | {s['files']} | {s['largest']} |" for name, s in report["sizes"].items()]
     if report.get("onnx"):
         onnx = report["onnx"]
-        lines += ["", f"ONNX: {onnx}"]
+        lines += ["", f"ONNX: {', '.join(onnx['files'])}, opset {onnx['opset']}, max |logit difference| vs PyTorch "
+                      f"{onnx['max_abs_logit_diff']:.3g} (tolerance {onnx['tolerance']:g}), onnxruntime {onnx['onnxruntime']}"]
+    if report.get("latency"):
+        views = report["latency"]["views"]
+        lines += [f"detector latency per query (export stage, CPU): "
+                  + ", ".join(f"{n} view(s) {v['detector_s']:.2f} s" for n, v in views.items())]
     if report.get("failed"):
         lines += ["", f"FAILED at {report['failed']}"]
     return "\n".join(lines)
