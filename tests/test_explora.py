@@ -598,3 +598,19 @@ def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch,
         assert all(torch.allclose(first[k], saved[k], rtol=0, atol=1e-6) for k in saved)
     finally:
         shutil.rmtree(path.parent)
+
+
+def test_finetune_model_takes_the_adapted_weights_without_a_copy(tmp_path):
+    """Phase 4's classifier uses the pre-trained backbone's tensors themselves (no second copy
+    of a 3.4 GB backbone alongside the fine-tuning state), and they keep requires_grad."""
+    from roadwork.train.phase4 import finetune_model
+
+    config = parse_params(write_params(tmp_path, model={"overrides": TINY}))
+    weights = {k: v.clone() for k, v in tiny_backbone(seed=1).state_dict().items()}
+    model, _ = finetune_model(config, weights)
+    own = model.backbone.state_dict()
+    assert own.keys() == weights.keys()
+    for key, tensor in weights.items():
+        assert own[key].data_ptr() == tensor.data_ptr(), key
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert isinstance(model.backbone.blocks[0].attn.qkv.weight, torch.nn.Parameter)
