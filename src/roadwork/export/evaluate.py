@@ -67,20 +67,18 @@ def card_metrics(calibration: dict) -> dict:
     })
 
 
-def score_views(bundle_dir: Path, config: Params, examples, device=None, progress: bool = True,
-                desc: str = "val_test") -> dict:
+def score_views(shipped, views, examples, progress: bool = True, desc: str = "val_test") -> dict:
     """Per image, in one decoding pass: ``shipped``, the bundle's probability (single view, full
     size, the pipeline's preprocessing: what every other metric here reports) and, on the
     validators' 224 x 224 version, ``v224_single`` (single view, with flip TTA if
     ``predict.flip_tta``) and ``v224_multi`` (the multi-view aggregate of ``params.predict``,
-    before its own threshold is folded in)."""
+    before its own threshold is folded in). ``shipped``: the bundle's Predictor (single view, no
+    TTA); ``views``: one with ``params.predict``'s settings sharing its model."""
     from tqdm import tqdm
 
     from roadwork.evaluate.protocol import validator_resize
-    from roadwork.predict import Predictor, load_image
+    from roadwork.predict import load_image
 
-    shipped = Predictor(bundle_dir, device=device)  # what the pipeline computes: single view, no TTA
-    views = Predictor.from_params(bundle_dir, config.predict, device=device, model=shipped.model)
     n = len(examples)
     out = {key: np.zeros(n) for key in ("shipped", "v224_single", "v224_multi")}
     for start in tqdm(range(0, n, BATCH), desc=desc, unit="batch", disable=not progress):
@@ -104,7 +102,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     from roadwork.miner.decision import inference_config, multiview_decision, write_inference_config
     from roadwork.miner.detector import RoadworkTimmDetector
     from roadwork.miner.latency import latency_warning, measure_latency
-    from roadwork.predict import load_image
+    from roadwork.predict import Predictor, load_image
 
     import torch
 
@@ -123,7 +121,9 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
 
     examples = load_split(raw_dir, split_dir / "splits.csv", "val_test")
     labels = np.array([e.label for e in examples])
-    scores = score_views(bundle_dir, config, examples, device=device, progress=progress)
+    shipped_predictor = Predictor(bundle_dir, device=device)  # loaded once, for both splits
+    views_predictor = Predictor.from_params(bundle_dir, config.predict, device=device, model=shipped_predictor.model)
+    scores = score_views(shipped_predictor, views_predictor, examples, progress=progress)
     shipped = scores["shipped"]
     val_test = evaluate_scores(labels, shipped, n_boot=settings.bootstrap, seed=settings.protocol_seed,
                                n_bins=config.calibrate.n_bins)
@@ -139,7 +139,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     # multi-view earns its place: its own threshold (val_select), a paired comparison (val_test),
     # both on the validators' 224 x 224 inputs; the bundle's inference.json tells the detector
     select = load_split(raw_dir, split_dir / "splits.csv", "val_select")
-    select_scores = score_views(bundle_dir, config, select, device=device, progress=progress, desc="val_select")
+    select_scores = score_views(shipped_predictor, views_predictor, select, progress=progress, desc="val_select")
     decision = multiview_decision([e.label for e in select], select_scores["v224_multi"], labels,
                                   scores["v224_single"], scores["v224_multi"],
                                   target_prior=config.threshold.target_prior, n_boot=settings.bootstrap,
