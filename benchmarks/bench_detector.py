@@ -106,7 +106,7 @@ def val_test_variants(bundle: Path, raw: Path, splits_csv: Path, repeats: int, n
     from roadwork.data.examples import load_split
     from roadwork.evaluate.metrics import mcc_at
     from roadwork.evaluate.protocol import validator_resize
-    from roadwork.miner.decision import paired_bootstrap_mcc_difference
+    from roadwork.evaluate.compare import mcc_difference
     from roadwork.predict import load_image
 
     examples = load_split(raw, splits_csv, "val_test")
@@ -141,7 +141,7 @@ def val_test_variants(bundle: Path, raw: Path, splits_csv: Path, repeats: int, n
         seconds = np.median([_time(fn, images[0]) for _ in range(repeats)])
         if reference is None:
             reference = probs
-        change = paired_bootstrap_mcc_difference(labels, reference > 0.5, probs > 0.5, n_boot=n_boot)
+        change = mcc_difference(labels, reference > 0.5, probs > 0.5, n_boot=n_boot)
         out["variants"][name] = {
             "s_per_query": float(seconds), "mcc": mcc_at(probs, labels, 0.5),
             "accuracy": float(np.mean((probs > 0.5) == labels)),

@@ -188,24 +188,9 @@ def test_multiview_is_used_only_when_the_paired_interval_is_above_zero():
     y, _, multi = synthetic_scores(1500, 4, 2.0)
     y_test, single_test, multi_test = synthetic_scores(1500, 5, 2.0)
     hurts = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=300, seed=1)
-    assert hurts["val_test"]["mcc_prior_0.5_difference"]["point"] < 0 and not hurts["use_multiview"]
+    assert hurts["val_test"]["mcc_prior_0.5_difference"]["difference"] < 0 and not hurts["use_multiview"]
     assert decision.inference_config(hurts, **MULTIVIEW)["views"] == "single"
     assert decision.inference_config(helps, **MULTIVIEW)["views"] == "multi"
-
-
-def test_paired_bootstrap_difference():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 300)
-    a = np.where(rng.uniform(size=300) < 0.8, y, 1 - y)
-    same = decision.paired_bootstrap_mcc_difference(y, a, a, n_boot=100)
-    assert same["point"] == same["ci95_low"] == same["ci95_high"] == 0.0
-    from sklearn.metrics import matthews_corrcoef
-
-    b = np.where(rng.uniform(size=300) < 0.9, y, 1 - y)
-    result = decision.paired_bootstrap_mcc_difference(y, a, b, n_boot=400, seed=3)
-    assert result["point"] == pytest.approx(matthews_corrcoef(y, b) - matthews_corrcoef(y, a), abs=1e-12)
-    assert result["ci95_low"] < result["point"] < result["ci95_high"]
-    assert result == decision.paired_bootstrap_mcc_difference(y, a, b, n_boot=400, seed=3)
 
 
 def test_write_inference_config_keeps_the_manifest_true(bundle, tmp_path):

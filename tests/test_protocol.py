@@ -261,7 +261,7 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     multiview = metrics["multiview"]
     assert {"threshold", "use_multiview", "val_select", "val_test", "settings"} <= multiview.keys()
     difference = multiview["val_test"]["mcc_prior_0.5_difference"]
-    assert difference["ci95_low"] <= difference["point"] <= difference["ci95_high"]
+    assert difference["ci95_low"] <= difference["difference"] <= difference["ci95_high"]
     assert multiview["use_multiview"] == (difference["ci95_low"] > 0)
     inference = read_json("data/bundle_a/inference.json")  # what the detector reads
     assert inference["views"] == ("multi" if multiview["use_multiview"] else "single")

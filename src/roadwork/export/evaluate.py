@@ -190,7 +190,7 @@ def headline(metrics: dict) -> dict:
             "val_test.auc": val_test["auc"],
             "val_test.ece_positive_uniform": val_test["ece_positive_uniform"],
             "multiview minus single view, 50/50 MCC [95% CI]":
-                f"{difference['point']} [{difference['ci95_low']}, {difference['ci95_high']}]",
+                f"{difference['difference']} [{difference['ci95_low']}, {difference['ci95_high']}] {difference['verdict']}",
             "multiview.use_multiview": multiview["use_multiview"],
             "latency s per query (CPU) by views": {k: v["detector_s"] for k, v in views.items()},
             **({"latency.warning": metrics["latency"]["warning"]} if metrics["latency"]["warning"] else {})}

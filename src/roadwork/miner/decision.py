@@ -21,44 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from roadwork.evaluate.metrics import mcc_from_counts, prior_sample_weights
+from roadwork.evaluate.compare import mcc_difference
+from roadwork.evaluate.metrics import mcc_at, prior_sample_weights
 from roadwork.evaluate.threshold import best_threshold
 
 RULE = ("multi-view is used only when the paired bootstrap 95% interval of (multi-view minus single-view) "
         "class-balanced MCC on val_test lies above 0")
 
 
-def _weighted_counts(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray, idx: np.ndarray):
-    """(tp, fp, tn, fn) per row of resampling indices ``idx`` (B, n), weighted."""
-    y, p, w = labels[idx], predictions[idx], weights[idx]
-    return ((w * (y & p)).sum(1), (w * (~y & p)).sum(1), (w * (~y & ~p)).sum(1), (w * (y & ~p)).sum(1))
-
-
-def paired_bootstrap_mcc_difference(labels, pred_a, pred_b, *, weights=None, n_boot: int = 1000, seed: int = 0,
-                                    chunk: int = 200) -> dict:
-    """MCC(pred_b) - MCC(pred_a) on the same images, with a 95% percentile bootstrap interval that
-    resamples images once for both (paired). ``pred_*`` are 0/1 decisions; ``weights`` per image
-    (e.g. class-balancing) are carried along with each resampled image."""
-    y = np.asarray(labels).astype(bool).ravel()
-    a, b = np.asarray(pred_a).astype(bool).ravel(), np.asarray(pred_b).astype(bool).ravel()
-    if not (y.shape == a.shape == b.shape) or y.size == 0:
-        raise ValueError(f"labels {y.shape}, pred_a {a.shape} and pred_b {b.shape} must be equal, non-empty")
-    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    full = np.arange(y.size)[None, :]
-
-    def diff(idx):
-        return mcc_from_counts(*_weighted_counts(y, b, w, idx)) - mcc_from_counts(*_weighted_counts(y, a, w, idx))
-
-    point = float(diff(full)[0])
-    rng = np.random.default_rng(seed)
-    stats = np.concatenate([diff(rng.integers(0, y.size, size=(min(chunk, n_boot - s), y.size)))
-                            for s in range(0, n_boot, chunk)])
-    low, high = np.quantile(stats, [0.025, 0.975])
-    return {"point": point, "ci95_low": float(low), "ci95_high": float(high), "n_boot": int(n_boot), "seed": int(seed)}
-
-
 def _mcc(y, pred, w) -> float:
-    return float(mcc_from_counts(*(c[0] for c in _weighted_counts(y, pred, w, np.arange(y.size)[None, :]))))
+    return mcc_at(pred, y, 0.5, sample_weight=w)
 
 
 def multiview_decision(select_labels, select_multi, test_labels, test_single, test_multi, *,
@@ -89,8 +61,8 @@ def multiview_decision(select_labels, select_multi, test_labels, test_single, te
         return {"mcc": _mcc(y, pred, ones), "accuracy": float(np.mean(pred == y)),
                 f"mcc_prior_{target_prior}": _mcc(y, pred, balanced)}
 
-    difference_balanced = paired_bootstrap_mcc_difference(y, single, multi, weights=balanced, n_boot=n_boot, seed=seed)
-    difference_plain = paired_bootstrap_mcc_difference(y, single, multi, n_boot=n_boot, seed=seed)
+    difference_balanced = mcc_difference(y, single, multi, weights=balanced, n_boot=n_boot, seed=seed)
+    difference_plain = mcc_difference(y, single, multi, n_boot=n_boot, seed=seed)
     return {
         "threshold": tau,
         "val_select": {"n": fit["n"], "positive_rate": fit["positive_rate"], "target_prior": target_prior,
