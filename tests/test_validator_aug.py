@@ -1,4 +1,5 @@
 import io
+import random
 
 import cv2
 import numpy as np
@@ -405,3 +406,35 @@ def test_port_ycrcb_is_cv2_cvtcolor(shape, seed):
     np.testing.assert_allclose(cv2_port.cvt_ycrcb2bgr(noisy), cv2.cvtColor(noisy, cv2.COLOR_YCrCb2BGR),
                                rtol=np.finfo(np.float32).eps, atol=ONE_ULP_AT_255)
 
+
+
+def test_mix_mode_draws_standard_and_validator_images_reproducibly():
+    """train.augment.mode: mix sends each image through the standard or the validator pipeline
+    with equal odds, drawn from torch's seeded RNG."""
+    from roadwork.config import AugmentParams
+    from roadwork.train.augment import EitherOf, standard_transform, train_transform
+
+    picks = EitherOf(lambda image: "standard", lambda image: "validator")
+    torch.manual_seed(0)
+    first = [picks(None) for _ in range(400)]
+    torch.manual_seed(0)
+    assert first == [picks(None) for _ in range(400)]
+    assert 160 < first.count("standard") < 240
+
+    img = _img(96, 96)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    mix = train_transform(AugmentParams(mode="mix"), 32, mean, std)
+    standard = standard_transform(AugmentParams(mode="standard"), 32, mean, std)
+    validator = train_transform(AugmentParams(mode="validator"), 32, mean, std)
+    kinds = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        random.seed(seed)  # timm's RandomResizedCrop draws from Python's random
+        out = mix(img)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        chose_standard = bool(torch.rand(()) < 0.5)
+        expected = (standard if chose_standard else validator)(img)
+        assert torch.equal(out, expected)
+        kinds.add(chose_standard)
+    assert kinds == {True, False}

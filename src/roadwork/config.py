@@ -134,7 +134,7 @@ class ModelParams(Section):
 
 # -------------------------------------------------------------------------------------- train
 class AugmentParams(Section):
-    mode: Literal["standard", "validator", "none"] = "standard"
+    mode: Literal["standard", "validator", "mix", "none"] = "standard"
     scale: tuple[float, float] = (0.5, 1.0)
     hflip: float = Field(0.5, ge=0, le=1)
     color_jitter: float = Field(0.0, ge=0, description="saturation jitter (brightness/contrast below)")

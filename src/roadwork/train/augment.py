@@ -6,6 +6,7 @@
   augmentation ends up doing nothing.
 - `validator`: the NATIX validators' augmentation levels 0-3 (224x224, as scoring sees them),
   then resized to the model's input size.
+- `mix`: each image, each time it is drawn, goes through `standard` or `validator` with equal odds.
 - `none`: the evaluation transform.
 Mixup/cutmix act on batches (timm's `Mixup`), see `build_mixup`.
 """
@@ -35,8 +36,14 @@ def eval_transform(img_size: int, mean, std) -> Callable:
 def train_transform(params: AugmentParams, img_size: int, mean, std) -> Callable:
     if params.mode == "none":
         return eval_transform(img_size, mean, std)
+    validator = transforms.Compose([ValidatorLevels(params.validator_levels), eval_transform(img_size, mean, std)])
     if params.mode == "validator":
-        return transforms.Compose([ValidatorLevels(params.validator_levels), eval_transform(img_size, mean, std)])
+        return validator
+    standard = standard_transform(params, img_size, mean, std)
+    return EitherOf(standard, validator) if params.mode == "mix" else standard
+
+
+def standard_transform(params: AugmentParams, img_size: int, mean, std) -> Callable:
     primary, secondary, final = transforms_imagenet_train(
         img_size,
         scale=tuple(params.scale),
@@ -53,6 +60,17 @@ def train_transform(params: AugmentParams, img_size: int, mean, std) -> Callable
     )
     rotation = [transforms.RandomRotation(params.rotation_degrees)] if params.rotation_degrees > 0 else []
     return transforms.Compose([*primary.transforms, *rotation, *secondary.transforms, *final.transforms])
+
+
+class EitherOf:
+    """One of two transforms with equal odds, drawn from torch's RNG (so it follows the per-epoch
+    and loader-worker seeding like the transforms themselves)."""
+
+    def __init__(self, first: Callable, second: Callable):
+        self.first, self.second = first, second
+
+    def __call__(self, image):
+        return self.first(image) if torch.rand(()) < 0.5 else self.second(image)
 
 
 class ValidatorLevels:
