@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from roadwork.config import CalibrateParams, parse_params
+from roadwork.evaluate.calibration import ece
 from roadwork.evaluate.metrics import binary_metrics, prior_sample_weights
 from roadwork.evaluate.protocol import (
     balanced_metrics,
@@ -145,6 +146,14 @@ def test_evaluate_scores_has_intervals_and_calibration(toy):
     assert sum(map(sum, small["confusion_matrix"]["rows_actual_cols_predicted"])) == labels.size
     assert {"auc", "ece_positive_uniform", "ece_top_label_uniform", "ece_positive_quantile"} <= small.keys()
     assert small["prior_0.5"]["mcc"] == pytest.approx(balanced_metrics(labels, probs)["mcc"])
+    # ECE beside the raw figures, re-weighted to the validators' 50/50 stream
+    weights = prior_sample_weights(labels, 0.5)
+    assert small["ece_positive_uniform"] == ece(labels, probs, 15)
+    for definition in ("positive", "top_label"):
+        for strategy in ("uniform", "quantile"):
+            key = f"ece_{definition}_{strategy}"
+            assert small["prior_0.5"][key] == ece(labels, probs, 15, strategy, definition, weights)
+    assert small["prior_0.5"]["ece_positive_uniform"] != small["ece_positive_uniform"]
     more = evaluate_scores(labels, probs, n_boot=400, seed=0)
     bounds = ("mcc_ci95_low", "mcc_ci95_high", "accuracy_ci95_low", "accuracy_ci95_high")
     assert [more[k] for k in bounds] != [small[k] for k in bounds]

@@ -229,8 +229,11 @@ def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int
 
 def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) -> dict:
     """val_test metrics of the shipped probabilities: MCC, accuracy, AUC, confusion counts at
-    0.5; bootstrap 95% intervals of MCC and accuracy; the same at a 50/50 prior; ECE (positive
-    class and top label; equal-width and equal-mass bins) of the shipped probability."""
+    0.5; bootstrap 95% intervals of MCC and accuracy; ECE (positive class and top label;
+    equal-width and equal-mass bins) of the shipped probability. ``prior_0.5`` holds the same
+    re-weighted to the validators' 50/50 stream (:func:`~roadwork.evaluate.metrics.prior_sample_weights`):
+    MCC, accuracy, reward, TPR, TNR and the four weighted ECEs (``ece_positive_uniform`` there is
+    the calibration headline)."""
     y = np.asarray(labels).astype(int)
     p = np.asarray(probs, dtype=np.float64)
     out = binary_metrics(y, p, 0.5)
@@ -242,6 +245,7 @@ def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) 
     if 0 < y.sum() < y.size:
         balanced = balanced_metrics(y, p)
         out["prior_0.5"] = {k: balanced[k] for k in ("mcc", "accuracy", "reward", "tpr", "tnr")}
+        out["prior_0.5"].update(ece_variants(y, p, n_bins, sample_weight=prior_sample_weights(y, 0.5)))
     out.update(ece_variants(y, p, n_bins))
     out["n_bins"] = int(n_bins)
     out["n_boot"] = int(n_boot)
