@@ -413,9 +413,10 @@ def reliability_curve(labels, probs, n_bins: int = 15, strategy: str = "uniform"
     for b in range(n_bins):
         if bins.weight[b] <= 0:
             continue
+        weight = bins.weight[b]
         rows.append({"bin": b, "bin_lower": float(bins.lower[b]), "bin_upper": float(bins.upper[b]),
-                     "confidence": float(bins.conf[b] / bins.weight[b]), "accuracy": float(bins.acc[b] / bins.weight[b]),
-                     "count": int(bins.count[b]), "weight": float(bins.weight[b] / total)})
+                     "confidence": float(bins.conf[b] / weight), "accuracy": float(bins.acc[b] / weight),
+                     "count": int(bins.count[b]), "weight": float(weight / total)})
     return rows
 
 
