@@ -1,6 +1,6 @@
-"""calibrate stage: model choice, the calibration map fitted on val_calib only under the target
-prior, the shipped map crossing 0.5 at the threshold, the conflict report, reliability rows at
-both priors, and clear failures."""
+"""calibrate stage: model choice (phase 4 only when distinguishably better), the calibration map
+fitted on val_calib only under the target prior, the shipped map crossing 0.5 at the threshold,
+the conflict report, reliability rows at both priors, and clear failures."""
 
 import json
 import math
@@ -15,6 +15,7 @@ from scipy.special import expit
 
 from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import apply_temperature, ece, fit_temperature
+from roadwork.evaluate.compare import BETTER, SUMMARY_KEYS, TIE, WORSE
 from roadwork.evaluate.metrics import prior_sample_weights
 from roadwork.io import read_csv, read_json, write_csv
 from roadwork.evaluate.calibrate import (
@@ -72,8 +73,8 @@ def phase1(tmp_path):
     return tmp_path
 
 
-def run(root: Path, model: str = "best", n_bins: int = 15):
-    return calibrate(CalibrateParams(model=model, n_bins=n_bins), default_candidates(root))
+def run(root: Path, model: str = "best", n_bins: int = 15, **settings):
+    return calibrate(CalibrateParams(model=model, n_bins=n_bins, **settings), default_candidates(root))
 
 
 def split_rows(rows: list[dict], split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -268,23 +269,90 @@ def test_n_bins_sets_the_bins_of_every_ece_and_the_diagram(phase1):
 
 
 # ------------------------------------------------------------------------------ model choice
-def test_best_picks_the_model_with_the_higher_val_select_mcc(tmp_path):
-    good, poor = logits_rows(1, separation=3.0), logits_rows(2, separation=0.7)
+def noisy_rows(noise: float, seed: int) -> list[dict]:
+    """Another model scoring the images of ``logits_rows(0)`` (same ids and labels): its logits
+    plus Gaussian noise of standard deviation ``noise``; the more noise, the worse it ranks."""
+    rng = np.random.default_rng(seed)
+    return [{**r, "logit": r["logit"] + noise * rng.normal()} for r in logits_rows(0)]
+
+
+def fix_mistakes(rows: list[dict], threshold: float, k: int) -> list[dict]:
+    """``rows`` with the ``k`` most confident val_select mistakes at ``threshold`` moved far to
+    the right side: a model that is better on k images and the same on every other."""
+    wrong = [i for i, r in enumerate(rows) if r["split"] == "val_select" and (r["logit"] > threshold) != r["label"]]
+    wrong = sorted(wrong, key=lambda i: -abs(rows[i]["logit"] - threshold))[:k]
+    out = [dict(r) for r in rows]
+    for i in wrong:
+        out[i]["logit"] = 20.0 if out[i]["label"] else -20.0
+    return out
+
+
+def test_best_ships_phase4_only_when_distinguishably_better(tmp_path):
+    good, poor = logits_rows(0), noisy_rows(6.0, seed=1)
     make_model(tmp_path, "phase1", poor)
     make_model(tmp_path, "phase4", good)
     chosen, scores = choose_model("best", default_candidates(tmp_path))
-    assert chosen.name == "phase4"
-    assert scores["phase4"]["selection_mcc"] > scores["phase1"]["selection_mcc"]
+    comparison = scores["phase4_vs_phase1"]
+    assert chosen.name == "phase4" and comparison["verdict"] == BETTER
+    assert comparison["ci95_low"] > 0 and comparison["n"] == SPLITS["val_select"]
     # the MCC compared is the one each threshold was chosen for (50/50 prior), at that threshold
     report = read_json(tmp_path / "metrics" / "threshold_phase4.json")  # the report beside the decision
     assert scores["phase4"]["selection_mcc"] == pytest.approx(report["val_select"]["target_prior"]["mcc_at_optimum"])
-    calibration, _, _ = run(tmp_path)
+    assert comparison["difference"] == pytest.approx(scores["phase4"]["selection_mcc"] - scores["phase1"]["selection_mcc"])
+    calibration, metrics, _ = run(tmp_path)
     assert calibration["model"] == "phase4" and calibration["model_dir"].endswith("data/phase4")
+    recorded = metrics["selection"]["phase4_vs_phase1"]  # metrics/calibrate.json: one dvc exp show column each
+    assert set(recorded) == set(SUMMARY_KEYS) and recorded["verdict"] == BETTER
+    assert recorded["ci95_low"] <= recorded["difference"] <= recorded["ci95_high"]
+    assert calibration["selection"]["scores"]["phase4_vs_phase1"] == comparison
 
-    make_model(tmp_path, "phase1", good)
+    make_model(tmp_path, "phase1", good)  # phase 4 worse: phase 1
     make_model(tmp_path, "phase4", poor)
-    assert choose_model("best", default_candidates(tmp_path))[0].name == "phase1"
+    chosen, scores = choose_model("best", default_candidates(tmp_path))
+    assert chosen.name == "phase1" and scores["phase4_vs_phase1"]["verdict"] == WORSE
     assert run(tmp_path, model="phase4")[0]["model"] == "phase4"  # explicit choice wins
+
+    # phase 4 right on two more val_select images: a higher MCC the data cannot tell from 0
+    phase1_threshold = read_json(tmp_path / "data" / "threshold" / "phase1.json")["threshold"]
+    make_model(tmp_path, "phase4", fix_mistakes(good, phase1_threshold, 2))
+    assert read_json(tmp_path / "data" / "threshold" / "phase4.json")["threshold"] == phase1_threshold
+    chosen, scores = choose_model("best", default_candidates(tmp_path))
+    assert scores["phase4"]["selection_mcc"] > scores["phase1"]["selection_mcc"]  # the old rule shipped phase 4
+    assert scores["phase4_vs_phase1"]["verdict"] == TIE and chosen.name == "phase1"
+
+
+def test_a_model_compared_with_itself_is_not_distinguishable(tmp_path):
+    make_model(tmp_path, "phase1", logits_rows(0))
+    make_model(tmp_path, "phase4", logits_rows(0))
+    chosen, scores = choose_model("best", default_candidates(tmp_path))
+    assert chosen.name == "phase1"
+    assert scores["phase4_vs_phase1"] == {"difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "verdict": TIE,
+                                          "n": SPLITS["val_select"]}
+
+
+def test_bootstrap_and_seed_set_the_selection_interval(tmp_path):
+    make_model(tmp_path, "phase1", noisy_rows(3.0, seed=1))
+    make_model(tmp_path, "phase4", noisy_rows(3.0, seed=2))
+
+    def interval(**settings):
+        _, metrics, _ = run(tmp_path, **settings)
+        comparison = metrics["selection"]["phase4_vs_phase1"]
+        return comparison["difference"], (comparison["ci95_low"], comparison["ci95_high"])
+
+    reference = interval()
+    for changed in ({"bootstrap": 300}, {"seed": 1}):
+        point, bounds = interval(**changed)
+        assert point == reference[0] and bounds != reference[1], changed
+
+
+def test_models_scored_on_other_images_are_refused(tmp_path):
+    make_model(tmp_path, "phase1", logits_rows(0))
+    make_model(tmp_path, "phase4", logits_rows(1))  # other labels for the same ids
+    with pytest.raises(CalibrationError, match="different labels"):
+        choose_model("best", default_candidates(tmp_path))
+    make_model(tmp_path, "phase4", [r for r in logits_rows(0) if r["id"] != "val_select0007"])
+    with pytest.raises(CalibrationError, match="do not hold the same val_select images"):
+        choose_model("best", default_candidates(tmp_path))
 
 
 def test_best_without_phase4_uses_phase1(phase1):

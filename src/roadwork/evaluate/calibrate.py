@@ -6,10 +6,14 @@ Inputs are the saved logits only (``<model dir>/logits.csv``, computed from exac
 weights) and each model's threshold decision (the threshold stage's data output); the model is
 never run here.
 
-* Model choice (``calibrate.model``): ``phase1``, ``phase4`` or ``best``: the available model with
-  the higher val_select MCC at its own chosen threshold. The MCC compared is the one the
-  threshold was chosen for: re-weighted to the decision's ``target_prior`` (the validators'
-  50/50) when it has one, else the raw MCC. Ties go to the first candidate (phase 1).
+* Model choice (``calibrate.model``): ``phase1``, ``phase4`` or ``best``. ``best`` compares
+  phase 4 with phase 1 on the same val_select images, each at its own chosen threshold, by the
+  MCC the thresholds were chosen for (re-weighted to the decisions' ``target_prior``, the
+  validators' 50/50, when they have one, else the raw MCC), with a paired bootstrap of the
+  difference (:func:`compare_models`, ``calibrate.bootstrap`` resamples, ``calibrate.seed``).
+  Phase 4 is shipped only when the verdict is ``better`` (the whole 95% interval above 0); a
+  difference the data cannot tell from 0, or a worse one, ships phase 1, the simpler model. The
+  comparison is recorded beside the scores (``selection.phase4_vs_phase1``).
 * Calibration map, fitted on the chosen model's **val_calib** logits only, every image weighted
   so that the classes have the decision's ``target_prior`` (``threshold.target_prior``, the
   validators' 50/50 stream; :func:`~roadwork.evaluate.metrics.prior_sample_weights`). Two maps
@@ -47,9 +51,9 @@ from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import (IDENTITY, MAP_KINDS, LogisticMap, calibration_report,
                                            compare_maps, ece, fit_map, nll_from_logits,
                                            paired_ece_difference)
-from roadwork.evaluate.compare import mcc_difference
+from roadwork.evaluate.compare import BETTER, mcc_difference, summary
 from roadwork.evaluate.metrics import confusion_at, mcc_at, mcc_from_counts, prior_sample_weights, prior_weights
-from roadwork.evaluate.threshold_report import split_logits
+from roadwork.evaluate.threshold_report import paired_split_logits, split_logits
 from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_csv
 
 REPORT_SPLITS = ("val_calib", "val_test")
@@ -101,11 +105,17 @@ class Candidate:
         return [path for path in needed if not path.exists()]
 
 
-def selection_score(candidate: Candidate) -> dict:
-    """val_select MCC of a model at its own chosen (logit) threshold, raw and at the target prior."""
+def threshold_decision(candidate: Candidate) -> dict:
+    """The threshold stage's decision for a model: ``threshold`` (a logit) and ``target_prior``."""
     report = read_json(candidate.threshold_json)
     if "threshold" not in report:
         raise CalibrationError(f"{candidate.threshold_json}: no 'threshold' key (expected a threshold decision)")
+    return report
+
+
+def selection_score(candidate: Candidate) -> dict:
+    """val_select MCC of a model at its own chosen (logit) threshold, raw and at the target prior."""
+    report = threshold_decision(candidate)
     threshold = float(report["threshold"])
     logits, labels = split_logits(candidate.logits_csv, "val_select")
     counts = confusion_at(logits, labels, threshold)
@@ -122,8 +132,38 @@ def selection_score(candidate: Candidate) -> dict:
     return score
 
 
-def choose_model(choice: str, candidates: dict[str, Candidate]) -> tuple[Candidate, dict[str, dict]]:
-    """The candidate to ship and the selection scores of every available candidate."""
+def compare_models(reference: Candidate, candidate: Candidate, split: str, *, n_boot: int, seed: int,
+                   target_prior: float | None = None) -> dict:
+    """MCC(candidate) - MCC(reference) on the same images of ``split``, each model deciding at its
+    own chosen threshold from its saved logits, with the paired bootstrap 95% interval and verdict
+    (:func:`roadwork.evaluate.compare.mcc_difference`). Both classes are weighted to
+    ``target_prior`` (default: the threshold decisions' own, which must agree); the raw MCC when
+    there is none. The result adds ``target_prior`` and both thresholds."""
+    decisions = {c.name: threshold_decision(c) for c in (reference, candidate)}
+    if target_prior is None:
+        priors = {name: d.get("target_prior") for name, d in decisions.items()}
+        if len(set(priors.values())) > 1:
+            raise CalibrationError(f"{reference.threshold_json} and {candidate.threshold_json} were chosen for "
+                                   f"different target priors {priors}: rerun the threshold stages (dvc repro)")
+        target_prior = priors[reference.name]
+    try:
+        labels, reference_z, candidate_z = paired_split_logits(reference.logits_csv, candidate.logits_csv, split)
+    except ValueError as error:
+        raise CalibrationError(str(error)) from error
+    both_classes = 0 < labels.sum() < labels.size
+    weights = prior_sample_weights(labels, float(target_prior)) if target_prior is not None and both_classes else None
+    thresholds = {name: float(d["threshold"]) for name, d in decisions.items()}
+    result = mcc_difference(labels, reference_z > thresholds[reference.name], candidate_z > thresholds[candidate.name],
+                            weights=weights, n_boot=n_boot, seed=seed)
+    return {**result, "target_prior": target_prior if weights is not None else None,
+            "threshold_logits": thresholds, "split": split}
+
+
+def choose_model(choice: str, candidates: dict[str, Candidate], *, n_boot: int = 1000,
+                 seed: int = 0) -> tuple[Candidate, dict[str, dict]]:
+    """The candidate to ship, and the selection scores of every available candidate plus, for
+    ``best``, each later candidate's comparison with the first (``<later>_vs_<first>``: the
+    :data:`~roadwork.evaluate.compare.SUMMARY_KEYS` of :func:`compare_models` on val_select)."""
     if choice != "best":
         candidate = candidates[choice]
         missing = candidate.missing()
@@ -139,10 +179,14 @@ def choose_model(choice: str, candidates: dict[str, Candidate]) -> tuple[Candida
         raise CalibrationError(f"calibrate.model is 'best' but no trained model is complete ({wanted} missing): "
                                "run the training and threshold stages first (dvc repro)")
     scores = {c.name: selection_score(c) for c in available}
-    best = available[0]  # candidates are ordered phase1, phase4: ties keep the earlier one
+    # candidates are ordered phase1, phase4: a later model replaces the first (the simpler one)
+    # only when it is distinguishably better; among several such, the largest difference wins
+    first, best, best_difference = available[0], available[0], 0.0
     for candidate in available[1:]:
-        if scores[candidate.name]["selection_mcc"] > scores[best.name]["selection_mcc"]:
-            best = candidate
+        comparison = summary(compare_models(first, candidate, "val_select", n_boot=n_boot, seed=seed))
+        scores[f"{candidate.name}_vs_{first.name}"] = comparison
+        if comparison["verdict"] == BETTER and comparison["difference"] > best_difference:
+            best, best_difference = candidate, comparison["difference"]
     return best, scores
 
 
@@ -246,7 +290,7 @@ def conflict_report(maps: dict[str, LogisticMap], data: dict, weights: dict, *, 
 
 def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tuple[dict, dict, list[dict]]:
     """(calibration.json content, metrics, reliability rows) for the chosen model."""
-    chosen, scores = choose_model(settings.model, candidates)
+    chosen, scores = choose_model(settings.model, candidates, n_boot=settings.bootstrap, seed=settings.seed)
     threshold, target_prior = _decision(chosen)
     prior = _prior_label(target_prior)
     data = {split: split_logits(chosen.logits_csv, split) for split in ("val_select", *REPORT_SPLITS)}
