@@ -21,9 +21,14 @@ SWEEP = merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0}, "export": {"b
 # The README's `dvc exp show` command for the headline columns. DVC prefixes a metric with its file
 # ("metrics/phase1.json:val_select.mcc") only where the same key is in several files.
 HEADLINE_KEEP = (r"Experiment|train\.lr$|metrics/phase1\.json:val_select\.mcc$|metrics/export\.json:val_test\.mcc$"
-                 r"|(.*:)?val_test\.ece_top_label_uniform$|(.*:)?protocol\.reward$")
+                 r"|(.*:)?val_test\.mcc_ci95_(low|high)$"
+                 r"|(.*:)?val_test\.prior_0\.5\.ece_positive_uniform$|(.*:)?protocol\.reward(_ci95_low|_ci95_high)?$"
+                 r"|(.*:)?comparisons\.[a-z0-9_]+\.verdict$|(.*:)?ece_shipped_minus_raw\.prior_0\.5\.verdict$")
 HEADLINE_COLUMNS = {"Experiment", "train.lr", "metrics/phase1.json:val_select.mcc", "metrics/export.json:val_test.mcc",
-                    "val_test.ece_top_label_uniform", "protocol.reward"}
+                    "val_test.mcc_ci95_low", "val_test.mcc_ci95_high", "val_test.prior_0.5.ece_positive_uniform",
+                    "protocol.reward", "protocol.reward_ci95_low", "protocol.reward_ci95_high",
+                    "comparisons.phase4_vs_phase1.verdict", "comparisons.multiview_vs_single_view.verdict",
+                    "comparisons.model_vs_colour_baseline.verdict", "ece_shipped_minus_raw.prior_0.5.verdict"}
 
 
 def metric(exp, path, *keys):
@@ -144,7 +149,7 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
     assert full["params"]["train"]["lr"] == 3e-4
     for path, *keys in [("metrics/phase1.json", "val_select", "mcc"),       # val_select MCC
                         ("metrics/export.json", "val_test", "mcc"),         # val_test MCC of the bundle
-                        ("metrics/export.json", "val_test", "ece_top_label_uniform"),  # ECE
+                        ("metrics/export.json", "val_test", "prior_0.5", "ece_positive_uniform"),  # ECE, 50/50
                         ("metrics/export.json", "protocol", "reward")]:     # validators'-protocol reward
         assert isinstance(metric(full, path, *keys), (int, float)), (path, keys)
     # same commit, same params: the workspace run and the queued one (in a temp copy) agree

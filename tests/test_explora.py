@@ -540,6 +540,9 @@ def test_stage_end_to_end(stage_run):
     for phase in ("phase1", "phase4"):
         assert set(compared[phase]) == {"mcc", "accuracy", "auc", "n"} and compared[phase]["n"] == 12
     assert compared["phase4_minus_phase1"]["mcc"] == pytest.approx(compared["phase4"]["mcc"] - compared["phase1"]["mcc"])
+    interval = compared["phase4_vs_phase1"]  # the same difference, with its paired interval and verdict
+    assert interval["difference"] == pytest.approx(compared["phase4_minus_phase1"]["mcc"], abs=2e-6)
+    assert interval["ci95_low"] <= interval["difference"] <= interval["ci95_high"] and interval["n"] == 12
     ssl = metrics["ssl"]
     assert ssl["epochs"] == 2 and math.isfinite(ssl["final_loss"]) and ssl["images"]["train"] == 60
     assert {"teacher_entropy", "embedding_std", "ibot_loss", "koleo_loss"} <= set(ssl["final"])
@@ -553,6 +556,30 @@ def test_stage_end_to_end(stage_run):
     ssl_cached = {p.stem for p in (cwd / ".cache" / "images" / "48").rglob("*.npy")}
     by_split = split_sha(cwd)
     assert ssl_cached and ssl_cached <= by_split["train"]
+
+
+def test_phase_comparison_pairs_the_same_val_select_images(tmp_path):
+    from sklearn.metrics import matthews_corrcoef
+
+    from roadwork.evaluate.compare import BETTER, TIE
+    from roadwork.io import write_csv
+    from roadwork.train.phase4 import compare
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    weak, strong = (np.where(rng.uniform(size=400) < accuracy, labels, 1 - labels) for accuracy in (0.7, 0.9))
+    paths = {}
+    for name, decisions in (("weak", weak), ("strong", strong)):
+        rows = [{"split": "val_select", "id": f"v{i:03d}", "label": int(y), "logit": float(2 * d - 1)}
+                for i, (y, d) in enumerate(zip(labels, decisions))]
+        rows = rows[::-1] if name == "strong" else rows  # other row order: pairing is by id
+        paths[name] = tmp_path / f"{name}.csv"
+        write_csv(paths[name], rows, ["split", "id", "label", "logit"])
+    result = compare(paths["weak"], paths["strong"])["phase4_vs_phase1"]
+    expected = matthews_corrcoef(labels, strong) - matthews_corrcoef(labels, weak)
+    assert result["difference"] == pytest.approx(expected, abs=1e-6) and result["verdict"] == BETTER
+    assert result["ci95_low"] <= result["difference"] <= result["ci95_high"] and result["n"] == 400
+    assert compare(paths["weak"], paths["weak"])["phase4_vs_phase1"]["verdict"] == TIE
 
 
 def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):

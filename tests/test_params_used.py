@@ -311,7 +311,9 @@ PROBES = {
 EXPLORA_SSL_KEYS = [k for k in PARAMS["explora"] if k not in ("init", "adapter", "adapter_rank", "extra_unlabeled")]
 # Keys whose effect is shown by a dedicated test elsewhere ("file::function"; it must exist).
 TESTED_ELSEWHERE: dict[str, str] = {
-    "calibrate.model": "test_calibrate.py::test_best_picks_the_model_with_the_higher_val_select_mcc",
+    "calibrate.model": "test_calibrate.py::test_best_ships_phase4_only_when_distinguishably_better",
+    "calibrate.bootstrap": "test_calibrate.py::test_bootstrap_and_seed_set_the_selection_interval",
+    "calibrate.seed": "test_calibrate.py::test_bootstrap_and_seed_set_the_selection_interval",
     "calibrate.n_bins": "test_calibrate.py::test_n_bins_sets_the_bins_of_every_ece_and_the_diagram",
     **{f"export.{key}": "test_protocol.py::test_export_stage_end_to_end"
        for key in ("model_name", "version", "submitted_by", "onnx", "bootstrap", "protocol_seed", "protocol_draws",

@@ -15,12 +15,15 @@ import torch
 from PIL import Image
 
 from roadwork.config import CalibrateParams, parse_params
+from roadwork.evaluate.calibration import ece
+from roadwork.evaluate.compare import SUMMARY_KEYS, TIE, VERDICTS
 from roadwork.evaluate.metrics import binary_metrics, prior_sample_weights
 from roadwork.evaluate.protocol import (
     balanced_metrics,
     evaluate_scores,
     load_pipeline,
     pipeline_scores,
+    protocol_comparisons,
     protocol_over_draws,
     run_protocol,
     validator_challenge_image,
@@ -127,6 +130,60 @@ def test_protocol_over_draws_averages_independent_draws_with_their_interval(toy)
     assert one["reward"] == one["reward_ci95_low"] == one["reward_ci95_high"] == rewards[0]
 
 
+def darkness_score(images):
+    return 1 - brightness_score(images)
+
+
+def without_probs(result: dict) -> str:
+    return json.dumps({k: v for k, v in result.items() if k not in ("_probs", "others")}, sort_keys=True)
+
+
+def test_other_scorers_answer_the_same_challenges_made_once(toy, monkeypatch):
+    from roadwork.evaluate import protocol
+
+    images, labels = toy
+    alone = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=4)
+    other_alone = run_protocol(lambda i: images[i], labels, darkness_score, seed=7, chunk=4)
+    made = []
+    challenge = protocol.validator_challenge_image
+    monkeypatch.setattr(protocol, "validator_challenge_image", lambda *a: made.append(1) or challenge(*a))
+    both = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=4,
+                        others={"dark": darkness_score})
+    assert len(made) == 4 * len(images)  # each challenge image made once for both scorers
+    assert without_probs(both) == without_probs(alone)  # the model's result is unchanged
+    assert without_probs(both["others"]["dark"]) == without_probs(other_alone)
+    for level in range(4):
+        np.testing.assert_array_equal(both["_probs"][level], alone["_probs"][level])
+        np.testing.assert_array_equal(both["others"]["dark"]["_probs"][level], other_alone["_probs"][level])
+
+
+def test_protocol_comparisons_are_paired_per_level(toy):
+    images, labels = toy
+    over = protocol_over_draws(lambda i: images[i], labels, brightness_score, seed=7, draws=2, chunk=4,
+                               others={"same": brightness_score, "dark": darkness_score})
+    assert over["_probs"]["1"].shape == (2, len(images))  # draws x images
+    same = protocol_comparisons(labels, over, "same", n_boot=100, seed=0)
+    assert set(same["vs_same"]) == {"level_0", "level_1", "level_2", "level_3", "mix"}
+    for comparison in same["vs_same"].values():  # a scorer against itself on the same challenges
+        assert comparison == {"difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "verdict": TIE,
+                              "n": len(images)}
+    dark = protocol_comparisons(labels, over, "dark", n_boot=100, seed=0)
+    for level in ("0", "1", "2", "3"):
+        comparison = dark["vs_dark"][f"level_{level}"]
+        expected = over["levels"][level]["reward"] - over["others"]["dark"]["levels"][level]["reward"]
+        assert comparison["difference"] == pytest.approx(expected, abs=1e-12)
+        assert comparison["ci95_low"] <= comparison["difference"] <= comparison["ci95_high"]
+        assert comparison["verdict"] in VERDICTS
+    assert dark["vs_dark"]["mix"]["difference"] == pytest.approx(over["reward"] - over["others"]["dark"]["reward"],
+                                                                 abs=1e-12)
+    assert set(dark["levels_vs_level_0"]) == {"level_1", "level_2", "level_3"}
+    for k, comparison in dark["levels_vs_level_0"].items():
+        level = k.removeprefix("level_")
+        expected = over["levels"][level]["reward"] - over["levels"]["0"]["reward"]
+        assert comparison["difference"] == pytest.approx(expected, abs=1e-12)
+    assert dark["levels_vs_level_0"] == same["levels_vs_level_0"]  # the model's own levels, whatever the other
+
+
 def test_challenge_images_are_the_validators():
     image = pictures(1, size=(300, 200))[0]
     a = validator_challenge_image(image, 2, query_rng(0, 2, 5))
@@ -145,6 +202,14 @@ def test_evaluate_scores_has_intervals_and_calibration(toy):
     assert sum(map(sum, small["confusion_matrix"]["rows_actual_cols_predicted"])) == labels.size
     assert {"auc", "ece_positive_uniform", "ece_top_label_uniform", "ece_positive_quantile"} <= small.keys()
     assert small["prior_0.5"]["mcc"] == pytest.approx(balanced_metrics(labels, probs)["mcc"])
+    # ECE beside the raw figures, re-weighted to the validators' 50/50 stream
+    weights = prior_sample_weights(labels, 0.5)
+    assert small["ece_positive_uniform"] == ece(labels, probs, 15)
+    for definition in ("positive", "top_label"):
+        for strategy in ("uniform", "quantile"):
+            key = f"ece_{definition}_{strategy}"
+            assert small["prior_0.5"][key] == ece(labels, probs, 15, strategy, definition, weights)
+    assert small["prior_0.5"]["ece_positive_uniform"] != small["ece_positive_uniform"]
     more = evaluate_scores(labels, probs, n_boot=400, seed=0)
     bounds = ("mcc_ci95_low", "mcc_ci95_high", "accuracy_ci95_low", "accuracy_ci95_high")
     assert [more[k] for k in bounds] != [small[k] for k in bounds]
@@ -184,15 +249,16 @@ def test_pipeline_decisions_on_val_test_equal_the_predictor(tmp_path, dataset):
 
 
 # ------------------------------------------------------------------------------ the export stage
-def write_phase1(root: Path, seed: int = 0) -> None:
-    """data/phase1 as train_phase1 writes it: weights, model.json and logits.csv from those weights."""
+def write_model(root: Path, name: str = "phase1", seed: int = 0) -> None:
+    """data/<name> as train_phase1 (or explora) writes it: weights, model.json and logits.csv from
+    those weights."""
     from roadwork.models.classifier import data_config
     from roadwork.train.augment import eval_transform
     from roadwork.train.data import ImageCache, ImageDataset
     from roadwork.models.model_dir import load_trained
     from roadwork.train.run import EVAL_SPLITS
 
-    model_dir = make_model_dir(root / "data" / "phase1", seed)
+    model_dir = make_model_dir(root / "data" / name, seed)
     classifier, description = load_trained(model_dir)
     cfg = data_config(classifier)
     transform = eval_transform(description["img_size"], cfg["mean"], cfg["std"])
@@ -220,7 +286,9 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
 
     from roadwork.evaluate.threshold_report import write_threshold_outputs
     from roadwork.evaluate.calibrate import calibrate, write_outputs
-    from roadwork.export.evaluate import export
+    from roadwork.evaluate.metrics import mcc_at
+    from roadwork.evaluate.threshold_report import split_logits
+    from roadwork.export.evaluate import export, headline
     from roadwork.export.provenance import dvc_md5
     from roadwork.stages.calibrate import candidates
 
@@ -229,9 +297,10 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
         (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
-    write_phase1(tmp_path)
-    write_threshold_outputs(Path("data/phase1/logits.csv"), 0.5, Path("data/threshold/phase1.json"),
-                            Path("plots/threshold_phase1.csv"))
+    for seed, name in enumerate(("phase1", "phase4")):
+        write_model(tmp_path, name, seed)
+        write_threshold_outputs(Path(f"data/{name}/logits.csv"), 0.5, Path(f"data/threshold/{name}.json"),
+                                Path(f"plots/threshold_{name}.csv"))
     calibration, _, rows = calibrate(CalibrateParams(), candidates())
     write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
 
@@ -240,7 +309,7 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
         config = parse_params({"model": TINY_MODEL, "export": settings})
         live = Live("dvclive/export", dvcyaml=None, save_dvc_exp=False) if tag == "a" else None
         metrics = export(config, Path(f"data/bundle_{tag}"), Path("data/calibrate/calibration.json"), Path("data/raw"),
-                         Path("data/split"), Path("dvc.lock"), live=live, progress=False)
+                         Path("data/split"), Path("dvc.lock"), candidates(), live=live, progress=False)
         if live is not None:
             live.end()
         card = read_json(f"data/bundle_{tag}/model_card.json")
@@ -273,6 +342,37 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert latency["warning"] is None
     warned = results["b"][0]["latency"]["warning"]  # export.latency_budget_s: 1e-6 s
     assert "export.latency_budget_s = 1e-06 s" in warned and "predict.multiview_grid" in warned
+    # every comparison: a paired interval around its difference, and a verdict
+    compared = metrics["comparisons"]
+    assert set(compared) == {"phase4_vs_phase1", "multiview_vs_single_view", "model_vs_colour_baseline",
+                             "protocol_vs_colour_baseline", "protocol_levels_vs_level_0"}
+    assert set(compared["protocol_vs_colour_baseline"]) == {"level_0", "level_1", "level_2", "level_3", "mix"}
+    assert set(compared["protocol_levels_vs_level_0"]) == {"level_1", "level_2", "level_3"}
+    flat = [compared[k] for k in ("phase4_vs_phase1", "multiview_vs_single_view", "model_vs_colour_baseline")]
+    flat += [*compared["protocol_vs_colour_baseline"].values(), *compared["protocol_levels_vs_level_0"].values()]
+    for comparison in flat:
+        assert set(comparison) == set(SUMMARY_KEYS) and comparison["n"] == 12
+        assert comparison["ci95_low"] <= comparison["difference"] <= comparison["ci95_high"]
+        assert comparison["verdict"] in VERDICTS
+    assert compared["multiview_vs_single_view"] == {k: difference[k] for k in SUMMARY_KEYS}
+    baseline = protocol["others"]["colour_baseline"]  # the baseline answered the same challenges
+    assert compared["protocol_vs_colour_baseline"]["mix"]["difference"] == pytest.approx(
+        protocol["reward"] - baseline["reward"], abs=2e-6)
+    assert compared["protocol_levels_vs_level_0"]["level_2"]["difference"] == pytest.approx(
+        protocol["levels"]["2"]["reward"] - protocol["levels"]["0"]["reward"], abs=2e-6)
+    phases = compared["phase4_vs_phase1"]  # saved logits at their own thresholds, 50/50
+
+    def balanced_mcc(name):
+        logits, y = split_logits(Path(f"data/{name}/logits.csv"), "val_test")
+        return mcc_at(logits, y, read_json(f"data/threshold/{name}.json")["threshold"], prior_sample_weights(y, 0.5))
+
+    assert phases["difference"] == pytest.approx(balanced_mcc("phase4") - balanced_mcc("phase1"), abs=2e-6)
+    power = metrics["power"]
+    assert 0 < power["mdd_mcc_vs_fixed_reference"] and 0 <= power["mdd_mcc_phase4_vs_phase1"]
+    assert "80% power" in power["explanation"]
+    lines = headline(metrics)
+    assert lines["comparisons.protocol_vs_colour_baseline.mix"].endswith(
+        compared["protocol_vs_colour_baseline"]["mix"]["verdict"])
     assert manifest["provenance"]["data/split"] == dvc_md5(Path("data/split"))
     assert manifest["provenance"]["data/phase1"].endswith(".dir")
     assert manifest["decision"]["temperature"] == calibration["temperature"]
@@ -295,6 +395,7 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
 
 def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
     from roadwork.export.evaluate import ExportError, export
+    from roadwork.stages.calibrate import candidates
 
     monkeypatch.chdir(tmp_path)
     make_model_dir(tmp_path / "data" / "phase1")
@@ -304,5 +405,5 @@ def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
          "threshold_logit": 0.0}))
     with pytest.raises(ExportError, match="not the model that was calibrated"):
         export(parse_params({}), Path("data/bundle"), Path("data/calibrate/calibration.json"), Path("data/raw"),
-               Path("data/split"), Path("dvc.lock"), progress=False)
+               Path("data/split"), Path("dvc.lock"), candidates(), progress=False)
     assert not Path("data/bundle").exists()

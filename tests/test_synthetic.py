@@ -12,7 +12,8 @@ from sklearn.metrics import matthews_corrcoef
 from roadwork.config import SyntheticParams
 from roadwork.data.scene import render_scene
 from roadwork.data.synthetic import BROKEN_VARIANTS, ODD_FORMATS, SyntheticItem, generate, scene_rng
-from roadwork.evaluate.baseline import colour_histogram_features, fit_colour_baseline
+from roadwork.evaluate.baseline import (colour_features, colour_histogram_features, colour_scorer,
+                                       fit_colour_baseline)
 
 NO_COPIES = dict(exact_duplicates=0, pixel_duplicates=0, near_duplicates=0, broken_files=0)
 
@@ -208,6 +209,21 @@ def test_colour_baseline_reaches_full_mcc_when_colour_does_decide():
     assert matthews_corrcoef(labels[40:], model.predict(images[40:])) == 1.0
     features = colour_histogram_features(images[:3], bins=4)
     assert features.shape == (3, 64) and np.allclose(features.sum(axis=1), 1.0)
+
+
+def test_colour_features_of_a_large_photo_are_read_from_a_reduction():
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)  # 8 x 10 flat colour blocks
+    large = Image.fromarray(np.kron(blocks, np.ones((100, 100, 1), dtype=np.uint8)))  # 1000 x 800
+    small = Image.fromarray(np.kron(blocks, np.ones((20, 20, 1), dtype=np.uint8)))  # 200 x 160, unreduced
+    reduced, full = colour_features([large, small]), colour_histogram_features([large])
+    other = colour_histogram_features([Image.fromarray(np.roll(blocks, 1, axis=2))])[0]  # other colours
+    # the same colours up to the blocks' edges (blended by the resize; ~17% of pixels at 22 px blocks)
+    assert np.abs(reduced[0] - full[0]).sum() < 0.25 < 1.0 < np.abs(other - full[0]).sum()
+    assert np.array_equal(reduced[1], colour_histogram_features([small])[0])  # at most 224 px: as it is
+    images = [Image.fromarray(np.full((30, 30, 3), c, dtype=np.uint8)) for c in ((200, 80, 20), (40, 90, 200))] * 4
+    model = fit_colour_baseline(colour_features(images), [1, 0] * 4, C=1.0)
+    assert np.all((colour_scorer(model)(images) > 0.5) == np.array([True, False] * 4))
 
 
 def test_colour_alone_does_not_decide_the_label(originals):

@@ -258,8 +258,12 @@ class ExploraParams(Section):
 
 class CalibrateParams(Section):
     model: Literal["phase1", "phase4", "best"] = Field(
-        "best", description="model to ship; best = higher val_select MCC at its own threshold")
+        "best", description="model to ship; best = phase 4 only when distinguishably better than phase 1 "
+                            "(val_select MCC at their own thresholds, paired bootstrap)")
     n_bins: int = Field(15, gt=1, description="ECE and reliability-diagram bins (calibrate and export)")
+    bootstrap: int = Field(1000, gt=0, description="resamples of the paired bootstrap that compares phase 4 with "
+                                                    "phase 1 on val_select (model: best)")
+    seed: int = Field(0, description="seed of that bootstrap")
 
 
 class ExportParams(Section):

@@ -3,12 +3,15 @@
 It answers one question about a dataset: can the label be read off colour statistics alone?
 On the synthetic data it must stay weak (MCC well below 0.6), otherwise the generator's
 negatives lack colour distractors and a model could score without ever seeing a cone's shape.
-On real data it is a floor that any trained model must clear by a wide margin.
+On real data it is a floor that any trained model must clear by a wide margin; the export stage
+fits it on the train split and compares the shipped model with it on val_test and on the
+validators' challenges (:func:`colour_features` / :func:`colour_scorer`: each image reduced to at
+most 224 px first, the validators' size).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,6 +37,34 @@ def colour_histogram_features(images: Iterable[Image.Image], bins: int = 8) -> n
     if not rows:
         return np.zeros((0, bins**3), dtype=np.float64)
     return np.stack(rows)
+
+
+FEATURE_SIDE = 224  # the validators send 224 x 224
+
+
+def colour_features(images: Iterable[Image.Image], bins: int = 8, side: int = FEATURE_SIDE) -> np.ndarray:
+    """:func:`colour_histogram_features` of each image reduced (PIL thumbnail) to at most `side`
+    pixels on its longer side: a 12-megapixel photo costs ~250 times more to count, and its
+    histogram differs from its reduction's by interpolation only."""
+    def reduced(image: Image.Image) -> Image.Image:
+        if max(image.size) <= side:
+            return image
+        small = image.copy()
+        small.thumbnail((side, side))
+        return small
+
+    return colour_histogram_features((reduced(image) for image in images), bins)
+
+
+def roadwork_probability(model, features: np.ndarray) -> np.ndarray:
+    """P(roadwork) of a fitted baseline (:func:`fit_colour_baseline`) for feature rows."""
+    return model.predict_proba(features)[:, list(model.classes_).index(1)]
+
+
+def colour_scorer(model, bins: int = 8) -> Callable[[list[Image.Image]], np.ndarray]:
+    """P(roadwork) of a fitted baseline for a list of PIL images (:func:`colour_features`), e.g.
+    as a scorer of the validators' protocol."""
+    return lambda images: roadwork_probability(model, colour_features(images, bins))
 
 
 def _as_features(x, bins: int = 8) -> np.ndarray:
@@ -88,4 +119,5 @@ def colour_baseline_mcc(train_images, train_labels, test_images, test_labels, se
     return float(matthews_corrcoef(np.asarray(list(test_labels)), predicted))
 
 
-__all__ = ["colour_histogram_features", "fit_colour_baseline", "colour_baseline_mcc"]
+__all__ = ["FEATURE_SIDE", "colour_histogram_features", "colour_features", "colour_scorer", "roadwork_probability",
+           "fit_colour_baseline", "colour_baseline_mcc"]

@@ -22,16 +22,22 @@ reward. Randomness is per query: image ``i`` at level ``L`` uses
 Metrics per level: MCC, accuracy (balanced), the expected reward ``(0.5 * MCC + 0.5 * acc) ** 3``
 (:func:`~roadwork.evaluate.metrics.expected_reward`) and the simulated reward; ``mix`` pools the
 four levels (each holds every image once, so each level weighs 25%, as the validators draw them).
+
+Comparisons (:func:`protocol_comparisons`): other scorers (``others``, e.g. the colour baseline)
+answer the same challenge images, and the model's reward is compared with theirs, and level k
+with level 0, by a paired bootstrap over images that keeps the draws of an image together.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from roadwork.evaluate.calibration import ece_variants
+from roadwork.evaluate.compare import reward_difference
+from roadwork.evaluate.compare import summary as comparison_summary
 from roadwork.evaluate.metrics import (
     binary_metrics,
     bootstrap_ci,
@@ -136,6 +142,7 @@ def run_protocol(
     score: ScoreFn,
     seed: int,
     *,
+    others: Mapping[str, ScoreFn] | None = None,
     levels: Sequence[int] = LEVELS,
     chunk: int = 16,
     n_queries: int | None = None,
@@ -148,6 +155,9 @@ def run_protocol(
     challenge images (224 x 224, JPEG round trip) and returns "Roadwork" probabilities.
     Returns ``{"reward", "mcc", "accuracy", "reward_simulated", "levels": {...}, "mix": {...}}``
     (the top-level values are the mix's) and the raw probabilities under ``"_probs"``.
+    ``others``: more scorers (e.g. the colour baseline) answering the very same challenge images,
+    which are made once whatever the number of scorers (the augmentation is the expensive part);
+    each one's result, with the same keys, is under ``out["others"][name]``.
     """
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -156,7 +166,8 @@ def run_protocol(
 
     y = np.asarray(labels).astype(int)
     n = y.size
-    probs = {level: np.zeros(n) for level in levels}
+    scorers = [score, *(others or {}).values()]
+    probs = [{level: np.zeros(n) for level in levels} for _ in scorers]
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool, \
             tqdm(total=n * len(levels), unit="query", desc="validators' protocol", disable=not progress) as bar:
@@ -168,26 +179,70 @@ def run_protocol(
             # release the GIL, and every query has its own generator, so the result is the same
             challenges = list(pool.map(
                 lambda q: validator_challenge_image(originals[q[1]], q[0], query_rng(seed, q[0], q[1])), where))
-            scores = np.asarray(score(challenges), dtype=np.float64)
-            for (level, i), s in zip(where, scores):
-                probs[level][i] = s
+            for scorer, out in zip(scorers, probs):
+                scores = np.asarray(scorer(challenges), dtype=np.float64).ravel()
+                if scores.size != len(challenges):
+                    raise ValueError(f"a protocol scorer returned {scores.size} scores for {len(challenges)} images")
+                for (level, i), s in zip(where, scores):
+                    out[level][i] = s
             bar.update(len(challenges))
 
     queries = n_queries or max(2000, n)
-    out: dict = {"seed": int(seed), "n_images": int(n), "levels": {}}
-    for level in levels:
-        metrics = balanced_metrics(y, probs[level])
-        metrics["reward_simulated"] = simulated_reward(y, probs[level], seed=seed, n_queries=queries)
+    out = _protocol_metrics(y, probs[0], seed, queries)
+    if others:
+        out["others"] = {name: _protocol_metrics(y, p, seed, queries) for name, p in zip(others, probs[1:])}
+    return out
+
+
+def _protocol_metrics(y: np.ndarray, probs: dict, seed: int, queries: int) -> dict:
+    """:func:`run_protocol`'s result for one scorer's probabilities per level."""
+    out: dict = {"seed": int(seed), "n_images": int(y.size), "levels": {}}
+    for level, p in probs.items():
+        metrics = balanced_metrics(y, p)
+        metrics["reward_simulated"] = simulated_reward(y, p, seed=seed, n_queries=queries)
         out["levels"][str(level)] = metrics
-    pooled_y = np.concatenate([y] * len(levels))
-    pooled_p = np.concatenate([probs[level] for level in levels])
+    pooled_y = np.concatenate([y] * len(probs))
+    pooled_p = np.concatenate(list(probs.values()))
     mix = balanced_metrics(pooled_y, pooled_p)
-    mix["reward_simulated"] = simulated_reward(pooled_y, pooled_p, seed=seed, n_queries=queries * len(levels))
+    mix["reward_simulated"] = simulated_reward(pooled_y, pooled_p, seed=seed, n_queries=queries * len(probs))
     out["mix"] = mix
     out.update(reward=mix["reward"], mcc=mix["mcc"], accuracy=mix["accuracy"],
                reward_simulated=mix["reward_simulated"])
     out["_probs"] = probs
     return out
+
+
+def protocol_comparisons(labels: Sequence[int], result: dict, reference: str, *, n_boot: int, seed: int) -> dict:
+    """Paired comparisons of the validators' expected reward on the protocol's own challenge
+    images (``result``: :func:`protocol_over_draws` with ``others`` holding ``reference``), 50/50
+    class weights, resampling images with all their draws
+    (:func:`roadwork.evaluate.compare.reward_difference`):
+
+    * ``vs_<reference>``: per level (``level_0`` ... ``level_3``) and for the ``mix`` (the four
+      levels pooled), the model's reward minus ``reference``'s on the same challenges;
+    * ``levels_vs_level_0``: the model's reward at level k minus its reward at level 0 (what
+      each augmentation level costs), k = 1, 2, 3.
+
+    Each is the :func:`~roadwork.evaluate.compare.summary` of the comparison (difference, 95%
+    interval, verdict, n images)."""
+    y = check_binary_labels(labels)
+    weights = prior_sample_weights(y, 0.5)
+    model, other = result["_probs"], result["others"][reference]["_probs"]
+    levels = list(model)
+
+    def decisions(probs: dict, keys: list[str]) -> np.ndarray:  # (draws, pooled levels, images)
+        return np.stack([probs[key] > 0.5 for key in keys], axis=1)
+
+    def difference(reference_decisions, candidate_decisions) -> dict:
+        return comparison_summary(reward_difference(y, reference_decisions, candidate_decisions, weights=weights,
+                                         n_boot=n_boot, seed=seed))
+
+    versus = {f"level_{level}": difference(decisions(other, [level]), decisions(model, [level])) for level in levels}
+    versus["mix"] = difference(decisions(other, levels), decisions(model, levels))
+    first = levels[0]
+    by_level = {f"level_{level}": difference(decisions(model, [first]), decisions(model, [level]))
+                for level in levels[1:]}
+    return {f"vs_{reference}": versus, f"levels_vs_level_{first}": by_level}
 
 
 def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int], score: ScoreFn, seed: int,
@@ -196,10 +251,19 @@ def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int
     ``seed + 1``, ...): one draw's reward depends on which rotation, crop and distortion each image
     happened to get, so the published figures are means over draws, each with the 95% t-interval
     of that mean (``*_ci95_low``/``*_ci95_high``; the draw-to-draw noise, not the image sample's).
-    ``reward_per_draw`` lists every draw's reward."""
-    from scipy import stats
-
+    ``reward_per_draw`` lists every draw's reward; ``_probs`` holds, per level, the probabilities
+    of every draw (draws x images). With ``others`` (see :func:`run_protocol`), each other
+    scorer's result, with the same keys, is under ``out["others"][name]``."""
     runs = [run_protocol(load, labels, score, seed + k, **kwargs) for k in range(draws)]
+    out = _over_draws(runs, seed)
+    if runs[0].get("others"):
+        out["others"] = {name: _over_draws([run["others"][name] for run in runs], seed) for name in runs[0]["others"]}
+    return out
+
+
+def _over_draws(runs: list[dict], seed: int) -> dict:
+    """One scorer's :func:`run_protocol` results over the draws, averaged (see :func:`protocol_over_draws`)."""
+    from scipy import stats
 
     def summary(values) -> dict:
         values = np.asarray(values, dtype=np.float64)
@@ -218,19 +282,23 @@ def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int
                 out["reward_ci95_low"], out["reward_ci95_high"] = spread["ci95_low"], spread["ci95_high"]
         return out
 
-    out = {"seed": int(seed), "draws": int(draws), "n_images": runs[0]["n_images"],
+    out = {"seed": int(seed), "draws": len(runs), "n_images": runs[0]["n_images"],
            "levels": {level: averaged(lambda run, level=level: run["levels"][level]) for level in runs[0]["levels"]},
            "mix": averaged(lambda run: run["mix"]),
            "reward_per_draw": [run["reward"] for run in runs]}
     out.update({k: out["mix"][k] for k in ("reward", "reward_ci95_low", "reward_ci95_high", "mcc", "accuracy",
                                            "reward_simulated")})
+    out["_probs"] = {str(level): np.stack([run["_probs"][level] for run in runs]) for level in runs[0]["_probs"]}
     return out
 
 
 def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) -> dict:
     """val_test metrics of the shipped probabilities: MCC, accuracy, AUC, confusion counts at
-    0.5; bootstrap 95% intervals of MCC and accuracy; the same at a 50/50 prior; ECE (positive
-    class and top label; equal-width and equal-mass bins) of the shipped probability."""
+    0.5; bootstrap 95% intervals of MCC and accuracy; ECE (positive class and top label;
+    equal-width and equal-mass bins) of the shipped probability. ``prior_0.5`` holds the same
+    re-weighted to the validators' 50/50 stream (:func:`~roadwork.evaluate.metrics.prior_sample_weights`):
+    MCC, accuracy, reward, TPR, TNR and the four weighted ECEs (``ece_positive_uniform`` there is
+    the calibration headline)."""
     y = np.asarray(labels).astype(int)
     p = np.asarray(probs, dtype=np.float64)
     out = binary_metrics(y, p, 0.5)
@@ -242,6 +310,7 @@ def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) 
     if 0 < y.sum() < y.size:
         balanced = balanced_metrics(y, p)
         out["prior_0.5"] = {k: balanced[k] for k in ("mcc", "accuracy", "reward", "tpr", "tnr")}
+        out["prior_0.5"].update(ece_variants(y, p, n_bins, sample_weight=prior_sample_weights(y, 0.5)))
     out.update(ece_variants(y, p, n_bins))
     out["n_bins"] = int(n_bins)
     out["n_boot"] = int(n_boot)

@@ -17,6 +17,24 @@ def split_logits(logits_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([float(r["logit"]) for r in rows]), np.array([int(r["label"]) for r in rows])
 
 
+def paired_split_logits(reference_csv: Path, candidate_csv: Path,
+                        split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, reference logits, candidate logits) of two models on the same images of `split`,
+    aligned by id; refuses two files whose `split` holds other images or other labels."""
+    reference, candidate = ({r["id"]: r for r in read_csv(path) if r["split"] == split}
+                            for path in (reference_csv, candidate_csv))
+    if not reference or set(reference) != set(candidate):
+        raise ValueError(f"{reference_csv} and {candidate_csv} do not hold the same {split} images "
+                         f"({len(reference)} and {len(candidate)} ids, {len(set(reference) ^ set(candidate))} "
+                         "in only one): they come from different splits; rerun the stage that wrote the older one")
+    ids = sorted(reference)
+    labels = np.array([int(reference[i]["label"]) for i in ids])
+    if not np.array_equal(labels, [int(candidate[i]["label"]) for i in ids]):
+        raise ValueError(f"{reference_csv} and {candidate_csv} give some {split} images different labels")
+    return (labels, np.array([float(reference[i]["logit"]) for i in ids]),
+            np.array([float(candidate[i]["logit"]) for i in ids]))
+
+
 def choose_threshold(logits_csv: Path, target_prior: float) -> dict:
     """Exact MCC-optimal logit threshold on val_select, re-weighted to `target_prior`. Only
     val_select is read: val_test is evaluated once, by the export (its figure at this threshold

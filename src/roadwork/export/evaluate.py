@@ -15,14 +15,24 @@ read.
    * the validators' protocol through the stock miner's transformers pipeline
      (``roadwork.evaluate.protocol``): levels 0-3, class-balanced, ``export.protocol_draws``
      seeded augmentation draws; the mix's expected reward, averaged over the draws with its 95%
-     interval, is the headline ``protocol.reward`` of metrics/export.json.
+     interval, is the headline ``protocol.reward`` of metrics/export.json;
+   * ``comparisons``: every comparison as a paired bootstrap of the difference on the same
+     val_test images (``roadwork.evaluate.compare``; ``export.bootstrap`` resamples, seed
+     ``export.protocol_seed``) with its verdict (better / worse / not distinguishable): phase 4
+     minus phase 1 (saved logits, each at its own threshold), multi-view minus single view, the
+     shipped model minus the colour-histogram baseline (``roadwork.evaluate.baseline``, fitted
+     on the train split), all by 50/50-weighted MCC; and on the protocol's challenges, the
+     expected reward of the model minus the baseline's per level and for the mix, and of each
+     level minus level 0; ``power``: the minimum detectable MCC differences at 80% power.
 
 Provenance (``roadwork.export.provenance``) is recorded in the manifest.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +42,11 @@ from roadwork.export.provenance import provenance
 from roadwork.io import read_csv, read_json, sha256_file
 
 BATCH = 32
+BASELINE = "colour_baseline"
+POWER_EXPLANATION = ("smallest true difference in val_test MCC (50/50 class weights) that a paired 95% interval "
+                     "tells from 0 with 80% power (2.80 x bootstrap standard error): against a fixed reference "
+                     "(the shipped model's MCC), and between two models as correlated as phase 1 and phase 4 "
+                     "(their paired difference); a smaller true gap is likely reported 'not distinguishable'")
 
 
 class ExportError(Exception):
@@ -91,12 +106,54 @@ def score_views(shipped, views, examples, progress: bool = True, desc: str = "va
     return out
 
 
+def colour_baseline_features(examples) -> np.ndarray:
+    """The colour baseline's features (:func:`roadwork.evaluate.baseline.colour_features`) of
+    the examples' images, decoded in threads."""
+    from roadwork.evaluate.baseline import colour_features
+    from roadwork.predict import load_image
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        rows = list(pool.map(lambda e: colour_features([load_image(e.path)])[0], examples))
+    return np.stack(rows)
+
+
+def comparisons(labels, shipped, baseline, phases: dict, multiview: dict, protocol: dict, *, n_boot: int,
+                seed: int) -> tuple[dict, dict]:
+    """(``comparisons``, ``power``) of metrics/export.json. ``shipped`` / ``baseline``: val_test
+    probabilities of the bundle and of the colour baseline; ``phases``: phase 4 vs phase 1
+    (:func:`roadwork.evaluate.calibrate.compare_models` on val_test); ``multiview``: the decision's
+    val_test 50/50 comparison; ``protocol``: :func:`~roadwork.evaluate.protocol.protocol_over_draws`
+    with the baseline among its ``others``."""
+    from roadwork.evaluate.compare import mcc_difference, mcc_standard_error, minimum_detectable_difference, summary
+    from roadwork.evaluate.metrics import prior_sample_weights
+    from roadwork.evaluate.protocol import protocol_comparisons
+
+    labels = np.asarray(labels).astype(int)
+    balanced = prior_sample_weights(labels, 0.5)
+    boot = {"n_boot": n_boot, "seed": seed}
+    vs_baseline = mcc_difference(labels, np.asarray(baseline) > 0.5, np.asarray(shipped) > 0.5, weights=balanced,
+                                 **boot)
+    on_protocol = protocol_comparisons(labels, protocol, BASELINE, **boot)
+    out = {"phase4_vs_phase1": summary(phases), "multiview_vs_single_view": summary(multiview),
+           f"model_vs_{BASELINE}": summary(vs_baseline),
+           **{f"protocol_{name}": value for name, value in on_protocol.items()}}
+    shipped_se = mcc_standard_error(labels, np.asarray(shipped) > 0.5, weights=balanced, **boot)
+    power = {"mdd_mcc_vs_fixed_reference": minimum_detectable_difference(shipped_se),
+             "mdd_mcc_phase4_vs_phase1": minimum_detectable_difference(phases["standard_error"]),
+             "explanation": POWER_EXPLANATION}
+    return out, power
+
+
 # ---------------------------------------------------------------------------------- the stage
 def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Path, split_dir: Path,
-           lock_path: Path, live=None, device=None, progress: bool = True) -> dict:
+           lock_path: Path, candidates: dict, live=None, device=None, progress: bool = True) -> dict:
     """Build the bundle in `bundle_dir` and return metrics/export.json's content. `split_dir` holds
-    splits.csv; `lock_path` is dvc.lock (provenance)."""
+    splits.csv; `lock_path` is dvc.lock (provenance); `candidates`: the trained models with their
+    threshold decisions (:class:`roadwork.evaluate.calibrate.Candidate`, phase1 and phase4), for
+    the phase 4 vs phase 1 comparison."""
     from roadwork.data.examples import load_split
+    from roadwork.evaluate.baseline import colour_scorer, fit_colour_baseline, roadwork_probability
+    from roadwork.evaluate.calibrate import CalibrationError, compare_models
     from roadwork.evaluate.protocol import evaluate_scores, protocol_over_draws
     from roadwork.export.bundle import build_bundle
     from roadwork.miner.decision import inference_config, multiview_decision, write_inference_config
@@ -113,6 +170,12 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
         raise ExportError(f"{model_dir / 'model.safetensors'} is not the model that was calibrated "
                           f"({calibration_json} records another sha256): run `dvc repro calibrate` first")
     settings = config.export
+    missing = [p.as_posix() for name in ("phase1", "phase4") for p in (candidates[name].logits_csv,
+                                                                        candidates[name].threshold_json)
+               if not p.exists()]
+    if missing:
+        raise ExportError(f"{', '.join(missing)} not found: the phase 4 vs phase 1 comparison needs both models' "
+                          "logits and threshold decisions (dvc repro threshold@phase1 threshold@phase4)")
     manifest = build_bundle(model_dir, calibration["temperature"], calibration["threshold_logit"], bundle_dir,
                             model_name=settings.model_name, version=settings.version,
                             submitted_by=settings.submitted_by, metrics=card_metrics(calibration),
@@ -157,15 +220,38 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     if latency["warning"]:
         print(latency["warning"], file=sys.stderr)
 
-    # the validators' protocol, answered by that detector (single or multi-view as shipped)
+    # the colour-histogram baseline: fitted on the train split, deciding at 0.5
+    train = load_split(raw_dir, split_dir / "splits.csv", "train")
+    baseline = fit_colour_baseline(colour_baseline_features(train), [e.label for e in train],
+                                   seed=settings.protocol_seed)
+    colour = colour_scorer(baseline)
+
+    # the validators' protocol, answered by that detector (single or multi-view as shipped) and,
+    # on the same challenge images, by the colour baseline
     detector = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir))
     protocol = protocol_over_draws(lambda i: load_image(examples[i].path), labels,
                                    lambda images: np.asarray(detector.batch(images)), settings.protocol_seed,
-                                   settings.protocol_draws, chunk=BATCH, progress=progress)
+                                   settings.protocol_draws, others={BASELINE: colour}, chunk=BATCH,
+                                   progress=progress)
     protocol["views"] = "multi" if detector.multiview else "single"
+
+    try:
+        phases = compare_models(candidates["phase1"], candidates["phase4"], "val_test", target_prior=0.5,
+                                n_boot=settings.bootstrap, seed=settings.protocol_seed)
+    except CalibrationError as error:
+        raise ExportError(str(error)) from error
+    baseline_test = roadwork_probability(baseline, colour_baseline_features(examples))
+    compared, power = comparisons(labels, shipped, baseline_test, phases,
+                                  decision["val_test"][f"mcc_prior_{config.threshold.target_prior}_difference"],
+                                  protocol, n_boot=settings.bootstrap, seed=settings.protocol_seed)
+    protocol.pop("_probs")
+    for other in protocol["others"].values():
+        other.pop("_probs")
     return rounded({
         "protocol": protocol,
         "val_test": val_test,
+        "comparisons": compared,
+        "power": power,
         "multiview": {"settings": views.model_dump(), **decision},
         "latency": latency,
         "bundle": {"model": calibration["model"], "temperature": calibration["temperature"],
@@ -176,10 +262,20 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     })
 
 
+def comparison_lines(comparisons: dict, prefix: str = "comparisons") -> dict:
+    """Each comparison as ``{"comparisons.<name>": "difference [low, high] verdict"}``."""
+    lines = {}
+    for name, c in comparisons.items():
+        if "verdict" in c:
+            lines[f"{prefix}.{name}"] = f"{c['difference']} [{c['ci95_low']}, {c['ci95_high']}] {c['verdict']}"
+        else:
+            lines.update(comparison_lines(c, f"{prefix}.{name}"))
+    return lines
+
+
 def headline(metrics: dict) -> dict:
     """The lines of metrics/export.json a person reads first (the stage's summary)."""
     val_test, protocol, multiview = metrics["val_test"], metrics["protocol"], metrics["multiview"]
-    difference = multiview["val_test"]["mcc_prior_0.5_difference"]
     views = metrics["latency"]["views"]
     return {f"protocol.reward [95% CI over {protocol['draws']} draws, {protocol['views']} view]":
             f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
@@ -189,8 +285,11 @@ def headline(metrics: dict) -> dict:
                for m in ("mcc", "accuracy")},
             "val_test.auc": val_test["auc"],
             "val_test.ece_positive_uniform": val_test["ece_positive_uniform"],
-            "multiview minus single view, 50/50 MCC [95% CI]":
-                f"{difference['difference']} [{difference['ci95_low']}, {difference['ci95_high']}] {difference['verdict']}",
             "multiview.use_multiview": multiview["use_multiview"],
+            "comparisons (difference [95% CI] verdict)": "50/50 MCC on val_test; protocol_*: expected reward",
+            **comparison_lines(metrics["comparisons"]),
+            "power: minimum detectable val_test MCC difference (80%)":
+                f"{metrics['power']['mdd_mcc_vs_fixed_reference']} against a fixed reference, "
+                f"{metrics['power']['mdd_mcc_phase4_vs_phase1']} between phase 1 and phase 4",
             "latency s per query (CPU) by views": {k: v["detector_s"] for k, v in views.items()},
             **({"latency.warning": metrics["latency"]["warning"]} if metrics["latency"]["warning"] else {})}

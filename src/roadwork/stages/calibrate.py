@@ -1,5 +1,6 @@
-"""calibrate: choose the model to ship (phase 1 or phase 4), fit temperature scaling on its
-val_calib logits and re-express its threshold (roadwork.evaluate.calibrate)."""
+"""calibrate: choose the model to ship (phase 1 or phase 4) and fit the probability it ships,
+sigmoid((z - t) / T) with t its tuned threshold, on its val_calib logits under the threshold
+decision's target prior; report calibration at both priors (roadwork.evaluate.calibrate)."""
 
 import sys
 import time

@@ -1,10 +1,11 @@
 """export: build the miner bundle (data/bundle) from the calibrated model and evaluate it on
-val_test (roadwork.export.evaluate)."""
+val_test, with every comparison's paired interval and verdict (roadwork.export.evaluate)."""
 
 import sys
 import time
 
 from roadwork.export.evaluate import ExportError, export, headline
+from roadwork.stages.calibrate import candidates
 from roadwork.stages.common import (BUNDLE, CALIBRATION_JSON, DVC_LOCK, RAW, SPLIT, finish, finish_printed, open_live,
                                     params)
 
@@ -16,7 +17,7 @@ def main() -> None:
         sys.exit(f"export failed: {CALIBRATION_JSON} not found: run the calibrate stage first (dvc repro calibrate)")
     live = open_live("export")
     try:
-        metrics = export(config, BUNDLE, CALIBRATION_JSON, RAW, SPLIT, DVC_LOCK, live=live)
+        metrics = export(config, BUNDLE, CALIBRATION_JSON, RAW, SPLIT, DVC_LOCK, candidates(), live=live)
     except ExportError as error:
         sys.exit(f"export failed: {error}")
     live.end()
