@@ -33,10 +33,10 @@ PositiveInt = Field(gt=0)
 class SyntheticParams(Section):
     """The embedded default: procedural street scenes, deterministic from `seed`."""
 
-    count: int = Field(3000, gt=0, description="distinct scenes generated (before planted copies)")
+    count: int = Field(10000, gt=0, description="distinct scenes generated (before planted copies)")
     width: int = Field(96, ge=32, le=8192)
     height: int = Field(96, ge=32, le=8192)
-    positive_fraction: float = Field(0.2, gt=0, lt=1, description="share of roadwork scenes (~4:1 as NATIX)")
+    positive_fraction: float = Field(0.3, gt=0, lt=1, description="share of roadwork scenes (NATIX: ~0.2)")
     jpeg_quality: int = Field(90, ge=30, le=100)
     exact_duplicates: int = Field(15, ge=0, description="byte-identical copies planted")
     pixel_duplicates: int = Field(10, ge=0, description="same pixels, different metadata/encoding")
@@ -85,10 +85,10 @@ SPLITS = ("train", "val_select", "val_calib", "val_test")
 
 
 class SplitRatios(Section):
-    train: float = Field(0.60, ge=0, le=1)
+    train: float = Field(0.55, ge=0, le=1)
     val_select: float = Field(0.15, ge=0, le=1)
-    val_calib: float = Field(0.15, ge=0, le=1)
-    val_test: float = Field(0.10, ge=0, le=1)
+    val_calib: float = Field(0.10, ge=0, le=1)
+    val_test: float = Field(0.20, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sum_to_one(self):
@@ -158,7 +158,7 @@ class AugmentParams(Section):
 
 
 class TrainParams(Section):
-    epochs: int = Field(30, gt=0)
+    epochs: int = Field(12, gt=0)
     batch_size: int = Field(32, gt=0, description="per optimizer step, across all processes")
     grad_accum_steps: int = Field(1, gt=0)
     lr: float = Field(1e-3, gt=0, description="head learning rate")
@@ -201,7 +201,7 @@ class ExploraParams(Section):
     ``train.precision`` / ``train.processes``; ``train.seed`` and ``train.num_workers`` are reused."""
 
     init: Literal["pretrained", "phase1"] = Field("pretrained", description="backbone start: model.pretrained or phase-1 weights")
-    epochs: int = Field(3, gt=0, description="self-supervised epochs over the unlabeled images")
+    epochs: int = Field(2, gt=0, description="self-supervised epochs over the unlabeled images")
     batch_size: int = Field(64, gt=0, description="images per optimizer step, across all processes")
     grad_accum_steps: int = Field(1, gt=0)
     lr: float = Field(5e-4, gt=0, description="peak AdamW learning rate (after warmup), cosine to min_lr")
@@ -275,7 +275,7 @@ class ExportParams(Section):
     protocol_seed: int = Field(0, description="validators'-protocol augmentation draws, reward stream, bootstrap")
     latency_budget_s: float = Field(4.0, gt=0, description="warn when the detector's configured views take longer "
                                                             "per query on this machine's CPU (validators wait 9 s)")
-    protocol_draws: int = Field(4, gt=0, description="independent validators'-protocol augmentation draws averaged "
+    protocol_draws: int = Field(2, gt=0, description="independent validators'-protocol augmentation draws averaged "
                                                      "(seeds protocol_seed, protocol_seed + 1, ...)")
 
 
