@@ -47,7 +47,7 @@ def test_every_section_of_the_schema_is_in_params_yaml():
         ({"data": {"source": "local", "local": {"path": ""}}}, "data.local.path", "at least 1 character"),
         ({"model": {"img_size": 72, "overrides": {}}}, "model", "multiple of the patch size 16, got 72"),
         ({"model": {"img_size": 68, "overrides": {"patch_size": 8}}}, "model", "multiple of the patch size 8, got 68"),
-        ({"explora": {"epochs": 1}}, "explora", "explora.warmup_epochs (1) must be smaller than explora.epochs (1)"),
+        ({"explora": {"epochs": 1, "warmup_epochs": 1}}, "explora", "explora.warmup_epochs (1) must be smaller than explora.epochs (1)"),
     ],
 )
 def test_invalid_values_fail_naming_the_key(patch, key, expected):

@@ -58,7 +58,8 @@ def test_apply_rewrites_params_keeping_comments_and_other_keys(tmp_path):
     assert "# The single source of configuration" in text
     data = yaml.safe_load(text)
     assert data["model"]["backbone"] == "vit_huge_plus_patch16_dinov3"
-    assert data["dedup"] == yaml.safe_load((REPO / "params.yaml").read_text())["dedup"]
+    untouched = yaml.safe_load((REPO / "params.yaml").read_text())["dedup"]
+    assert data["dedup"] == {**untouched, "max_hamming": 12}  # the preset sets one dedup key, the rest stay
     assert data["data"]["limit"] is None
 
 

@@ -73,7 +73,7 @@ class DataParams(Section):
 
 # -------------------------------------------------------------------------------------- dedup
 class DedupParams(Section):
-    max_hamming: int = Field(12, ge=0, le=64, description="near-duplicate pHash distance (bits)")
+    max_hamming: int = Field(10, ge=0, le=64, description="near-duplicate pHash distance (bits)")
     label_conflict: Literal["drop", "majority"] = "drop"
     near_duplicates: Literal["group", "drop"] = "group"
     max_conflict_share: float = Field(
@@ -201,12 +201,12 @@ class ExploraParams(Section):
     ``train.precision`` / ``train.processes``; ``train.seed`` and ``train.num_workers`` are reused."""
 
     init: Literal["pretrained", "phase1"] = Field("pretrained", description="backbone start: model.pretrained or phase-1 weights")
-    epochs: int = Field(2, gt=0, description="self-supervised epochs over the unlabeled images")
+    epochs: int = Field(1, gt=0, description="self-supervised epochs over the unlabeled images")
     batch_size: int = Field(64, gt=0, description="images per optimizer step, across all processes")
     grad_accum_steps: int = Field(1, gt=0)
     lr: float = Field(5e-4, gt=0, description="peak AdamW learning rate (after warmup), cosine to min_lr")
     min_lr: float = Field(1e-6, ge=0)
-    warmup_epochs: int = Field(1, ge=0, description="linear learning-rate warmup")
+    warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warmup")
     weight_decay: float = Field(0.04, ge=0)
     clip_grad: Optional[float] = Field(3.0, gt=0, description="global gradient-norm clip; null = none")
     grad_checkpointing: bool = Field(False, description="activation checkpointing of the blocks (memory for compute)")
