@@ -122,12 +122,23 @@ def test_protocol_over_draws_averages_independent_draws_with_their_interval(toy)
     assert over["reward_per_draw"] == rewards and over["draws"] == 3
     assert over["reward"] == pytest.approx(np.mean(rewards))
     half = stats.t.ppf(0.975, 2) * np.std(rewards, ddof=1) / np.sqrt(3)
-    assert (over["reward_ci95_low"], over["reward_ci95_high"]) == pytest.approx((np.mean(rewards) - half,
-                                                                                 np.mean(rewards) + half))
+    assert (over["reward_draws_ci95_low"], over["reward_draws_ci95_high"]) == pytest.approx(
+        (np.mean(rewards) - half, np.mean(rewards) + half))
+    # the headline interval is over images, each bringing its draws and four levels
+    from roadwork.evaluate.compare import reward_interval
+    from roadwork.evaluate.metrics import prior_sample_weights
+
+    pooled = np.stack([over["_probs"][str(level)] for level in (0, 1, 2, 3)], axis=1) > 0.5  # (draws, levels, n)
+    interval = reward_interval(labels, pooled, weights=prior_sample_weights(np.asarray(labels), 0.5), seed=7)
+    assert interval["reward"] == pytest.approx(over["reward"])
+    assert (over["reward_ci95_low"], over["reward_ci95_high"]) == (interval["ci95_low"], interval["ci95_high"])
+    assert over["reward_ci95_low"] < over["reward"] < over["reward_ci95_high"]
+    level = over["levels"]["2"]
+    assert level["reward_ci95_low"] <= level["reward"] <= level["reward_ci95_high"]
     assert over["levels"]["2"]["mcc"] == pytest.approx(np.mean([run["levels"]["2"]["mcc"] for run in single]))
     assert len(set(rewards)) > 1  # the draws differ: that is the noise the interval measures
     one = protocol_over_draws(lambda i: images[i], labels, brightness_score, seed=7, draws=1, chunk=4)
-    assert one["reward"] == one["reward_ci95_low"] == one["reward_ci95_high"] == rewards[0]
+    assert one["reward"] == one["reward_draws_ci95_low"] == one["reward_draws_ci95_high"] == rewards[0]
 
 
 def darkness_score(images):

@@ -157,6 +157,23 @@ def reward_difference(labels, reference, candidate, *, weights=None, n_boot: int
                              batch=max(1, min(n_boot, 2_000_000 // a.size)))
 
 
+def reward_interval(labels, decisions, *, weights=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The validators' expected reward of one side's decisions (shapes as in
+    :func:`reward_difference`: an image's draws and pooled decisions stay together) with its 95%
+    percentile bootstrap interval over images: ``reward``, ``ci95_low``, ``ci95_high``, ``n_boot``."""
+    y = check_binary_labels(labels)
+    d = _as_draws(decisions, y.size, "decisions")
+    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+
+    def statistic(index, axis=-1):
+        return _mean_reward(y[index], d[..., index], w[index])
+
+    result = paired_difference(statistic, (np.arange(y.size),), n_boot=n_boot, seed=seed,
+                               batch=max(1, min(n_boot, 2_000_000 // d.size)))
+    return {"reward": result["difference"], "ci95_low": result["ci95_low"], "ci95_high": result["ci95_high"],
+            "n_boot": int(n_boot)}
+
+
 def summary(result: dict) -> dict:
     """``difference``, ``ci95_low``, ``ci95_high``, ``verdict``, ``n`` of a comparison."""
     return {key: result[key] for key in SUMMARY_KEYS}
@@ -169,4 +186,4 @@ def minimum_detectable_difference(standard_error: float, power: float = 0.8, alp
 
 
 __all__ = ["BETTER", "WORSE", "TIE", "VERDICTS", "SUMMARY_KEYS", "verdict", "paired_difference",
-           "mcc_difference", "mcc_standard_error", "reward_difference", "summary", "minimum_detectable_difference"]
+           "mcc_difference", "mcc_standard_error", "reward_difference", "reward_interval", "summary", "minimum_detectable_difference"]

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from roadwork.evaluate.calibration import ece_variants
-from roadwork.evaluate.compare import reward_difference
+from roadwork.evaluate.compare import reward_difference, reward_interval
 from roadwork.evaluate.compare import summary as comparison_summary
 from roadwork.evaluate.metrics import (
     binary_metrics,
@@ -246,22 +246,26 @@ def protocol_comparisons(labels: Sequence[int], result: dict, reference: str, *,
 
 
 def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int], score: ScoreFn, seed: int,
-                        draws: int, **kwargs) -> dict:
+                        draws: int, n_boot: int = 1000, **kwargs) -> dict:
     """:func:`run_protocol` for ``draws`` independent augmentation draws (seeds ``seed``,
     ``seed + 1``, ...): one draw's reward depends on which rotation, crop and distortion each image
-    happened to get, so the published figures are means over draws, each with the 95% t-interval
-    of that mean (``*_ci95_low``/``*_ci95_high``; the draw-to-draw noise, not the image sample's).
-    ``reward_per_draw`` lists every draw's reward; ``_probs`` holds, per level, the probabilities
+    happened to get, so the published figures are means over draws. ``reward_ci95_low``/
+    ``reward_ci95_high`` (mix and each level) are the 95% percentile bootstrap interval over
+    images, each image bringing all its draws (and, for the mix, its four levels): the uncertainty
+    of the reward on the stream from which the images were drawn. ``reward_draws_ci95_low``/
+    ``_high`` are the t-interval of the mean over draws (the augmentation noise alone; with 2
+    draws it has one degree of freedom and is wide). ``reward_per_draw`` lists every draw's reward; ``_probs`` holds, per level, the probabilities
     of every draw (draws x images). With ``others`` (see :func:`run_protocol`), each other
     scorer's result, with the same keys, is under ``out["others"][name]``."""
     runs = [run_protocol(load, labels, score, seed + k, **kwargs) for k in range(draws)]
-    out = _over_draws(runs, seed)
+    out = _over_draws(runs, seed, labels, n_boot)
     if runs[0].get("others"):
-        out["others"] = {name: _over_draws([run["others"][name] for run in runs], seed) for name in runs[0]["others"]}
+        out["others"] = {name: _over_draws([run["others"][name] for run in runs], seed, labels, n_boot)
+                         for name in runs[0]["others"]}
     return out
 
 
-def _over_draws(runs: list[dict], seed: int) -> dict:
+def _over_draws(runs: list[dict], seed: int, labels, n_boot: int) -> dict:
     """One scorer's :func:`run_protocol` results over the draws, averaged (see :func:`protocol_over_draws`)."""
     from scipy import stats
 
@@ -279,16 +283,26 @@ def _over_draws(runs: list[dict], seed: int) -> dict:
             spread = summary([pick(run)[key] for run in runs])
             out[key] = spread["mean"]
             if key == "reward":
-                out["reward_ci95_low"], out["reward_ci95_high"] = spread["ci95_low"], spread["ci95_high"]
+                out["reward_draws_ci95_low"], out["reward_draws_ci95_high"] = spread["ci95_low"], spread["ci95_high"]
         return out
 
+    y = check_binary_labels(labels)
+    weights = prior_sample_weights(y, 0.5)
+    probs = {str(level): np.stack([run["_probs"][level] for run in runs]) for level in runs[0]["_probs"]}
+
+    def over_images(decisions) -> dict:
+        interval = reward_interval(y, decisions, weights=weights, n_boot=n_boot, seed=seed)
+        return {"reward_ci95_low": interval["ci95_low"], "reward_ci95_high": interval["ci95_high"]}
+
     out = {"seed": int(seed), "draws": len(runs), "n_images": runs[0]["n_images"],
-           "levels": {level: averaged(lambda run, level=level: run["levels"][level]) for level in runs[0]["levels"]},
-           "mix": averaged(lambda run: run["mix"]),
+           "levels": {level: {**averaged(lambda run, level=level: run["levels"][level]), **over_images(probs[level] > 0.5)}
+                      for level in runs[0]["levels"]},
+           "mix": {**averaged(lambda run: run["mix"]),
+                   **over_images(np.stack([probs[level] for level in probs], axis=1) > 0.5)},
            "reward_per_draw": [run["reward"] for run in runs]}
-    out.update({k: out["mix"][k] for k in ("reward", "reward_ci95_low", "reward_ci95_high", "mcc", "accuracy",
-                                           "reward_simulated")})
-    out["_probs"] = {str(level): np.stack([run["_probs"][level] for run in runs]) for level in runs[0]["_probs"]}
+    out.update({k: out["mix"][k] for k in ("reward", "reward_ci95_low", "reward_ci95_high", "reward_draws_ci95_low",
+                                           "reward_draws_ci95_high", "mcc", "accuracy", "reward_simulated")})
+    out["_probs"] = probs
     return out
 
 

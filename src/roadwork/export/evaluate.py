@@ -231,7 +231,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     detector = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir))
     protocol = protocol_over_draws(lambda i: load_image(examples[i].path), labels,
                                    lambda images: np.asarray(detector.batch(images)), settings.protocol_seed,
-                                   settings.protocol_draws, others={BASELINE: colour}, chunk=BATCH,
+                                   settings.protocol_draws, n_boot=settings.bootstrap, others={BASELINE: colour}, chunk=BATCH,
                                    progress=progress)
     protocol["views"] = "multi" if detector.multiview else "single"
 
@@ -277,7 +277,7 @@ def headline(metrics: dict) -> dict:
     """The lines of metrics/export.json a person reads first (the stage's summary)."""
     val_test, protocol, multiview = metrics["val_test"], metrics["protocol"], metrics["multiview"]
     views = metrics["latency"]["views"]
-    return {f"protocol.reward [95% CI over {protocol['draws']} draws, {protocol['views']} view]":
+    return {f"protocol.reward [95% CI over images, mean of {protocol['draws']} draws, {protocol['views']} view]":
             f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
             "protocol.levels": {k: {m: v[m] for m in ("mcc", "accuracy", "reward")}
                                 for k, v in protocol["levels"].items()},
