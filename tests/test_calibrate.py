@@ -171,7 +171,7 @@ def test_shipped_minus_raw_ece_is_a_paired_comparison_at_both_priors(phase1):
 def test_no_conflict_when_the_threshold_is_where_the_data_cross(phase1):
     calibration, metrics, _ = run(phase1)
     maps = metrics["calibration_map"]
-    assert maps["shipped"] == "temperature" and "np.round" in maps["rule"]
+    assert maps["shipped"] == "temperature" and "crosses 0.5" in maps["rule"]
     assert maps["better_cv"] == "temperature" and metrics["conflict"]["present"] is False
     for kind in ("temperature", "temperature_bias"):
         assert {"scale", "bias", "temperature", "crossing_logit", "nll_in_sample", "nll_cv"} <= maps[kind].keys()
@@ -180,29 +180,57 @@ def test_no_conflict_when_the_threshold_is_where_the_data_cross(phase1):
     assert {"val_test_calibration", "decision"} <= metrics["conflict"].keys()  # reported either way
 
 
-def test_conflict_when_the_data_cross_elsewhere_reports_both_misses(tmp_path):
+def test_conflict_when_the_data_cross_elsewhere_ships_the_calibrated_crossing(tmp_path):
+    """A tuned threshold far from where val_calib crosses 0.5, and no worse a decision at the
+    crossing: calibration wins, the crossing becomes the decision, both costs are reported."""
     make_model(tmp_path, "phase1", logits_rows(0))
     t = read_json(tmp_path / "data" / "threshold" / "phase1.json")["threshold"]
     set_threshold(tmp_path, "phase1", t + 4.0)  # a threshold well off the 50/50 crossing
     calibration, metrics, _ = run(tmp_path)
-    assert calibration["threshold_logit"] == t + 4.0  # the bundle still ships the tuned decision
     maps, conflict = metrics["calibration_map"], metrics["conflict"]
     assert maps["better_cv"] == "temperature_bias" and conflict["present"] is True
     assert maps["nll_cv_difference"] < -maps["nll_cv_standard_error"]
-    assert conflict["crossing_logit_shipped"] == pytest.approx(t + 4.0, abs=1e-6)
-    assert conflict["crossing_logit_alternative"] == pytest.approx(maps["temperature_bias"]["crossing_logit"])
-    # calibration: the shipped map misses (higher ECE and NLL on val_test under the prior)
-    missed = conflict["val_test_calibration"]
-    assert missed["ece_miss"] == pytest.approx(missed["ece_shipped"] - missed["ece_alternative"], abs=2e-6)
-    assert missed["ece_miss"] > 0 and missed["nll_miss"] > 0
-    # decision: the alternative's crossing z* would have changed decisions, here for the better
+    assert conflict["tuned_threshold_logit"] == pytest.approx(t + 4.0, abs=1e-6)
+    assert conflict["calibrated_crossing_logit"] == pytest.approx(maps["temperature_bias"]["crossing_logit"])
+    # calibration: the tuned map misses (higher ECE and NLL on val_test under the prior)
+    gap = conflict["val_test_calibration"]
+    assert gap["ece_gap"] == pytest.approx(gap["ece_temperature"] - gap["ece_temperature_bias"], abs=2e-6)
+    assert gap["ece_gap"] > 0 and gap["nll_gap"] > 0
+    # decision: the crossing z* changes decisions, here for the better
     for split in ("val_select", "val_test"):
         decision = conflict["decision"][split]
         assert decision["decisions_changed"] > 0
-        assert decision["difference"] == pytest.approx(decision["mcc_alternative"] - decision["mcc_shipped"], abs=2e-6)
+        assert decision["difference"] == pytest.approx(
+            decision["mcc_at_calibrated_crossing"] - decision["mcc_at_tuned_threshold"], abs=2e-6)
         assert decision["ci95_low"] <= decision["difference"] <= decision["ci95_high"]
         assert decision["verdict"] in ("better", "worse", "not distinguishable")
-    assert conflict["decision"]["val_select"]["difference"] > 0
+    assert conflict["decision"]["val_select"]["verdict"] != "worse"
+    # so the calibrated map ships, and the bundle's 0.5 is its crossing
+    assert maps["shipped"] == "temperature_bias" and "crossing becomes the decision" in maps["why"]
+    shipped = calibration["calibration_map"]["temperature_bias"]  # unrounded (metrics are rounded to 1e-6)
+    assert calibration["threshold_logit"] == pytest.approx(shipped["crossing_logit"], abs=1e-12)
+    assert calibration["temperature"] == pytest.approx(shipped["temperature"], abs=1e-12)
+    assert calibration["tuned_threshold_logit"] == pytest.approx(t + 4.0, abs=1e-6)
+    assert calibration["threshold_probability"] == pytest.approx(0.5, abs=1e-12)
+    assert metrics["val_test"]["prior_0.5"]["after"]["ece_positive_uniform"] == pytest.approx(
+        gap["ece_temperature_bias"], abs=2e-6)
+
+
+def test_the_decision_wins_when_the_calibrated_crossing_decides_worse(tmp_path):
+    """val_calib's logits shifted by +9 (a drifted split): its calibrated crossing lands ~9 logits
+    above the tuned threshold, which decides far worse on val_select, so the tuned threshold stays
+    the decision and the calibration gap is what the shipped probability misses."""
+    rows = [dict(r, logit=r["logit"] + 9.0) if r["split"] == "val_calib" else r for r in logits_rows(0)]
+    make_model(tmp_path, "phase1", rows)
+    t = read_json(tmp_path / "data" / "threshold" / "phase1.json")["threshold"]
+    calibration, metrics, _ = run(tmp_path)
+    maps, conflict = metrics["calibration_map"], metrics["conflict"]
+    assert maps["better_cv"] == "temperature_bias" and conflict["present"] is True
+    assert conflict["decision"]["val_select"]["verdict"] == "worse"
+    assert maps["shipped"] == "temperature" and "decision wins" in maps["why"]
+    assert calibration["threshold_logit"] == calibration["tuned_threshold_logit"]
+    assert calibration["threshold_logit"] == pytest.approx(t, abs=1e-12)
+    assert calibration["fitted_on"]["threshold"] == "val_select"
 
 
 def test_a_decision_without_target_prior_fails_clearly(phase1):

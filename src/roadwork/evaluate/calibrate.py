@@ -22,13 +22,14 @@ never run here.
   free. Their held-out NLL under the prior (seeded stratified k-fold on val_calib) says which
   describes the data better: ``temperature_bias`` only when its NLL is lower by more than one
   standard error (it has one parameter more; :func:`~roadwork.evaluate.calibration.compare_maps`).
-* Rule (:data:`RULE`): the bundle always ships ``temperature``. The validators score only the
-  decision ``np.round(p)``, never the probability, so the map must cross 0.5 exactly at the
-  tuned threshold t; ``temperature_bias`` crosses at z* = -b/a. When ``temperature_bias``
-  describes val_calib better, ``conflict`` says what that costs: the calibration missed on
-  val_test (ECE and NLL under the prior of both maps) and the decision it would have changed
-  (50/50-weighted MCC at z* minus at t, on val_select and val_test, paired bootstrap). The
-  numbers are reported whichever map wins (``conflict.present`` says whether they conflict).
+* Rule (:data:`RULE`, :func:`choose_map`): the shipped probability crosses 0.5 exactly at the
+  bundle's decision. ``temperature`` keeps the tuned threshold t as the decision. When
+  ``temperature_bias`` describes val_calib better, the two cannot both hold: the calibrated map
+  is shipped (its crossing z* becomes the decision) unless z > z* decides distinguishably worse
+  than z > t in 50/50 MCC on val_select; then the decision wins. ``conflict`` reports what each
+  choice costs the other: the calibration gap on val_test (ECE and NLL under the prior of both
+  maps) and the decision change (50/50-weighted MCC at z* minus at t, on val_select and val_test,
+  paired bootstrap). Only val_calib and val_select decide; val_test is reported.
 * val_test is only reported: ECE before (the network's sigmoid(z)) and after (the shipped map)
   at the raw prior and re-weighted to the target prior, and the paired bootstrap of
   ECE(shipped) - ECE(raw) at both priors (:func:`~roadwork.evaluate.calibration.paired_ece_difference`).
@@ -51,7 +52,7 @@ from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import (IDENTITY, MAP_KINDS, LogisticMap, calibration_report,
                                            compare_maps, ece, fit_map, nll_from_logits,
                                            paired_ece_difference)
-from roadwork.evaluate.compare import BETTER, mcc_difference, summary
+from roadwork.evaluate.compare import BETTER, WORSE, mcc_difference, summary
 from roadwork.evaluate.metrics import confusion_at, mcc_at, mcc_from_counts, prior_sample_weights, prior_weights
 from roadwork.evaluate.threshold_report import paired_split_logits, split_logits
 from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_csv
@@ -71,11 +72,12 @@ ECE_DEFINITIONS = {
     "weights": "under a prior, each image weighs target_prior / p (roadwork) or (1 - target_prior) / (1 - p) (none), "
                "p the split's positive rate; bins take weighted means and their share of the weight",
 }
-SHIPPED = "temperature"
-RULE = ("ship 'temperature', sigmoid((z - t) / T), t the tuned threshold: the validators score only np.round(p), "
-        "so the probability must cross 0.5 at t; 'temperature_bias' (sigmoid(a z + b), crossing at -b/a) is "
-        "reported, and 'conflict' says what shipping it would change when it describes val_calib better (held-out "
-        "NLL lower by more than one standard error)")
+RULE = ("the bundle's probability crosses 0.5 at its decision. 'temperature' (sigmoid((z - t) / T), t the threshold "
+        "tuned on val_select) is shipped unless 'temperature_bias' (sigmoid(a z + b), crossing at z* = -b/a) describes "
+        "val_calib better under the prior (held-out NLL lower by more than one standard error) and its decision "
+        "z > z* is not distinguishably worse than z > t in 50/50 MCC on val_select (paired bootstrap): then the "
+        "calibrated map is shipped and z* becomes the decision (the tuned t is one estimate among equals there, "
+        "and at the prior the calibrated crossing also maximises accuracy, half of the validators' reward)")
 CV_FOLDS = 5  # stratified folds on val_calib for the held-out NLL of both maps
 CV_SEED = 0
 N_BOOT = 1000  # paired bootstrap resamples (ECE shipped vs raw; decision of the two maps)
@@ -256,36 +258,48 @@ def fit_maps(logits, labels, *, threshold: float, sample_weight) -> tuple[dict[s
                      "nll_in_sample": nll_from_logits(labels, mapping.logits(logits), sample_weight),
                      "nll_cv": cv["nll_cv"][kind]}
               for kind, mapping in maps.items()}
-    return maps, {"shipped": SHIPPED, "rule": RULE, "better_cv": cv["better"],
+    return maps, {"rule": RULE, "better_cv": cv["better"],
                   "nll_cv_difference": cv["nll_cv_difference"], "nll_cv_standard_error": cv["standard_error"],
                   "cv_folds": CV_FOLDS, "cv_seed": CV_SEED, **report}
 
 
 def conflict_report(maps: dict[str, LogisticMap], data: dict, weights: dict, *, threshold: float, n_bins: int) -> dict:
-    """What shipping ``temperature_bias`` instead of ``temperature`` would change: ECE and NLL on
-    val_test under the prior (how much the shipped map misses in calibration: ``*_miss`` =
-    shipped minus alternative) and the 50/50-weighted MCC of its decision (z > z*) minus the
-    tuned one (z > t) on val_select and val_test, with a paired bootstrap interval."""
-    shipped, alternative = maps[SHIPPED], maps["temperature_bias"]
+    """The two maps side by side: ``temperature`` (crosses 0.5 at the tuned threshold t) and
+    ``temperature_bias`` (calibrated, crosses at z*). On val_test under the prior, ECE and NLL of
+    both (``*_gap`` = temperature minus temperature_bias: how much calibration the tuned decision
+    costs); on val_select and val_test, the 50/50-weighted MCC of the decision z > z* minus z > t
+    with a paired bootstrap interval (how much decision the calibration costs)."""
+    tuned, calibrated = maps["temperature"], maps["temperature_bias"]
     z, y = data["val_test"]
     w = weights["val_test"]
     calibration = {}
     for name, measure in (("ece", lambda m: ece(y, m.probs(z), n_bins, "uniform", "positive", w)),
                           ("nll", lambda m: nll_from_logits(y, m.logits(z), w))):
-        ours, theirs = measure(shipped), measure(alternative)
-        calibration.update({f"{name}_shipped": ours, f"{name}_alternative": theirs, f"{name}_miss": ours - theirs})
+        ours, theirs = measure(tuned), measure(calibrated)
+        calibration.update({f"{name}_temperature": ours, f"{name}_temperature_bias": theirs,
+                            f"{name}_gap": ours - theirs})
     decision = {}
     for split in ("val_select", "val_test"):
         z, y = data[split]
-        tuned, moved = z > threshold, alternative.decisions(z)
-        diff = mcc_difference(y, tuned, moved, weights=weights[split], n_boot=N_BOOT, seed=BOOT_SEED)
-        decision[split] = {"mcc_shipped": mcc_at(tuned, y, 0.5, weights[split]),
-                           "mcc_alternative": mcc_at(moved, y, 0.5, weights[split]),
-                           "decisions_changed": int(np.sum(tuned != moved)),
+        at_t, at_crossing = z > threshold, calibrated.decisions(z)
+        diff = mcc_difference(y, at_t, at_crossing, weights=weights[split], n_boot=N_BOOT, seed=BOOT_SEED)
+        decision[split] = {"mcc_at_tuned_threshold": mcc_at(at_t, y, 0.5, weights[split]),
+                           "mcc_at_calibrated_crossing": mcc_at(at_crossing, y, 0.5, weights[split]),
+                           "decisions_changed": int(np.sum(at_t != at_crossing)),
                            **{k: diff[k] for k in ("difference", "ci95_low", "ci95_high", "verdict")}}
-    return {"alternative": "temperature_bias", "crossing_logit_shipped": threshold,
-            "crossing_logit_alternative": alternative.crossing_logit,
+    return {"tuned_threshold_logit": threshold, "calibrated_crossing_logit": calibrated.crossing_logit,
             "val_test_calibration": calibration, "decision": decision}
+
+
+def choose_map(better_cv: str, conflict: dict) -> tuple[str, str]:
+    """(the map to ship, why), by :data:`RULE`; only val_calib and val_select decide."""
+    if better_cv != "temperature_bias":
+        return "temperature", "temperature alone describes val_calib as well: the tuned threshold stays the decision"
+    if conflict["decision"]["val_select"]["verdict"] == WORSE:
+        return "temperature", ("the calibrated crossing decides distinguishably worse on val_select: the decision "
+                               "wins, and the shipped probability misses calibration by val_test_calibration.ece_gap")
+    return "temperature_bias", ("calibrated under the prior, and its crossing decides no distinguishably worse on "
+                                "val_select (decision.val_select): the crossing becomes the decision")
 
 
 def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tuple[dict, dict, list[dict]]:
@@ -298,9 +312,12 @@ def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tu
 
     logits, labels = data["val_calib"]
     maps, calibration_map = fit_maps(logits, labels, threshold=threshold, sample_weight=weights["val_calib"])
-    shipped = maps[SHIPPED]
-    conflict = {"present": calibration_map["better_cv"] != SHIPPED,
+    conflict = {"present": calibration_map["better_cv"] != "temperature",
                 **conflict_report(maps, data, weights, threshold=threshold, n_bins=settings.n_bins)}
+    kind, why = choose_map(calibration_map["better_cv"], conflict)
+    calibration_map.update(shipped=kind, why=why)
+    shipped = maps[kind]
+    decision = threshold if kind == "temperature" else shipped.crossing_logit  # where the shipped map crosses 0.5
 
     reports, rows = {}, []
     for split in REPORT_SPLITS:
@@ -320,18 +337,20 @@ def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tu
     headline = reports["val_test"][prior]["after"][HEADLINE]
 
     temperature = shipped.temperature
-    threshold_probability = float(shipped.probs(threshold))  # 0.5: the shipped map crosses 0.5 at t
+    threshold_probability = float(shipped.probs(decision))  # 0.5: the shipped map crosses 0.5 at its decision
     calibration = {
         "model": chosen.name,
         "model_dir": chosen.model_dir.as_posix(),
         "model_sha256": sha256_file(chosen.model_dir / "model.safetensors"),
         "logits_sha256": sha256_file(chosen.logits_csv),
         "temperature": temperature,
-        "threshold_logit": threshold,
+        "threshold_logit": decision,
         "threshold_probability": threshold_probability,
+        "tuned_threshold_logit": threshold,
         "target_prior": target_prior,
         "shipped_probability": "sigmoid((z - threshold_logit) / temperature)",
-        "fitted_on": {"temperature": "val_calib", "threshold": "val_select"},
+        "fitted_on": {"temperature": "val_calib",
+                      "threshold": "val_select" if kind == "temperature" else "val_calib (calibrated crossing)"},
         "n_val_calib": int(labels.size),
         "calibration_map": calibration_map,
         "selection": {"rule": settings.model, "scores": scores},
@@ -341,8 +360,9 @@ def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tu
     metrics = _rounded({
         "model": chosen.name,
         "temperature": temperature,
-        "threshold_logit": threshold,
+        "threshold_logit": decision,
         "threshold_probability": threshold_probability,
+        "tuned_threshold_logit": threshold,
         "target_prior": target_prior,
         "headline": {"ece": headline, "aim": ECE_AIM, "meets_aim": bool(headline < ECE_AIM),
                      "what": f"positive-class ECE, {settings.n_bins} equal-width bins, of the shipped probability "
