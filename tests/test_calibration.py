@@ -312,3 +312,28 @@ def test_paired_ece_difference_finds_the_calibrated_side_better():
     same = paired_ece_difference(y, calibrated, calibrated, target_prior=0.5, n_boot=100)
     assert same["difference"] == same["ci95_low"] == same["ci95_high"] == 0.0
     assert same["verdict"] == "not distinguishable"
+
+
+def test_ece_floor_is_the_ece_of_a_calibrated_probability_on_that_many_images():
+    from roadwork.evaluate.calibration import ece_floor
+
+    rng = np.random.default_rng(0)
+    p = rng.beta(1, 2, 2000)
+    # labels truly drawn from p: their ECE scatters around the floor
+    observed = [ece((rng.random(p.size) < p).astype(int), p, 15) for _ in range(40)]
+    floor = ece_floor(p, raw_prior=float(p.mean()), target_prior=None, n_sim=200, seed=1)
+    assert floor["mean"] == pytest.approx(np.mean(observed), rel=0.2)
+    assert np.mean(np.array(observed) <= floor["p95"]) >= 0.85
+    # more images, lower floor (about 1 / sqrt(n))
+    assert ece_floor(p[:500], float(p[:500].mean()), None)["mean"] > 1.5 * floor["mean"]
+    # under a prior: probabilities calibrated for 50/50, sample at 25% positives
+    p50 = rng.beta(2, 2, 4000)
+    odds = p50 / (1 - p50) * (0.25 / 0.75)
+    weighted = []
+    for _ in range(20):
+        y = (rng.random(p50.size) < odds / (1 + odds)).astype(int)
+        weighted.append(ece(y, p50, 15, "uniform", "positive", prior_sample_weights(y, 0.5)))
+    shifted = ece_floor(p50, float(np.mean(odds / (1 + odds))), 0.5, n_sim=100)
+    assert shifted["mean"] == pytest.approx(np.mean(weighted), rel=0.2)
+    # ignoring the prior shift would call these calibrated probabilities badly off
+    assert ece(y, p50, 15) > 3 * shifted["p95"]

@@ -50,7 +50,7 @@ import numpy as np
 
 from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import (IDENTITY, MAP_KINDS, LogisticMap, calibration_report,
-                                           compare_maps, ece, fit_map, nll_from_logits,
+                                           compare_maps, ece, ece_floor, fit_map, nll_from_logits,
                                            paired_ece_difference)
 from roadwork.evaluate.compare import BETTER, WORSE, mcc_difference, summary
 from roadwork.evaluate.metrics import confusion_at, mcc_at, mcc_from_counts, prior_sample_weights, prior_weights
@@ -335,6 +335,7 @@ def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tu
                                        n_bins=settings.n_bins, target_prior=at_prior, n_boot=N_BOOT, seed=BOOT_SEED)
         paired[label] = {k: result[k] for k in ("difference", "ci95_low", "ci95_high", "verdict", "n", "n_boot")}
     headline = reports["val_test"][prior]["after"][HEADLINE]
+    floor = ece_floor(shipped.probs(z), float(y.mean()), target_prior, settings.n_bins, seed=BOOT_SEED)
 
     temperature = shipped.temperature
     threshold_probability = float(shipped.probs(decision))  # 0.5: the shipped map crosses 0.5 at its decision
@@ -365,6 +366,10 @@ def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tu
         "tuned_threshold_logit": threshold,
         "target_prior": target_prior,
         "headline": {"ece": headline, "aim": ECE_AIM, "meets_aim": bool(headline < ECE_AIM),
+                     "floor_mean": floor["mean"], "floor_p95": floor["p95"],
+                     "floor": "the same ECE of a perfectly calibrated probability on val_test's images and weights "
+                              f"(labels drawn from the shipped probability, {floor['n_sim']} draws): mean and 95th "
+                              "percentile; an ECE under floor_p95 is what estimation noise alone gives",
                      "what": f"positive-class ECE, {settings.n_bins} equal-width bins, of the shipped probability "
                              f"on val_test re-weighted to the target prior (val_test.{prior}.after.{HEADLINE})"},
         "calibration_map": calibration_map,

@@ -49,7 +49,7 @@ from scipy.special import expit
 from sklearn.model_selection import StratifiedKFold
 
 from roadwork.evaluate.compare import paired_difference
-from roadwork.evaluate.metrics import check_binary_labels, check_sample_weight
+from roadwork.evaluate.metrics import check_binary_labels, check_sample_weight, prior_sample_weights
 
 __all__ = [
     "MAP_KINDS",
@@ -68,6 +68,7 @@ __all__ = [
     "ece",
     "ece_rows",
     "ece_variants",
+    "ece_floor",
     "paired_ece_difference",
     "reliability_curve",
     "calibration_report",
@@ -342,6 +343,31 @@ def ece(labels, probs, n_bins: int = 15, strategy: str = "uniform", definition: 
     bins = _binned(labels, probs, n_bins, strategy, definition, sample_weight)
     total = bins.weight.sum()
     return float(np.sum(np.abs(bins.acc - bins.conf)) / total) if total > 0 else 0.0
+
+
+def ece_floor(probs, raw_prior: float, target_prior: float | None, n_bins: int = 15, n_sim: int = 200,
+              seed: int = 0) -> dict:
+    """The ECE (positive class, equal-width bins) that a *perfectly calibrated* probability shows on
+    a sample of this size: labels are drawn from ``probs`` themselves (moved from the
+    ``target_prior`` stream they are calibrated for to the sample's ``raw_prior`` by Bayes' rule on
+    the odds), re-weighted to ``target_prior`` as the real labels are, ``n_sim`` times. An ECE
+    within this floor is what estimation noise alone produces. ``None`` target prior: no shift, no
+    weights. Returns ``{"mean", "p95", "n_sim"}``."""
+    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
+    odds = p / (1 - p)
+    if target_prior is not None:
+        odds = odds * (raw_prior / (1 - raw_prior)) / (target_prior / (1 - target_prior))
+    p_sample = odds / (1 + odds)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_sim):
+        y = (rng.random(p.size) < p_sample).astype(int)
+        if not 0 < y.sum() < y.size:
+            continue
+        w = None if target_prior is None else prior_sample_weights(y, target_prior)
+        values.append(ece(y, p, n_bins, "uniform", "positive", w))
+    values = np.asarray(values)
+    return {"mean": float(values.mean()), "p95": float(np.quantile(values, 0.95)), "n_sim": int(values.size)}
 
 
 def _row_prior_weights(y: np.ndarray, target_prior: float) -> np.ndarray:
