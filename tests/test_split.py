@@ -196,5 +196,7 @@ def test_split_stage_refuses_data_with_one_class(tmp_path, make_jpeg):
                             text=True)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.startswith("split failed:\n  split 'train' has 0 roadwork (label 1) and ")
-    assert "split.ratios.train is 0.6" in failed.stderr and failed.stderr.count("needs both classes") == 4
+    from roadwork.config import SplitParams
+
+    assert f"split.ratios.train is {SplitParams().ratios.train:g}" in failed.stderr and failed.stderr.count("needs both classes") == 4
     assert not (tmp_path / "data" / "split").exists()
