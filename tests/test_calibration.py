@@ -227,11 +227,17 @@ def test_fit_temperature_bias_matches_sklearn_logistic_regression():
     assert fit_temperature_bias([1.0, 2.0], [1, 1]) == (1.0, 0.0)
 
 
+def _map_choice(seed: int, crossing: float):
+    """Data calibrated under 50/50 that cross 0.5 at ``crossing``; both maps compared with the
+    threshold at 1.0. Returns (logits, labels, weights, compare_maps result)."""
+    z, y = _balanced_world(seed, n=1000, crossing=crossing)
+    w = prior_sample_weights(y, 0.5)
+    return z, y, w, compare_maps(z, y, threshold=1.0, sample_weight=w, folds=5, seed=0)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_cross_validation_prefers_temperature_when_the_crossing_is_the_threshold(seed):
-    z, y = _balanced_world(seed, n=1000, crossing=1.0)
-    w = prior_sample_weights(y, 0.5)
-    choice = compare_maps(z, y, threshold=1.0, sample_weight=w, folds=5, seed=0)
+    z, y, w, choice = _map_choice(seed, crossing=1.0)
     assert choice["better"] == "temperature"
     assert choice["nll_cv"]["temperature"] == pytest.approx(
         cross_validated_nll("temperature", z, y, threshold=1.0, sample_weight=w))
@@ -242,9 +248,7 @@ def test_cross_validation_prefers_temperature_when_the_crossing_is_the_threshold
 @pytest.mark.parametrize("seed", range(5))
 def test_cross_validation_prefers_temperature_bias_when_the_data_cross_elsewhere(seed):
     # calibrated crossing at 2.5, the threshold at 1.0: no temperature puts 0.5 at 2.5
-    z, y = _balanced_world(seed, n=1000, crossing=2.5)
-    w = prior_sample_weights(y, 0.5)
-    choice = compare_maps(z, y, threshold=1.0, sample_weight=w, folds=5, seed=0)
+    z, y, w, choice = _map_choice(seed, crossing=2.5)
     assert choice["better"] == "temperature_bias"
     assert choice["nll_cv_difference"] < -choice["standard_error"] < 0
     # in-sample, the nested map can never be better
