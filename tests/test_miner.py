@@ -1,5 +1,5 @@
 """The miner detector in our own environment (the miner's pinned one: tests/miner_env_check.py), the
-multi-view decision, inference.json, latency and `roadwork publish`."""
+multi-view decision, inference.json and latency (`roadwork publish`: test_publish.py)."""
 
 import os
 
@@ -16,7 +16,7 @@ import yaml
 
 from roadwork.evaluate.threshold import best_threshold
 from roadwork.export.bundle import verify_manifest
-from roadwork.miner import decision, detector, latency, publish
+from roadwork.miner import decision, detector, latency
 from roadwork.miner.detector import DetectorConfigError, RoadworkTimmDetector, fold_threshold
 from roadwork.predict import Predictor, topk_mean
 from test_predict import make_bundle, pictures
@@ -214,42 +214,3 @@ def test_latency_per_view_count_and_warning(bundle):
     assert latency.latency_warning(measured, budget_s=1e3) is None
     warning = latency.latency_warning(measured, budget_s=0.0, setting="export.latency_budget_s")
     assert "export.latency_budget_s" in warning and "5 views" in warning and "predict.multiview_grid" in warning
-
-
-# ------------------------------------------------------------------------------ publish
-def test_publish_folder_layout(bundle, tmp_path, capsys, monkeypatch):
-    from roadwork.cli import main
-
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    copy = with_inference(bundle, tmp_path, {"views": "single", "multiview": {**MULTIVIEW, "threshold": 0.6}})
-    out = tmp_path / "publish"
-    assert main(["publish", "--bundle", str(copy), "--out", str(out)]) == 2  # the card has no hotkey
-    assert "submitted_by" in capsys.readouterr().err
-
-    assert main(["publish", "--bundle", str(copy), "--out", str(out), "--hotkey", "5HotKey"]) == 2
-    assert "version must be X.Y.Z, got '0'" in capsys.readouterr().err
-    assert main(["publish", "--bundle", str(copy), "--out", str(out), "--hotkey", "5HotKey", "--version", "1.2.3",
-                 "--repo", "me/roadwork"]) == 0
-    assert "not pushed: set HF_TOKEN" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == sorted([
-        "config.json", "model.safetensors", "inference.json", "model_card.json", "manifest.json",
-        publish.DETECTOR_FILE, publish.CONFIG_FILE])
-    card = json.loads((out / "model_card.json").read_text())
-    assert card["submitted_by"] == "5HotKey" and card["version"] == "1.2.3" and all(card[k] for k in publish.CARD_KEYS)
-    assert verify_manifest(out) == []
-    assert (out / publish.DETECTOR_FILE).read_text() == Path(detector.__file__).read_text()
-    config = yaml.safe_load((out / publish.CONFIG_FILE).read_text())
-    assert config["hf_repo"] == "me/roadwork" and config["views"] == "bundle"
-    for name in ("config.json", "model.safetensors", "inference.json"):
-        assert (out / name).read_bytes() == (copy / name).read_bytes()
-    # publishing again replaces the folder; a folder that is not one is never deleted
-    assert main(["publish", "--bundle", str(copy), "--out", str(out), "--hotkey", "5HotKey", "--version", "1.2.4"]) == 0
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    assert main(["publish", "--bundle", str(copy), "--out", str(tmp_path / "mine"), "--hotkey", "5HotKey",
-                 "--version", "1.2.3"]) == 2
-    assert "is not an earlier publish folder" in capsys.readouterr().err
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    # the published folder is itself a bundle the detector loads
-    assert RoadworkTimmDetector(config_name=None, bundle=str(out))(pictures(1)[0]) == pytest.approx(
-        RoadworkTimmDetector(config_name=None, bundle=str(copy))(pictures(1)[0]))
