@@ -50,7 +50,7 @@ CARD_KEYS = ("model_name", "description", "version", "submitted_by", "submission
 _SOURCE = Path(__file__).resolve().parent
 
 # The DINOv3 License (facebookresearch/dinov3 LICENSE.md, "Last Updated: August 19, 2025", commit ffb4bb8; the
-# same licence the timm weights timm/vit_*_dinov3.lvd1689m declare as dinov3-license and ship as LICENSE.md),
+# timm weights timm/vit_*_dinov3.lvd1689m declare dinov3-license and ship a LICENSE.md of the same size),
 # section 1.b.i: "Distribution of DINO Materials, and any derivative works thereof, are subject to the terms of
 # this Agreement. If you distribute or make the DINO Materials, or any derivative works thereof, available to a
 # third party, you may only do so under the terms of this Agreement and you shall provide a copy of this
