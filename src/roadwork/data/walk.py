@@ -127,7 +127,7 @@ def walk(tops: list[tuple[Path, str]], root: Path, allow_outside_root: bool = Fa
     a folder is listed once, under its real path when it has one, and a loop ends. A folder that
     cannot be listed is one entry with the reason. Files are checked with :func:`check_file` (stat
     only)."""
-    visited = {_key(os.stat(root))}
+    visited = {_stat_key(root)} - {_stat_key(top) for top, _ in tops} - {None}  # a link back to the root: a loop
     links: list[tuple[Path, str]] = []
     for top, rel in tops:
         yield from _walk_real(top, rel, root, allow_outside_root, max_file_bytes, visited, links)
@@ -177,3 +177,10 @@ def _walk_real(top: Path, rel: str, root: Path, allow_outside_root: bool, max_fi
 
 def _key(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        return _key(os.stat(path))
+    except OSError:
+        return None
