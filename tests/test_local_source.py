@@ -144,6 +144,41 @@ def test_a_file_is_read_once_and_refused_files_never(tmp_path, make_jpeg, monkey
     assert opened == ["small.jpg"]
 
 
+def test_hostile_entries_are_quarantined_with_their_reason_and_nothing_from_outside_is_written(tmp_path, make_jpeg):
+    """`python -m roadwork.stages.download` used to hang on a FIFO, end in a RuntimeError on a symlink
+    loop, and walk a class folder symlinked to /etc (1,044 names of /etc in quarantine.csv)."""
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    for folder in ("none", "roadwork"):
+        (photos / folder).mkdir(parents=True)
+        (photos / folder / "ok.jpg").write_bytes(make_jpeg(len(folder)))
+    os.mkfifo(photos / "none" / "pipe.jpg")
+    (photos / "none" / "loop.jpg").symlink_to("loop.jpg")
+    (photos / "none" / "root").symlink_to("/")
+    (photos / "1").symlink_to("/etc")
+    os.mkfifo(photos / "stray")  # beside the class folders
+    (tmp_path / "params.yaml").write_text(f"data: {{source: local, local: {{path: {photos}}}}}\n")
+    for stage in ("scan_local", "download"):
+        done = subprocess.run([sys.executable, "-m", f"roadwork.stages.{stage}"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    reasons = {ref: row["reason"] for ref, row in quarantine(tmp_path / "data" / "raw").items()}
+    inventory = {row["ref"]: row["problem"] for row in read_csv(tmp_path / "data" / "local_inventory.csv")}
+    hint = "(data.local.allow_outside_root: true allows it)"
+    assert reasons == {ref: problem for ref, problem in inventory.items() if problem} == {
+        "1": f"outside data.local.path: class folder 1 is a symlink to a folder outside the root; not walked {hint}",
+        "none/loop.jpg": "symlink loop: none/loop.jpg",
+        "none/pipe.jpg": "not a regular file: none/pipe.jpg is a FIFO (named pipe)",
+        "none/root": f"outside data.local.path: none/root is a symlink to a folder outside the root; not walked {hint}",
+        "stray": "not a regular file: stray is a FIFO (named pipe)",
+    }
+    assert set(inventory) == set(reasons) | {"none/ok.jpg", "roadwork/ok.jpg"}
+    written = [p for p in (tmp_path / "data").rglob("*") if p.is_file()] + [tmp_path / "metrics" / "download.json"]
+    assert not any(name in p.read_bytes() for p in written for name in (b"passwd", b"/etc", b"hostname"))
+
+
 def repro_download(repo: Path) -> bool:
     """`dvc repro download` (scan_local runs first, every time); whether download's outputs changed:
     re-run, or restored from DVC's run cache (the folder went back to an earlier state)."""
