@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -223,11 +224,13 @@ class ExploraParams(Section):
     warmup_epochs: Int = Field(0, ge=0, description="linear learning-rate warmup")
     weight_decay: Float = Field(0.04, ge=0)
     clip_grad: Optional[Float] = Field(3.0, gt=0, description="global gradient-norm clip; null = none")
-    grad_checkpointing: StrictBool = Field(False, description="activation checkpointing of the blocks (memory for compute)")
+    grad_checkpointing: StrictBool = Field(False, description="activation checkpointing of the blocks "
+                                                              "(memory for compute)")
     unfrozen_blocks: Int = Field(1, ge=0, description="last blocks fully trainable")
     lora_rank: Int = Field(8, gt=0, description="LoRA rank on q and v of every other block")
     global_crop_size: Int = Field(64, ge=16, le=1024, description="the 2 global views (multiple of 16)")
-    global_crop_scale: tuple[Float, Float] = Field((0.32, 1.0), description="RandomResizedCrop area range, global views")
+    global_crop_scale: tuple[Float, Float] = Field((0.32, 1.0),
+                                                   description="RandomResizedCrop area range, global views")
     local_crops_number: Int = Field(4, ge=0, description="local views per image")
     local_crop_size: Int = Field(32, ge=16, le=1024, description="multiple of 16")
     local_crop_scale: tuple[Float, Float] = Field((0.05, 0.32), description="RandomResizedCrop area range, local views")

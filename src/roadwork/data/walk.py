@@ -54,7 +54,9 @@ def problem_of(error: OSError, rel: str, path: Path) -> str:
     prefix = "not a regular file: "
     if isinstance(error, NotReadable):
         text = str(error)
-        return f"{prefix}{rel} is {text[len(prefix):]}" if text.startswith(prefix) else f"file too large: {rel} ({text})"
+        if text.startswith(prefix):
+            return f"{prefix}{rel} is {text[len(prefix):]}"
+        return f"file too large: {rel} ({text})"
     if error.errno == errno.ELOOP:
         return f"symlink loop: {rel}"
     if error.errno == errno.ENOENT:
