@@ -85,3 +85,63 @@ def test_code_defaults_are_the_params_yaml_values():
     from roadwork.config import Params
 
     assert Params() == load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "patch, line",
+    [
+        ({"data": {"limit": True}}, "  data.limit: Input should be a valid integer (got True)"),
+        ({"train": {"batch_size": True}}, "  train.batch_size: Input should be a valid integer (got True)"),
+        ({"train": {"epochs": 2.5}}, "  train.epochs: Input should be a valid integer (got 2.5)"),
+        ({"train": {"lr": float("inf")}}, "  train.lr: Input should be a finite number (got inf)"),
+        ({"train": {"lr": "inf"}}, "  train.lr: Input should be a finite number (got 'inf')"),
+        ({"train": {"weight_decay": float("nan")}}, "  train.weight_decay: Input should be a finite number (got nan)"),
+        ({"train": {"lr": True}}, "  train.lr: Value error, expected a number, not a boolean (true) (got True)"),
+        ({"train": {"balanced_sampler": 1}}, "  train.balanced_sampler: Input should be a valid boolean (got 1)"),
+        ({"data": {"local": {"class_folders": {"maybe": 2}}}},
+         "  data.local.class_folders.maybe: Input should be 0 or 1 (got 2)"),
+        ({"data": {"local": {"class_folders": {"yes": True}}}},
+         "  data.local.class_folders.yes: Value error, expected a number, not a boolean (true) (got True)"),
+        ({"model": {"overrides": {"depth": True}}}, "model.overrides.depth"),
+    ],
+)
+def test_booleans_infinities_and_stray_labels_are_refused(patch, line):
+    """YAML `true` used to pass as 1 (data.limit, train.batch_size), `.inf` as a learning rate, and a
+    class folder mapped to 2 failed only when download met it."""
+    with pytest.raises(ConfigError) as caught:
+        parse_params(patch, "params.yaml")
+    assert line in str(caught.value), str(caught.value)
+
+
+def test_a_huge_string_param_is_refused_with_a_short_message():
+    """A 10 MB string used to land in dvc.lock; the message shows its start and length, not the string."""
+    with pytest.raises(ConfigError) as caught:
+        parse_params({"export": {"submitted_by": "x" * 10_000_000}}, "params.yaml")
+    message = str(caught.value)
+    assert "export.submitted_by: String should have at most 4096 characters" in message
+    assert "(10000000 characters)" in message and len(message) < 400
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    """A "billion laughs" params.yaml: nine levels of aliases expand to 10^9 strings. DVC itself parses
+    params.yaml before any stage runs (see README, Reliability); our own loader refuses aliases at once."""
+    import time
+
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_params(bomb)
+    assert time.monotonic() - started < 5
+    assert str(caught.value) == (f"{bomb}: not valid YAML: line 2: alias *a0 refused; params.yaml may not use YAML "
+                                 "anchors and aliases (write the value out)")
+
+
+def test_a_parameter_file_that_is_not_a_regular_file_is_refused(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "params.yaml")  # reading it would block
+    with pytest.raises(ConfigError, match="parameter file is not a regular file"):
+        load_params(tmp_path / "params.yaml")

@@ -72,11 +72,10 @@ def test_dvc_yaml_files_are_the_paths_table():
         return sorted(next(iter(e)) if isinstance(e, dict) else e for e in entries or [])
 
     raw = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert "${data.local.path}" in raw["download"]["deps"]  # the local source is a real dependency
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    # the local source reaches download through scan_local's inventory, never as a folder DVC would hash
+    assert raw["scan_local"]["always_changed"] and not any("${" in d for s in raw.values() for d in s.get("deps", []))
     for name, stage in stages.items():
-        deps = [d for d in names(stage.get("deps")) if not d.startswith("src/")
-                and not (name == "download" and d == params["data"]["local"]["path"])]
+        deps = [d for d in names(stage.get("deps")) if not d.startswith("src/")]
         outs = names(stage.get("outs")) + names(stage.get("metrics")) + names(stage.get("plots"))
         assert deps == sorted(p.as_posix() for p in STAGE_FILES[name]["deps"]), name
         assert sorted(outs) == sorted(p.as_posix() for p in STAGE_FILES[name]["outs"]), name

@@ -137,3 +137,91 @@ def test_natix_unreachable_revision_fails_clearly(tmp_path, make_jpeg):
                          capture_output=True, text=True)
     assert run.returncode != 0
     assert "natix-network-org/roadwork" in run.stderr and "'v9'" in run.stderr and "HF_TOKEN" in run.stderr
+
+
+# ----------------------------------------------------------------------- defective manifests
+def manifest_error(path: Path, tmp_path: Path) -> str:
+    with pytest.raises(SourceError) as error:
+        ingest(data_params(source="local", local={"path": str(path)}), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()  # nothing half-written
+    return str(error.value)
+
+
+def test_a_utf8_byte_order_mark_is_read(tmp_path, make_jpeg):
+    """Excel's "CSV UTF-8" starts with a BOM; it used to be reported as a missing `path` column."""
+    (tmp_path / "a.jpg").write_bytes(make_jpeg(1))
+    (tmp_path / "b.jpg").write_bytes(make_jpeg(2))
+    (tmp_path / "m.csv").write_bytes("\ufeffpath,label\na.jpg,0\nb.jpg,1\n".encode("utf-8"))
+    summary = ingest(data_params(source="local", local={"path": str(tmp_path / "m.csv")}), tmp_path / "raw")
+    assert summary["images"] == 2 and summary["positives"] == 1
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"path,label\n", "the manifest has a header but no rows"),
+    (b"", "the manifest is empty; it needs a header row with 'path' and 'label'"),
+    (b"path;label\na.jpg;1\n", "manifest lacks column(s) ['path', 'label']; it needs 'path' and 'label' "
+                               "(found ['path;label'])"),
+    ("path,label\na.jpg,1\n".encode("utf-16"), "the manifest is UTF-16 text; save it as UTF-8"),
+    ("path,label\ncafé.jpg,1\n".encode("latin-1"), "the manifest is not UTF-8 text (byte 14: b'\\xe9'); save it as UTF-8"),
+    (b"path,label\na.jpg,1\n\0\0\0", "the manifest contains NUL bytes (byte 19): not a text CSV file"),
+    (b"path,label\na.jpg, 1\n", "row 2 ('a.jpg'): label ' 1' is not 0 or 1"),
+    (b"path,label\n,1\n", "row 2: path '' is empty, null or not a file name"),
+    (b"path,label\na.jpg\n", "row 2 ('a.jpg'): label None is not 0 or 1"),
+])
+def test_defective_csv_manifests_are_refused_naming_the_file_and_what_is_wrong(tmp_path, make_jpeg, content, expected):
+    (tmp_path / "a.jpg").write_bytes(make_jpeg(1))
+    (tmp_path / "m.csv").write_bytes(content)
+    assert manifest_error(tmp_path / "m.csv", tmp_path) == f"{tmp_path / 'm.csv'}: {expected}"
+
+
+def test_defective_parquet_manifests_are_refused_naming_the_file_and_what_is_wrong(tmp_path, make_jpeg):
+    (tmp_path / "a.jpg").write_bytes(make_jpeg(1))
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"path": ["a.jpg", None], "label": [0, 1]}), manifest)
+    assert manifest_error(manifest, tmp_path) == f"{manifest}: row 1: path None is empty, null or not a file name"
+    pq.write_table(pa.table({"path": pa.array([], pa.string()), "label": pa.array([], pa.int64())}), manifest)
+    assert manifest_error(manifest, tmp_path) == f"{manifest}: the manifest has a header but no rows"
+    pq.write_table(pa.table({"path": ["a.jpg"], "label": [True]}), manifest)
+    assert manifest_error(manifest, tmp_path) == f"{manifest}: row 0 ('a.jpg'): label True is not 0 or 1"
+    good = (pq.write_table(pa.table({"path": ["a.jpg"], "label": [1]}), manifest), manifest.read_bytes())[1]
+    manifest.write_bytes(good[: len(good) // 2])  # truncated: no footer
+    error = manifest_error(manifest, tmp_path)
+    assert error.startswith(f"{manifest}: not a readable parquet file (") and "Traceback" not in error
+
+
+def test_a_manifest_that_is_not_a_regular_file_is_refused_unopened(tmp_path):
+    os.mkfifo(tmp_path / "m.csv")  # opening it for reading would block forever
+    assert manifest_error(tmp_path / "m.csv", tmp_path) == (
+        f"data.local.path: {tmp_path / 'm.csv'} is a FIFO (named pipe), not a folder or a .csv/.parquet manifest")
+
+
+def test_a_killed_download_leaves_a_temporary_folder_the_next_run_removes(tmp_path, make_jpeg):
+    """Killed while writing, download leaves .raw.<pid>.<random>.tmp/ (partial images) beside data/raw;
+    the next run removes those whose process is gone, and nothing else."""
+    make_class_folders(tmp_path / "src", make_jpeg)
+    params = data_params(source="local", local={"path": str(tmp_path / "src")})
+    out = tmp_path / "data" / "raw"
+    script = (f"import os, sys; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+              "import roadwork.data.ingest as ingest_module\n"
+              "from roadwork.config import parse_params\n"
+              "real = ingest_module.format_csv\n"
+              "def die(*args, **kwargs):\n"
+              "    os.kill(os.getpid(), 9)\n"  # a SIGKILL after the images were written, before the manifest
+              "ingest_module.format_csv = die\n"
+              f"ingest_module.ingest(parse_params({{'data': {params.model_dump()!r}}}).data, __import__('pathlib').Path({str(out)!r}))\n")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == -9
+    leftovers = list(out.parent.glob(".raw.*.tmp"))
+    assert len(leftovers) == 1 and list(leftovers[0].rglob("*.jpg"))  # partial images were there
+    legacy = out.parent / ".raw.abcd1234.tmp"  # the name earlier versions used (no pid)
+    legacy.mkdir()
+    running = out.parent / f".raw.{os.getpid()}.abcd1234.tmp"  # a live process's: not ours to remove
+    running.mkdir()
+    mine = [out.parent / ".raw.keep.tmp", out.parent / "raw.abcd1234.tmp"]  # not our pattern
+    for path in mine:
+        path.mkdir()
+    ingest(params, out)
+    assert not leftovers[0].exists() and not legacy.exists()
+    assert running.exists() and all(path.exists() for path in mine)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([".raw.keep.tmp", "raw.abcd1234.tmp",
+                                                                    running.name, "raw"])

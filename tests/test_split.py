@@ -200,3 +200,12 @@ def test_split_stage_refuses_data_with_one_class(tmp_path, make_jpeg):
 
     assert f"split.ratios.train is {SplitParams().ratios.train:g}" in failed.stderr and failed.stderr.count("needs both classes") == 4
     assert not (tmp_path / "data" / "split").exists()
+
+
+def test_no_images_at_all_is_one_message_that_does_not_suggest_a_larger_share():
+    """When dedup drops every image, "give it a larger share" cannot help: one message says what happened."""
+    ratios = {"train": 0.6, "val_select": 0.15, "val_calib": 0.15, "val_test": 0.1}
+    problems = unusable_splits(split_summary([], assign_splits([], ratios, seed=0)), ratios)
+    assert problems == ["no images to split: the dedup stage kept none (download quarantined them, or dedup removed "
+                        "them: see data/raw/quarantine.csv and data/dedup/removed.csv for each image's reason); add "
+                        "usable images of both classes, no split.ratios setting can help"]

@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 
 from roadwork.config import PredictParams
 from roadwork.data.images import IMAGE_SUFFIXES
+from roadwork.data.walk import open_regular, walk
 from roadwork.miner.detector import tile_boxes  # its one home: the miner's detector file is self-contained
 
 CSV_COLUMNS = ["path", "probability", "decision", "error"]
@@ -67,23 +68,38 @@ def topk_by_confidence(probabilities: np.ndarray, k: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------- images
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image as the transformers pipeline does (``load_image``): EXIF orientation
-    applied, converted to RGB. Raises on unreadable files."""
-    with Image.open(path) as image:
+    applied, converted to RGB. Raises on unreadable files; a FIFO, socket or device is refused
+    from its ``stat`` without being opened (it could block forever)."""
+    with open_regular(path) as handle, Image.open(handle) as image:
         image = ImageOps.exif_transpose(image)
         return image.convert("RGB")
 
 
-def iter_image_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+def iter_image_paths(paths: Iterable[str | os.PathLike], skipped: list[dict] | None = None) -> Iterator[Path]:
     """Files as given (whatever their suffix) and, for folders, every image file below them
-    (recursively, by suffix, sorted). A path that does not exist is yielded too, so that it
-    is reported as an error rather than silently skipped."""
+    (recursively, by suffix, sorted; symlinked folders are followed once, loops are not). A path
+    that does not exist is yielded too, so that it is reported as an error rather than silently
+    skipped. Entries of a folder that cannot be images are listed in `skipped` as CSV rows with
+    the reason (a FIFO, socket or device, a symlink loop, a dangling symlink, an unlistable
+    folder), never opened; without a `skipped` list they are yielded, and reading them fails with
+    the reason. Regular files without an image suffix are not images and not listed."""
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-            yield from sorted(found)
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        found, problems = [], []
+        for entry in walk([(path, "")], Path(os.path.realpath(path)), allow_outside_root=True):
+            if not entry.problem:
+                if entry.path.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(entry.path)
+            elif skipped is None:
+                found.append(entry.path)
+            else:
+                problems.append({"path": str(entry.path), "probability": "", "decision": "", "error": entry.problem})
+        yield from sorted(found)
+        if skipped is not None:
+            skipped += sorted(problems, key=lambda row: row["path"])
 
 
 # ------------------------------------------------------------------------------- predictor
@@ -257,8 +273,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    paths = list(iter_image_paths(args.paths))
-    if not paths:
+    skipped: list[dict] = []  # folder entries that cannot be images (FIFOs, loops...): a row each, never opened
+    paths = list(iter_image_paths(args.paths, skipped))
+    if not paths and not skipped:
         print("error: no image files found under the given paths", file=sys.stderr)
         return EXIT_NOTHING_SCORED
     out = Path(args.out)
@@ -272,10 +289,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
             n_errors += bool(row["error"])
             n_positive += row["decision"] == 1
             handle.write(format_csv([row], CSV_COLUMNS).split("\n", 1)[1])
+        handle.write(format_csv(skipped, CSV_COLUMNS).split("\n", 1)[1])
     os.replace(partial, out)
-    print(f"{len(paths)} file(s): {n_positive} roadwork, {len(paths) - n_positive - n_errors} not, "
+    n_errors += len(skipped)
+    total = len(paths) + len(skipped)
+    print(f"{total} file(s): {n_positive} roadwork, {total - n_positive - n_errors} not, "
           f"{n_errors} unreadable -> {out}", file=sys.stderr)
-    if n_errors == len(paths):
+    if n_errors == total:
         print("error: no file could be scored (every one is unreadable; see the error column)", file=sys.stderr)
         return EXIT_NOTHING_SCORED
     return EXIT_SOME_UNREADABLE if n_errors else EXIT_OK

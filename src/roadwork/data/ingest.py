@@ -37,7 +37,7 @@ def image_id(ref: str) -> str:
 
 def check_label(record: SourceRecord) -> int:
     label = record.label
-    if isinstance(label, str) and label.strip() in ("0", "1"):
+    if isinstance(label, str) and label in ("0", "1"):
         label = int(label)
     if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1):
         raise SourceError(f"row {record.ref!r}: label {record.label!r} is not 0 or 1")
@@ -94,7 +94,8 @@ def ingest(params: DataParams, out_dir: Path) -> dict:
         # Pillow releases the GIL while decoding, so threads use every core.
         results = _ordered_map(lambda r: _process(r, params.max_pixels), source.records(wanted), os.cpu_count() or 1)
         for record, result in tqdm(results, total=len(wanted), desc="download", unit="img"):
-            label = check_label(record)
+            label = None if record.refused else check_label(record)  # a refused entry may have none (a FIFO
+            # beside the class folders)
             file_sha = sha256_bytes(record.data)
             if isinstance(result, QuarantineError):
                 # bytes are kept (for a person to inspect) only of files that claim to be images,

@@ -7,13 +7,18 @@ subset before any image bytes are read, then streamed as `SourceRecord`s.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
+import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from roadwork.config import DataParams
+from roadwork.data.walk import (OUTSIDE_HINT, Entry, check_file, inside, kind, printable, problem_of, read_regular,
+                                walk)
 
 
 class SourceError(ValueError):
@@ -61,95 +66,172 @@ class SyntheticSource:
 
 
 # --------------------------------------------------------------------------------------- local
+INVENTORY_COLUMNS = ["ref", "label", "bytes", "sha256", "problem"]
+
+
 class LocalSource:
     """A folder with one sub-folder per class, or a CSV/parquet manifest with `path` and `label`.
 
     Confined to its root (the folder, or the manifest's folder): every entry must resolve, after
-    symlinks, to a file inside the root, else it is refused with the reason and nothing of it is
-    read (``allow_outside_root`` lifts this, e.g. for a folder of symlinks into a photo library).
-    Files larger than ``max_file_bytes`` are refused unread; a missing file (a dangling symlink, a
-    manifest row naming nothing) is refused as "missing file". Manifest labels are read as text
-    and checked row by row, naming the row.
+    symlinks, to a regular file inside the root, else it is refused with the reason and nothing of
+    it is read (``allow_outside_root`` lifts the confinement, e.g. for a folder of symlinks into a
+    photo library; a class folder that is such a symlink is then walked too). Listing uses only
+    ``stat`` (roadwork.data.walk): FIFOs, sockets, devices, symlink loops, dangling symlinks,
+    unreadable entries and files larger than ``max_file_bytes`` become refused entries, never
+    opened. Reasons name entries relative to the root, never a symlink's target. Manifest labels
+    are read as text and checked row by row, naming the row.
     """
 
     def __init__(self, path: str, class_folders: dict[str, int], allow_outside_root: bool = False,
                  max_file_bytes: int = 1 << 28):
         self.path = Path(path)
-        if not self.path.exists():
-            raise SourceError(f"data.local.path: {self.path} does not exist")
-        self.root = (self.path if self.path.is_dir() else self.path.parent).resolve()
+        try:
+            mode = os.stat(self.path).st_mode
+        except OSError as error:
+            problem = "does not exist" if error.errno == errno.ENOENT else f"cannot be read ({error.strerror})"
+            raise SourceError(f"data.local.path: {self.path} {problem}") from None
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise SourceError(f"data.local.path: {self.path} is {kind(mode)}, not a folder or a .csv/.parquet manifest")
+        self.root = Path(os.path.realpath(self.path if stat.S_ISDIR(mode) else self.path.parent))
         self.allow_outside_root = allow_outside_root
         self.max_file_bytes = max_file_bytes
-        self.entries: dict[str, tuple[Path, object, str]] = {}
-        if self.path.is_dir():
+        self.entries: dict[str, tuple[Entry, object, str]] = {}  # ref -> (checked entry, label, scene description)
+        if stat.S_ISDIR(mode):
             self._scan_folders(class_folders)
         else:
             self._read_manifest()
 
     def _scan_folders(self, class_folders: dict[str, int]) -> None:
-        folders = sorted(p for p in self.path.iterdir() if p.is_dir())
-        unknown = [p.name for p in folders if p.name.lower() not in class_folders]
+        try:
+            with os.scandir(self.path) as listing:
+                top = sorted(listing, key=lambda child: child.name)
+        except OSError as error:
+            raise SourceError(f"data.local.path: {self.path} cannot be listed ({error.strerror})") from None
+        folders = []
+        for child in top:
+            try:
+                is_dir = stat.S_ISDIR(child.stat().st_mode)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                folders.append(child.name)
+                continue
+            # files beside the class folders (a README) are not data; anything else there is listed
+            entry = check_file(self.path / child.name, child.name, self.root, self.allow_outside_root)
+            if entry.problem:
+                self.entries[entry.rel] = (entry, None, "")
+        unknown = [printable(name) for name in folders if name.lower() not in class_folders]
         if unknown:
             raise SourceError(
                 f"{self.path}: class folder(s) {unknown} not in data.local.class_folders "
                 f"({sorted(class_folders)}); rename them or extend the mapping"
             )
-        for folder in folders:
-            label = class_folders[folder.name.lower()]
-            for file in sorted(folder.rglob("*")):
-                if file.is_file() or file.is_symlink():  # a dangling symlink is reported, not skipped
-                    self.entries[file.relative_to(self.path).as_posix()] = (file, label, "")
+        tops = []
+        for name in folders:
+            folder = self.path / name
+            if folder.is_symlink() and not self.allow_outside_root and not inside(folder, self.root):
+                self.entries[name] = (Entry(name, folder, f"outside data.local.path: class folder {name} is a symlink "
+                                                          f"to a folder outside the root; not walked {OUTSIDE_HINT}"),
+                                      class_folders[name.lower()], "")
+            else:
+                tops.append((folder, name))
+        for entry in walk(tops, self.root, self.allow_outside_root, self.max_file_bytes):
+            self.entries[entry.rel] = (entry, class_folders[entry.rel.split("/")[0].lower()], "")
         if not self.entries:
             raise SourceError(f"{self.path}: no files found in class sub-folders")
 
     def _read_manifest(self) -> None:
-        import pyarrow.parquet as pq
-
         suffix = self.path.suffix.lower()
-        if suffix == ".parquet":
-            rows, first = pq.read_table(self.path).to_pylist(), 0
-        elif suffix == ".csv":
-            with open(self.path, newline="", encoding="utf-8") as handle:  # every value as text
-                rows, first = list(csv.DictReader(handle)), 2
-        else:
+        if suffix not in (".csv", ".parquet"):
             raise SourceError(f"data.local.path: {self.path} is neither a folder nor a .csv/.parquet manifest")
-        missing = {"path", "label"} - set(rows[0] if rows else {})
+        try:
+            data = read_regular(self.path, self.max_file_bytes)
+        except OSError as error:
+            raise SourceError(f"data.local.path: {self.path} cannot be read ({error.strerror or error}; the "
+                              f"manifest must be a regular file within data.max_file_bytes)") from None
+        columns, rows, first = _parquet_rows(self.path, data) if suffix == ".parquet" else _csv_rows(self.path, data)
+        missing = [c for c in ("path", "label") if c not in columns]
         if missing:
-            raise SourceError(f"{self.path}: manifest lacks column(s) {sorted(missing)}; it needs 'path' and 'label'")
+            raise SourceError(f"{self.path}: manifest lacks column(s) {missing}; it needs 'path' and 'label' "
+                              f"(found {columns})")
+        if not rows:
+            raise SourceError(f"{self.path}: the manifest has a header but no rows")
         for number, row in enumerate(rows, start=first):
-            ref = str(row["path"])
-            label = str(row["label"]).strip()
-            if label not in ("0", "1"):
+            ref = row["path"]
+            if ref is None or str(ref) == "" or "\0" in str(ref):
+                raise SourceError(f"{self.path}: row {number}: path {ref!r} is empty, null or not a file name")
+            ref = str(ref)
+            label = str(row["label"])
+            if label not in ("0", "1"):  # exactly: " 1", "1.0", "true" are refused
                 raise SourceError(f"{self.path}: row {number} ({ref!r}): label {row['label']!r} is not 0 or 1")
             if ref in self.entries:
                 raise SourceError(f"{self.path}: row {number}: path {ref!r} listed twice")
-            self.entries[ref] = (self.path.parent / ref, int(label), str(row.get("scene_description") or ""))
-
-    def refusal(self, file: Path) -> str:
-        """Why `file` is not read ("" if it is fine)."""
-        if not file.exists():
-            target = f" (a symlink to {os.readlink(file)})" if file.is_symlink() else ""
-            return f"missing file: {file}{target}"
-        resolved = file.resolve()
-        if not self.allow_outside_root and not resolved.is_relative_to(self.root):
-            return (f"outside data.local.path: {file} resolves to {resolved}, outside {self.root} "
-                    "(data.local.allow_outside_root: true allows it)")
-        if not resolved.is_file():
-            return f"not a regular file: {file}"
-        size = resolved.stat().st_size
-        if size > self.max_file_bytes:
-            return f"file too large: {file} has {size} bytes, more than data.max_file_bytes ({self.max_file_bytes})"
-        return ""
+            entry = check_file(self.path.parent / ref, ref, self.root, self.allow_outside_root, self.max_file_bytes)
+            self.entries[ref] = (entry, int(label), str(row.get("scene_description") or ""))
 
     def refs(self) -> list[str]:
         return list(self.entries)
 
     def records(self, wanted: set[str]) -> Iterator[SourceRecord]:
-        for ref, (file, label, text) in self.entries.items():
-            if ref in wanted:
-                refused = self.refusal(file)
-                data = b"" if refused else file.resolve().read_bytes()
-                yield SourceRecord(ref, data, label, text, refused, file.resolve().is_relative_to(self.root))
+        for ref, (entry, label, text) in self.entries.items():
+            if ref not in wanted:
+                continue
+            if entry.problem:
+                yield SourceRecord(ref, b"", label, text, entry.problem)
+                continue
+            try:
+                data = read_regular(entry.path, self.max_file_bytes)
+            except OSError as error:  # unreadable, or changed since it was listed
+                yield SourceRecord(ref, b"", label, text, problem_of(error, entry.rel, entry.path))
+                continue
+            yield SourceRecord(ref, data, label, text, "", inside(entry.path, self.root))
+
+    def inventory(self) -> list[dict]:
+        """One row per entry: its label, and its size and sha256 (read) or why it is refused (not
+        opened). What `download` depends on in dvc.yaml instead of the folder itself."""
+        rows = []
+        for ref, (entry, label, _) in sorted(self.entries.items()):
+            row = {"ref": printable(ref), "label": "" if label is None else label, "bytes": entry.size, "sha256": "",
+                   "problem": entry.problem}
+            if not entry.problem:
+                try:
+                    row["sha256"] = hashlib.sha256(read_regular(entry.path, self.max_file_bytes)).hexdigest()
+                except OSError as error:
+                    row["problem"] = problem_of(error, entry.rel, entry.path)
+            rows.append(row)
+        return rows
+
+
+def _csv_rows(path: Path, data: bytes) -> tuple[list[str], list[dict], int]:
+    """A CSV manifest's columns, rows (every value as text) and first row number (the line after the header)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SourceError(f"{path}: the manifest is UTF-16 text; save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Excel's "CSV UTF-8") is fine
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{path}: the manifest is not UTF-8 text (byte {error.start}: "
+                          f"{data[error.start:error.start + 1]!r}); save it as UTF-8") from None
+    if "\0" in text:
+        raise SourceError(f"{path}: the manifest contains NUL bytes (byte {data.index(0)}): not a text CSV file")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as error:
+        raise SourceError(f"{path}: not a readable CSV file (line {reader.line_num}: {error})") from None
+    if reader.fieldnames is None:
+        raise SourceError(f"{path}: the manifest is empty; it needs a header row with 'path' and 'label'")
+    return list(reader.fieldnames), rows, 2
+
+
+def _parquet_rows(path: Path, data: bytes) -> tuple[list[str], list[dict], int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise SourceError(f"{path}: not a readable parquet file ({type(error).__name__}: {error})") from None
+    return table.column_names, table.to_pylist(), 0
 
 
 # --------------------------------------------------------------------------------------- natix
@@ -216,6 +298,14 @@ def open_source(params: DataParams):
         return LocalSource(params.local.path, params.local.class_folders, params.local.allow_outside_root,
                            params.max_file_bytes)
     return NatixSource(params.natix.repo_id, params.natix.revision)
+
+
+def scan_local(params: DataParams) -> list[dict]:
+    """The local source's inventory (:meth:`LocalSource.inventory`); no rows for the other sources."""
+    if params.source != "local":
+        return []
+    return LocalSource(params.local.path, params.local.class_folders, params.local.allow_outside_root,
+                       params.max_file_bytes).inventory()
 
 
 def label_text_conflict(label: int, scene_description: str) -> str | None:

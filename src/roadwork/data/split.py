@@ -201,7 +201,12 @@ SPLIT_ROLES = {
 
 def unusable_splits(summary: Mapping[str, Mapping], ratios: Mapping[str, float]) -> list[str]:
     """One message per split of :func:`split_summary` that later stages cannot use: every split
-    must hold both classes (each computes an MCC or fits a calibration on them)."""
+    must hold both classes (each computes an MCC or fits a calibration on them). No image at all is
+    one message: no share of nothing helps."""
+    if not any(summary[name]["n"] for name in SPLITS):
+        return ["no images to split: the dedup stage kept none (download quarantined them, or dedup removed them: "
+                "see data/raw/quarantine.csv and data/dedup/removed.csv for each image's reason); add usable "
+                "images of both classes, no split.ratios setting can help"]
     problems = []
     for name in SPLITS:
         row = summary[name]

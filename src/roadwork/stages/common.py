@@ -22,6 +22,7 @@ PLOTS = Path("plots")
 LIVE = Path("dvclive")
 RUNS = Path("runs")  # resume checkpoints, keyed by params + inputs; not a DVC output
 
+LOCAL_INVENTORY = DATA / "local_inventory.csv"  # what download depends on instead of ${data.local.path}
 RAW = DATA / "raw"
 DEDUP = DATA / "dedup"
 SPLIT = DATA / "split"
@@ -63,7 +64,8 @@ def _live(name: str) -> list[Path]:
 # Stage -> the pipeline files it reads (deps, code excluded: roadwork.depgraph keeps those) and
 # writes (outs, metrics and plots), as dvc.yaml declares them.
 STAGE_FILES: dict[str, dict[str, list[Path]]] = {
-    "download": {"deps": [], "outs": [RAW, METRICS / "download.json"]},  # + ${data.local.path}, from params
+    "scan_local": {"deps": [], "outs": [LOCAL_INVENTORY]},  # lists ${data.local.path} on every run (always_changed)
+    "download": {"deps": [LOCAL_INVENTORY], "outs": [RAW, METRICS / "download.json"]},
     "dedup": {"deps": [RAW], "outs": [DEDUP, METRICS / "dedup.json"]},
     "split": {"deps": [DEDUP], "outs": [SPLIT, METRICS / "split.json"]},
     "train_phase1": {"deps": [RAW, SPLIT], "outs": [PHASE1, METRICS / "phase1.json", *_live("phase1")]},
