@@ -94,14 +94,15 @@ def test_params_refuse_bad_values():
 
 # -------------------------------------------------------------------------------------------- the plan
 def split_table(n=48, seed=0):
-    """Rows like splits.csv: every split holds both labels; clusters of 1-3 records never straddle splits."""
+    """Rows like splits.csv: the first 16 give every split two sources of each label, the rest random labels;
+    some records share a cluster (within a split) and some have none."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         split = SPLITS[i % 4]
+        label = (i // 4) % 2 if i < 16 else int(rng.random() < 0.4)
         cluster = f"c{i // 8}{split}" if i % 3 else ""
-        rows.append({"id": f"{i:016x}", "sha256": f"{i:064x}", "label": str(int(rng.random() < 0.4) if i >= 8 else i % 2),
-                     "cluster": cluster, "split": split})
+        rows.append({"id": f"{i:016x}", "sha256": f"{i:064x}", "label": str(label), "cluster": cluster, "split": split})
     return rows
 
 
@@ -304,6 +305,16 @@ def test_changed_params_redraw_and_damage_is_redrawn(reference, tiny, sources, t
     assert (counts["drawn"], counts["prompts"]) == (8, 0)  # the prompts do not depend on the strength
     with pytest.raises(SynthesizeError, match="8 of 8 planned images are not done"):
         collect(children, tmp_path, params)
+    # a smaller plan: collect removes the images, records and prompts of the children left out, and temporaries
+    fewer = params_for_test(splits=("train", "val_test"), strength=0.9, kinds=("i2i",))
+    kept = plan_children(sources["rows"], fewer)
+    (tmp_path / "images" / ".x.png.abc.tmp").mkdir()
+    (tmp_path / "images" / ".x.png.abc.tmp" / "x.png").write_bytes(b"killed while writing")
+    (tmp_path / "images" / "user-notes.png").write_bytes(b"not ours: stays")
+    assert len(collect(kept, tmp_path, fewer)) == 4
+    assert sorted(files_of(tmp_path)) == sorted(
+        ["manifest.csv", "images/user-notes.png"] + [f"images/{c.id}.png" for c in kept] +
+        [f"records/{c.id}.json" for c in kept] + [f"prompts/{c.source_id}.json" for c in kept])
 
 
 def test_source_problems_are_named(reference, tiny, sources, tmp_path):

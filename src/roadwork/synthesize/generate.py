@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -100,13 +101,14 @@ def rewrite(models: Models, description: str, label: int, params: SynthesizePara
 
     instruction = params.instruction_roadwork if label == 1 else params.instruction_clear
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": description}]
-    generator = pipeline("text-generation", model=models.rewrite_model, tokenizer=models.rewrite_tokenizer,
-                         device=models.device)
+    if models.rewriter is None:
+        models.rewriter = pipeline("text-generation", model=models.rewrite_model, tokenizer=models.rewrite_tokenizer,
+                                   device=models.device)
     devices = [models.device] if models.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode():
         torch.manual_seed(seed)
-        out = generator(messages, max_new_tokens=params.rewrite_max_new_tokens, return_full_text=False,
-                        pad_token_id=models.rewrite_tokenizer.eos_token_id)
+        out = models.rewriter(messages, max_new_tokens=params.rewrite_max_new_tokens, return_full_text=False,
+                              pad_token_id=models.rewrite_tokenizer.eos_token_id)
     return out[0]["generated_text"]
 
 
@@ -238,7 +240,10 @@ def _prompt(models: Models, child: Child, source: Image.Image, out_dir: Path, pa
 
 def collect(children: Sequence[Child], out_dir: str | os.PathLike, params: SynthesizeParams,
             description: Optional[str] = None) -> list[dict]:
-    """Check that every child is done and write ``manifest.csv`` (plan order); returns its rows."""
+    """Check that every child is done, remove what this generator wrote for children no longer planned
+    (and temporaries a kill left), and write ``manifest.csv`` (plan order); returns its rows.
+
+    Run it once every rank is done (it removes temporaries another rank may still be writing)."""
     out_dir = Path(out_dir)
     description = description or models_description(params)
     rows, missing = [], []
@@ -251,5 +256,29 @@ def collect(children: Sequence[Child], out_dir: str | os.PathLike, params: Synth
     if missing:
         raise SynthesizeError(f"{out_dir}: {len(missing)} of {len(children)} planned images are not done "
                               f"(e.g. {missing[:3]}); run the generation again to finish them")
+    _remove_unplanned(out_dir, {c.id for c in children}, {c.source_id for c in children})
     write_text(out_dir / "manifest.csv", format_csv(rows, MANIFEST_COLUMNS))
     return rows
+
+
+def _ours(path: Path) -> bool:
+    """A JSON file this generator wrote (it holds a fingerprint)."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "fingerprint" in record
+
+
+def _remove_unplanned(out_dir: Path, child_ids: set[str], source_ids: set[str]) -> None:
+    for folder in ("images", "records", "prompts"):
+        for leftover in (out_dir / folder).glob(".*.tmp"):  # roadwork.io.atomic_path's temporaries
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+    for record in (out_dir / "records").glob("*.json"):
+        if record.stem not in child_ids and _ours(record):
+            (out_dir / "images" / f"{record.stem}.png").unlink(missing_ok=True)
+            record.unlink()
+    for prompt in (out_dir / "prompts").glob("*.json"):
+        if prompt.stem not in source_ids and _ours(prompt):
+            prompt.unlink()

@@ -35,6 +35,7 @@ class Models:
     i2i: Any  # StableDiffusionXLImg2ImgPipeline sharing t2i's modules
     device: torch.device
     description: str  # which weights: for the records
+    rewriter: Any = None  # the text-generation pipeline over rewrite_model, made on first use
 
 
 def models_description(params: SynthesizeParams, tiny_seed: int | None = None) -> str:

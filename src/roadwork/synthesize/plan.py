@@ -96,7 +96,8 @@ def plan_children(rows: Sequence[Mapping], params: SynthesizeParams) -> list[Chi
     kinds = [kind for kind in KINDS if kind in params.kinds]
     for split in SPLITS:
         for label in (0, 1):
-            sources = sorted(by_stratum.get((split, label), []), key=lambda r: (stable_key(params.seed, r["id"]), r["id"]))
+            sources = sorted(by_stratum.get((split, label), []),
+                             key=lambda row: (stable_key(params.seed, row["id"]), row["id"]))
             for source in sources[:params.sources_per_label]:
                 prompt_seed = derive_seed(params.seed, source["id"], "prompt")
                 for kind in kinds:
