@@ -1,6 +1,6 @@
 """The validators' synthetic generator (roadwork.synthesize): params = the validators' values, the plan
-never crosses splits, and tiny random-weight models (built from configs, no hub) draw byte-identical
-images on a re-run, after a kill and across rank shards."""
+never crosses splits, and tiny random-weight models (built from configs, never from the hub; the subprocesses
+run with HF_HUB_OFFLINE=1) draw byte-identical images on a re-run, after a kill and across rank shards."""
 
 import os
 import signal
@@ -13,14 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub
-
-from roadwork.config import SPLITS  # noqa: E402
-from roadwork.io import read_csv, read_json, sha256_bytes  # noqa: E402
-from roadwork.synthesize.generate import (SynthesizeError, collect, generate, i2i_input,  # noqa: E402
-                                          truncate_prompt)
-from roadwork.synthesize.params import SynthesizeParams  # noqa: E402
-from roadwork.synthesize.plan import PlanError, plan_children, shard, training_children  # noqa: E402
+from roadwork.config import SPLITS
+from roadwork.io import read_csv, read_json, sha256_bytes
+from roadwork.synthesize.generate import SynthesizeError, collect, generate, i2i_input, truncate_prompt
+from roadwork.synthesize.params import SynthesizeParams
+from roadwork.synthesize.plan import PlanError, plan_children, shard, training_children
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -376,7 +373,7 @@ def test_command_line_names_bad_params(sources, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "roadwork.synthesize", "--splits", str(sources["splits"]), "--raw",
          str(sources["raw"]), "--out", str(tmp_path / "out"), "--params", str(params_file)],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
     assert result.returncode != 0
     assert "synthesize.strength: Input should be less than or equal to 1" in result.stderr
     assert not (tmp_path / "out").exists()
