@@ -41,7 +41,12 @@ What runs (one process, one GPU: one rank's share of the preset's 2-GPU run, wit
 * detector latency: ``roadwork.miner.latency.measure_latency`` (the miner's ``RoadworkTimmDetector``
   on a bundle written from the random classifier) at 1 view and 1 + grid^2 views, when
   ``roadwork.miner`` exists; otherwise a stand-in: the classifier's fp32 eval forward at those view
-  counts (no JPEG decode or preprocessing), and the report says which.
+  counts (no JPEG decode or preprocessing), and the report says which;
+* SDXL (issue 18; CUDA only, ``--sdxl-steps 0`` skips): the validators' t2i and i2i calls (1024 px, 25
+  steps, guidance 8, i2i strength 0.7) through diffusers' SDXL pipelines built from
+  ``benchmarks/synthesize_rehearsal.py``'s transcribed SDXL base 1.0 configs with random fp16 weights
+  (the hub is not reachable): seconds per image, GPU hours per 1,000 images, peak memory, and the UNet's
+  TFLOP/s from its counted FLOPs per step (a lower bound: the call's other work is in the seconds).
 """
 
 from __future__ import annotations
@@ -381,6 +386,80 @@ def detector_latency(params: Params, device: torch.device, repeats: int) -> dict
             "seconds_per_query": seconds}
 
 
+# ------------------------------------------------------------------------------ SDXL (issue 18)
+def build_sdxl(device: torch.device, dtype=torch.float16):
+    """SDXL base 1.0's t2i and i2i pipelines from ``synthesize_rehearsal.py``'s transcribed configs, random
+    weights (the hub is not reachable from the lent machine either), the project's offline tokenizer
+    (token ids only; CLIP's vocabulary size), SDXL base's Euler scheduler settings, no watermarker."""
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
+                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from roadwork.synthesize.models import tiny_tokenizer
+
+    import synthesize_rehearsal as sr  # benchmarks/ is on sys.path
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        modules = dict(unet=UNet2DConditionModel(**sr.SDXL_UNET), vae=AutoencoderKL(**sr.SDXL_VAE),
+                       text_encoder=CLIPTextModel(CLIPTextConfig(**sr.SDXL_TEXT_ENCODER)),
+                       text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**sr.SDXL_TEXT_ENCODER_2)))
+    for module in modules.values():
+        module.to(dtype).eval()
+    scheduler = EulerDiscreteScheduler(  # stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        prediction_type="epsilon", steps_offset=1, timestep_spacing="leading", interpolation_type="linear",
+        use_karras_sigmas=False)
+    tokenizer = tiny_tokenizer(model_max_length=77)
+    t2i = StableDiffusionXLPipeline(**modules, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler,
+                                    add_watermarker=False)
+    i2i = StableDiffusionXLImg2ImgPipeline(**t2i.components, add_watermarker=False)
+    for pipe in (t2i, i2i):
+        pipe.set_progress_bar_config(disable=True)
+    return t2i, i2i
+
+
+def time_sdxl(t2i, i2i, device: torch.device, steps: int, size: int, repeats: int, unet_flops_per_step: float | None,
+              peak_tflops: float | None) -> dict:
+    """Seconds per image of the validators' t2i (``steps`` steps) and i2i (strength 0.7 from a ``size`` px
+    image) calls: guidance 8, one image, ``output_type="pt"`` (no PIL conversion); one warm-up call each,
+    then the median of ``repeats``. UNet TFLOP/s from the counted FLOPs per step (``unet_flops_per_step``)."""
+    prompt, negative = "Photorealistic dashcam footage of a road", "cartoon, anime, painting"
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    calls = {
+        "t2i": (steps, lambda: t2i(prompt=prompt, negative_prompt=negative, num_inference_steps=steps,
+                                   guidance_scale=8.0, height=size, width=size, output_type="pt")),
+        "i2i": (int(steps * 0.7), lambda: i2i(prompt=prompt, negative_prompt=negative, image=image, strength=0.7,
+                                              num_inference_steps=steps, guidance_scale=8.0, output_type="pt")),
+    }
+    out = {"size": size, "num_inference_steps": steps, "repeats": repeats}
+    for kind, (unet_steps, call) in calls.items():
+        reset_memory(device)
+        seconds = median_seconds(call, repeats, device)
+        memory, source = peak_memory(device)
+        flops = unet_flops_per_step * unet_steps if unet_flops_per_step else None
+        tflops = flops / seconds / 1e12 if flops else None
+        out[kind] = {"unet_steps": unet_steps, "seconds_per_image": seconds, "images_per_hour": 3600 / seconds,
+                     "gpu_hours_per_1000_images": 1000 * seconds / 3600, "peak_memory_gib": memory / GIB,
+                     "peak_memory_source": source, "unet_tflops_per_s_lower_bound": tflops,
+                     "unet_mfu_lower_bound": tflops / peak_tflops if tflops and peak_tflops else None}
+    return out
+
+
+def sdxl_check(device: torch.device, steps: int, repeats: int, peak_tflops: float | None) -> dict:
+    import synthesize_rehearsal as sr
+
+    flops = sr.meta_flops("unet")["unet_step_cfg"]
+    t2i, i2i = build_sdxl(device)
+    out = time_sdxl(t2i, i2i, device, steps, 1024, repeats, flops, peak_tflops)
+    out["unet_tflop_per_step_cfg"] = flops / 1e12
+    out["weights"] = "random, from synthesize_rehearsal.py's transcribed SDXL base 1.0 configs, float16 (no hub)"
+    out["note"] = ("seconds include text encoders and the VAE (upcast to float32: force_upcast); TFLOP/s and MFU "
+                   "count only the UNet's FLOPs over the whole call, so they are lower bounds; no CPU offload")
+    del t2i, i2i
+    return out
+
+
 # ------------------------------------------------------------------------------ report
 def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
@@ -424,6 +503,16 @@ def print_table(report: dict) -> None:
           f"(no DDP buckets), CUDA context not included")
     for note in report["notes"]:
         print(f"note: {note}")
+    sdxl = report.get("sdxl")
+    if sdxl:
+        print(f"SDXL base 1.0 (random fp16 weights) at {sdxl['size']} px, {sdxl['num_inference_steps']} steps, "
+              f"guidance 8, UNet {sdxl['unet_tflop_per_step_cfg']:.2f} TFLOP per CFG step:")
+        for kind in ("t2i", "i2i"):
+            r = sdxl[kind]
+            print(f"  {kind}: {r['seconds_per_image']:.2f} s/image ({r['unet_steps']} UNet steps), "
+                  f"{r['gpu_hours_per_1000_images']:.2f} GPU hours per 1,000 images, peak {r['peak_memory_gib']:.1f} GiB, "
+                  f"UNet >= {fmt(r['unet_tflops_per_s_lower_bound'], '.0f')} TFLOP/s "
+                  f"(MFU >= {fmt(r['unet_mfu_lower_bound'], '.1%')})")
     print(f"total {report['seconds_total']:.0f} s")
 
 
@@ -438,6 +527,9 @@ def main(argv=None) -> int:
     ap.add_argument("--init-values", type=float, default=1.0, help="LayerScale start of the random weights")
     ap.add_argument("--ssl-checkpointing", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--latency-repeats", type=int, default=20)
+    ap.add_argument("--sdxl-steps", type=int, default=25, help="CUDA only: time SDXL t2i/i2i at 1024 px with this "
+                                                               "many steps (the validators' 25); 0 skips")
+    ap.add_argument("--sdxl-repeats", type=int, default=3, help="timed SDXL calls per kind (after 1 warm-up)")
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error("--steps must be at least 1")
@@ -469,6 +561,10 @@ def main(argv=None) -> int:
     print(f"ExPLoRA done ({time.perf_counter() - started:.0f} s)", flush=True)
     reset_memory(device)
     report["detector_latency"] = detector_latency(params, device, args.latency_repeats)
+    if device.type == "cuda" and args.sdxl_steps:
+        reset_memory(device)
+        report["sdxl"] = sdxl_check(device, args.sdxl_steps, args.sdxl_repeats, peak)
+        print(f"SDXL done ({time.perf_counter() - started:.0f} s)", flush=True)
     report["seconds_total"] = time.perf_counter() - started
     print_table(report)
     if args.json:
