@@ -152,7 +152,7 @@ def build(name: str, device: str):
             model = LlamaForCausalLM(LlamaConfig(**LLAMA_31_8B, attn_implementation="eager"))
         else:
             raise ValueError(f"unknown model {name!r}; one of {MODELS}")
-    return model.to(torch.bfloat16).eval()
+    return model.to(torch.bfloat16).eval().requires_grad_(False)  # inference only (and FlopCounterMode's tracker)
 
 
 MODELS = ("text_encoders", "unet", "vae", "blip2", "llama")
@@ -287,9 +287,15 @@ def available_gib() -> float:
 NEEDED_GIB = {"text_encoders": 4, "unet": 12, "vae": 8, "blip2": 11, "llama": 19}
 
 
-def run_children(names, repeats: int, log) -> dict:
+def run_children(names, repeats: int, log, keep: Path | None) -> dict:
+    """Each model in its own child process; with ``keep``, each child's JSON is kept there and reused."""
     results = {}
     for name in names:
+        kept = keep / f"{name}.json" if keep else None
+        if kept and kept.exists():
+            results[name] = json.loads(kept.read_text())
+            log(f"{name}: reused {kept}")
+            continue
         free = available_gib()
         log(f"{name}: {free:.1f} GiB available (need {NEEDED_GIB[name]}), load average {os.getloadavg()}")
         if free < NEEDED_GIB[name]:
@@ -301,6 +307,10 @@ def run_children(names, repeats: int, log) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"synthesize_rehearsal: {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[name]["available_gib_before"], results[name]["load_average_before"] = free, os.getloadavg()
+        if kept:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps(results[name]) + "\n")
         r = results[name]
         log(f"{name}: {sum(r['parameters'].values()) / 1e9:.4g}B parameters, peak RSS {r['peak_rss_gib']:.2f} GiB, "
             f"build {r['build_seconds']:.0f} s, CPU s {({k: round(v, 2) for k, v in r['cpu_seconds'].items()})}, "
@@ -412,6 +422,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     ap.add_argument("--repeats", type=int, default=2, help="runs of each diffusion step (the fastest is reported)")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--keep", type=Path, help="keep each model's result in this folder and reuse what is there "
+                                               "(a failure or kill later loses no finished model)")
     ap.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -423,7 +435,7 @@ def main(argv=None) -> int:
     def log(message):
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
-    results = run_children(args.models, args.repeats, log)
+    results = run_children(args.models, args.repeats, log, args.keep)
     load.append(os.getloadavg())
     derived = derive(results) if set(args.models) == set(MODELS) else {"missing": sorted(set(MODELS) - set(args.models))}
     fit = fits(results) if all("bytes_16bit" in results.get(n, {}) for n in args.models) else []
