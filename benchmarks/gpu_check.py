@@ -510,7 +510,8 @@ def print_table(report: dict) -> None:
         for kind in ("t2i", "i2i"):
             r = sdxl[kind]
             print(f"  {kind}: {r['seconds_per_image']:.2f} s/image ({r['unet_steps']} UNet steps), "
-                  f"{r['gpu_hours_per_1000_images']:.2f} GPU hours per 1,000 images, peak {r['peak_memory_gib']:.1f} GiB, "
+                  f"{r['gpu_hours_per_1000_images']:.2f} GPU hours per 1,000 images, "
+                  f"peak {r['peak_memory_gib']:.1f} GiB, "
                   f"UNet >= {fmt(r['unet_tflops_per_s_lower_bound'], '.0f')} TFLOP/s "
                   f"(MFU >= {fmt(r['unet_mfu_lower_bound'], '.1%')})")
     print(f"total {report['seconds_total']:.0f} s")

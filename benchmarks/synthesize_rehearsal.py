@@ -111,7 +111,9 @@ CARDS = [
 # Assumed sustained fractions (not measured here; gpu_check.py --sdxl-steps measures the UNet's on a lent GPU):
 COMPUTE_EFFICIENCY = 0.35  # of the dense peak, for the UNet, VAE, text encoders and LM prefills in fp16
 BANDWIDTH_EFFICIENCY = 0.7  # of the memory bandwidth, for a batch-1 token step (reads every weight once)
-LLAMA_4BIT_BYTES = 8.030e9 * 0.5 + 2 * 128256 * 4096 * 2 * 0.75  # bnb nf4 body; embeddings/lm_head stay 16-bit
+# bitsandbytes nf4 (the validators' "-bnb-4bit" twin on CUDA): 0.5 byte per parameter, but the embeddings and the
+# lm_head (2 x 128256 x 4096) stay 16-bit: 1.5 bytes more for each of those; ~5.6 GB
+LLAMA_4BIT_BYTES = 8.030e9 * 0.5 + 2 * 128256 * 4096 * 1.5
 
 
 def bf16_default():
@@ -302,12 +304,13 @@ def run_children(names, repeats: int, log, keep: Path | None) -> dict:
             results[name] = {"model": name, "skipped": f"only {free:.1f} GiB available, {NEEDED_GIB[name]} needed"}
             log(f"{name}: SKIPPED ({results[name]['skipped']})")
             continue
+        load = os.getloadavg()
         proc = subprocess.run([sys.executable, __file__, "--child", name, "--repeats", str(repeats)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"synthesize_rehearsal: {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        results[name]["available_gib_before"], results[name]["load_average_before"] = free, os.getloadavg()
+        results[name]["available_gib_before"], results[name]["load_average_before"] = free, load
         if kept:
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_text(json.dumps(results[name]) + "\n")
@@ -437,7 +440,8 @@ def main(argv=None) -> int:
 
     results = run_children(args.models, args.repeats, log, args.keep)
     load.append(os.getloadavg())
-    derived = derive(results) if set(args.models) == set(MODELS) else {"missing": sorted(set(MODELS) - set(args.models))}
+    missing = sorted(set(MODELS) - set(args.models))
+    derived = {"missing": missing} if missing else derive(results)
     fit = fits(results) if all("bytes_16bit" in results.get(n, {}) for n in args.models) else []
     print_report(results, derived, fit)
     report = {"results": results, "derived": derived, "fit": fit, "load_average_start_end": load,
