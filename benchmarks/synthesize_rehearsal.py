@@ -414,10 +414,11 @@ def print_report(results: dict, derived: dict, fit: list[dict]) -> None:
         print(f"\nno GPU-hour table: missing {derived['missing']}")
     print("\nFit in fp16 (weights + the step's working set measured on the CPU + 1.5 GB CUDA context):")
     for row in fit:
+        four_bit = "" if row["all_resident_llama_4bit_gb"] is None else (
+            f", with Llama 4-bit {row['all_resident_llama_4bit_gb']:.1f} GB "
+            f"({'fits' if row['all_resident_llama_4bit_fits'] else 'does not fit'})")
         print(f"  {row['card']} {row['memory_gb']} GB: alone {row['each_alone']}; all resident "
-              f"{row['all_resident_gb']:.1f} GB ({'fits' if row['all_resident_fits'] else 'does not fit'}), with "
-              f"Llama 4-bit {row['all_resident_llama_4bit_gb']:.1f} GB "
-              f"({'fits' if row['all_resident_llama_4bit_fits'] else 'does not fit'})")
+              f"{row['all_resident_gb']:.1f} GB ({'fits' if row['all_resident_fits'] else 'does not fit'}){four_bit}")
 
 
 def main(argv=None) -> int:
