@@ -220,8 +220,21 @@ def test_configuration_errors_name_the_setting(bundle, tmp_path):
         RoadworkTimmDetector(config_name="no_such.yaml")
     with pytest.raises(DetectorConfigError, match="multiview.threshold"):
         RoadworkTimmDetector(config_name=None, bundle=str(bundle), views="multi", multiview=MULTIVIEW)
-    with pytest.raises(DetectorConfigError, match="device"):
+    with pytest.raises(DetectorConfigError, match="device must be cpu, cuda, cuda:N or auto, got 'tpu'"):
         RoadworkTimmDetector(config_name=None, bundle=str(bundle), device="tpu")
+
+
+@pytest.mark.parametrize("device", [None, "None", "none", "", "cpu", "CPU"])
+def test_a_missing_or_none_device_is_the_cpu(bundle, device):
+    """start_miner.sh passes the string "None" when miner.env has no IMAGE_DETECTOR_DEVICE: the CPU, as the
+    subnet's FeatureDetector falls back to it."""
+    assert detector.resolve_device(device) == torch.device("cpu")
+    assert RoadworkTimmDetector(config_name=None, bundle=str(bundle), device=device).device == torch.device("cpu")
+
+
+def test_cuda_only_where_it_is_available():
+    expected = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    assert detector.resolve_device("cuda") == expected == detector.resolve_device("auto")
 
 
 def test_detector_needs_only_what_the_miners_lock_has():
