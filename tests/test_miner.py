@@ -220,6 +220,10 @@ def test_configuration_errors_name_the_setting(bundle, tmp_path):
         RoadworkTimmDetector(config_name="no_such.yaml")
     with pytest.raises(DetectorConfigError, match="multiview.threshold"):
         RoadworkTimmDetector(config_name=None, bundle=str(bundle), views="multi", multiview=MULTIVIEW)
+    broken = with_inference(bundle, tmp_path, {"views": "multi"})
+    (broken / "inference.json").write_text("{not json")
+    with pytest.raises(DetectorConfigError, match="inference.json: cannot read"):
+        RoadworkTimmDetector(config_name=None, bundle=str(broken))
     with pytest.raises(DetectorConfigError, match="device must be cpu, cuda, cuda:N or auto, got 'tpu'"):
         RoadworkTimmDetector(config_name=None, bundle=str(bundle), device="tpu")
 

@@ -105,7 +105,15 @@ def fold_threshold(aggregate: float, threshold: float) -> float:
 def read_inference_config(bundle_dir: str | Path) -> dict | None:
     """The bundle's inference.json (views measured at export), or None if the bundle has none."""
     path = Path(bundle_dir) / INFERENCE_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DetectorConfigError(f"{path}: cannot read the bundle's views ({error})") from None
+    if not isinstance(config, dict):
+        raise DetectorConfigError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def resolve_device(device: str | None) -> torch.device:
