@@ -12,6 +12,8 @@
 # torch: the lock's torch 2.6.0 / torchvision 0.21.0, installed here (not reused from another environment: the
 # detector must load with the torch a miner really has). PyPI has no CPU-only torch wheel for linux x86_64, so these
 # are the CUDA 12.4 builds with their nvidia-* wheels (~3 GB installed in all); they run on a machine without a GPU.
+# MINER_TORCH=TORCH:TORCHVISION (default 2.6.0:0.21.0) installs another pair instead, to find the lowest torch the
+# detector works with (2.3.1:0.18.1 is the lowest verified; 2.2.2 cannot use the lock's numpy 2.2.6).
 #
 # usage: scripts/miner_env.sh [DEST]      (default: .miner-venv; rebuilt from scratch)
 set -euo pipefail
@@ -21,8 +23,9 @@ PYTHON=${MINER_PYTHON:-python3.11}
 # transformers:tokenizers; 4.47.1: the last without TimmWrapper, 4.48.0: the first with it, 4.52.4: the last
 # whose TimmWrapper ignores config.json's model_args, 4.53.0: the first that passes them to timm.create_model
 OVERLAYS=${MINER_TRANSFORMERS_OVERLAYS:-"4.47.1:0.21.0 4.48.0:0.21.0 4.52.4:0.21.0 4.53.0:0.21.0"}
+export MINER_TORCH=${MINER_TORCH:-2.6.0:0.21.0}
 PINS=(transformers==4.45.2 timm==1.0.22 pillow==10.4.0 safetensors==0.7.0 pyyaml==6.0.3 numpy==2.2.6
-      huggingface-hub==0.36.0 tokenizers==0.20.3 torch==2.6.0 torchvision==0.21.0)
+      huggingface-hub==0.36.0 tokenizers==0.20.3 "torch==${MINER_TORCH%%:*}" "torchvision==${MINER_TORCH##*:}")
 WITH_BITTENSOR=${MINER_WITH_BITTENSOR:-0}
 # The subnet's FeatureDetector imports bittensor: the lock's release and its substrate client. Installed
 # without its setuptools~=70 pin, which would make pip trade the pinned torch for an older one.
@@ -64,7 +67,7 @@ found = {"python": sys.version.split()[0], "transformers": transformers.__versio
          "pillow": PIL.__version__, "safetensors": safetensors.__version__, "pyyaml": yaml.__version__,
          "torch": torch.__version__, "torchvision": torchvision.__version__}
 want = {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0", "safetensors": "0.7.0", "pyyaml": "6.0.3",
-        "torch": "2.6.0", "torchvision": "0.21.0"}
+        **dict(zip(("torch", "torchvision"), os.environ["MINER_TORCH"].split(":")))}
 if os.environ.get("MINER_WITH_BITTENSOR", "0") == "1":
     import bittensor
     found["bittensor"], want["bittensor"] = bittensor.__version__, "9.12.2"

@@ -313,7 +313,9 @@ def run_in_miner(python: Path, deployed: dict, name: str = "", config: str = "",
     return json.loads(result_file.read_text())
 
 
-PINNED = {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0", "torch": "2.6.0", "torchvision": "0.21.0"}
+# the lock's; MINER_TORCH=TORCH:TORCHVISION: the pair the environment was built with instead (scripts/miner_env.sh)
+PINNED = {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0",
+          **dict(zip(("torch", "torchvision"), os.environ.get("MINER_TORCH", "2.6.0:0.21.0").split(":")))}
 
 
 @pytest.mark.parametrize("device", ["as written", None, "None", "auto"], ids=["readme", "missing", "None", "auto"])
