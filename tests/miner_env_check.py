@@ -1,5 +1,6 @@
 """The detector inside the NATIX miner's own pinned environment (transformers 4.45.2, timm 1.0.22,
-Pillow 10.4.0; built by scripts/miner_env.sh), loaded the way the miner loads it.
+Pillow 10.4.0, torch 2.6.0, torchvision 0.21.0; built by scripts/miner_env.sh), installed and loaded
+the way a miner does it.
 
 Not collected by the plain ``pytest -q`` (the file name does not start with ``test_``): building
 the environment takes minutes and needs the package index. .ci/run builds it and runs
@@ -8,14 +9,19 @@ the environment takes minutes and needs the package index. .ci/run builds it and
 
 This file runs in *our* environment: it exports a fresh bundle (a tiny trained model through the
 real ``build_bundle``, inference.json through ``write_inference_config``; and, for the last test,
-the bundle of a fresh clone's ``dvc repro`` of a tiny configuration, on that run's val_test images
-as level-1 validator challenges), computes our
-Predictor's probabilities on val_test-like images (synthetic street scenes, JPEG as the validators
-send them), lays out a ``base_miner`` package with our detector added as a miner adds it, and runs
-the miner's steps in the miner's interpreter:
+the bundle of a fresh clone's ``dvc repro`` of a tiny configuration), publishes it with
+``roadwork publish``'s folder writer, installs it in a fresh subnet layout by running the README's
+Route 1 commands with bash as they are written (the ``<!-- route1 -->`` block: ``cp``, ``echo >>
+__init__.py``, ``mkdir -p``), computes the project's scores on validator challenges (the
+validators' augmentation at levels 0-3, 224 x 224 JPEG), and runs the miner's steps in the miner's
+interpreter:
 
-(a) ``import base_miner.detectors``; ``DETECTOR_REGISTRY["RoadworkTimm"](config_name=..., device="cpu")``;
-    ``detector(Image.open(BytesIO(jpeg)))`` equals our Predictor to 1e-5 (single view and multi-view);
+(a) miner.env (the README's ``<!-- route1-env -->`` block) sourced as start_miner.sh sources it, the
+    device as it passes it (``${IMAGE_DETECTOR_DEVICE:-None}``: a missing line is the string "None",
+    the CPU), "auto" resolved as Miner.load_image_detector does; ``import base_miner.detectors``;
+    ``DETECTOR_REGISTRY["RoadworkTimm"](config_name=..., device=...)``;
+    ``detector(Image.open(BytesIO(jpeg)))`` equals the project's scores to 1e-5 (single view and
+    multi-view); timm 1.0.22's own ``local-dir:`` loading fails there with ``UnpicklingError``;
 (b) the stock path (what the subnet's stock ``ViT`` detector does: ``AutoModelForImageClassification``
     and ``AutoImageProcessor(use_fast=True)`` in an ``image-classification`` pipeline, the score of
     label ``Roadwork``) fails on the same bundle, and the error is the one a miner would see;
@@ -35,8 +41,7 @@ at a checkout of natixnetwork/streetvision-subnet and build the environment with
     MINER_WITH_BITTENSOR=1 scripts/miner_env.sh /tmp/miner-venv
     ROADWORK_SUBNET=/path/to/streetvision-subnet MINER_VENV=/tmp/miner-venv pytest -q tests/miner_env_check.py
 
-The checkout is copied to a temporary folder and our detector added to its ``base_miner/detectors/``
-as a miner adds it; (b) and (c) then go through the subnet's own ``ViT`` detector
+The checkout is copied to a temporary folder and Route 1 run in it; (b) and (c) then go through the subnet's own ``ViT`` detector
 (``DETECTOR_REGISTRY["ViT"]``) instead of the stock steps written here.
 """
 
@@ -47,7 +52,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -55,11 +59,11 @@ import numpy as np
 import pytest
 import yaml
 
-from roadwork.data.synthetic import encode_jpeg, render_scene, scene_rng
-from roadwork.evaluate.protocol import validator_resize
+from roadwork.data.synthetic import render_scene, scene_rng
+from roadwork.evaluate.protocol import query_rng, validator_challenge_image
 from roadwork.export.bundle import build_bundle
+from roadwork.miner import publish
 from roadwork.miner.decision import inference_config, write_inference_config
-from roadwork.miner.detector import fold_threshold
 from roadwork.predict import Predictor, load_image
 from test_export import make_model_dir
 
@@ -70,6 +74,7 @@ MULTIVIEW = {"grid": 2, "overlap": 0.2, "topk": 3, "flip_tta": True}
 # 4.52.4 the last whose TimmWrapper drops config.json's model_args, 4.53.0 the first that passes them on
 STOCK_CANDIDATES = ["4.45.2", "4.47.1", "4.48.0", "4.52.4", "4.53.0"]
 TOLERANCE = 1e-5
+HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # Substrate's dev account "Alice": a valid SS58 hotkey
 
 
 @pytest.fixture(scope="module")
@@ -143,52 +148,90 @@ def write_harness(root: Path) -> None:
     (root / "base_miner/detectors/configs").mkdir()
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """A base_miner (our harness, or a copy of ROADWORK_SUBNET) with our detector installed and a
-    freshly exported bundle as its weights."""
-    root = tmp_path_factory.mktemp("deployed")
+def readme_block(marker: str) -> str:
+    """The fenced block that follows ``<!-- marker -->`` in the README (Route 1's commands, its miner.env)."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"<!-- {marker} -->\n```bash\n") + len(f"<!-- {marker} -->\n```bash\n")
+    return text[start:text.index("```", start)]
+
+
+def install_route1(subnet: Path, bundle: Path, root: Path) -> Path:
+    """What a miner does, literally: ``roadwork publish`` of the bundle, then the README's Route 1 commands
+    run by bash in the subnet checkout (``PUBLISH`` = that folder). Returns the publish folder."""
+    folder = root / "publish"
+    publish.write_publish_folder(bundle, folder, hotkey=HOTKEY, version="1.0.0", hf_repo="you/roadwork")
+    commands = readme_block("route1")
+    for name in (publish.DETECTOR_FILE, publish.CONFIG_FILE):  # the README copies what publish writes
+        assert f'"$PUBLISH/{name}"' in commands, f"README Route 1 does not copy {name}"
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=subnet, capture_output=True, text=True,
+                          env={**os.environ, "PUBLISH": str(folder)}, timeout=300)
+    assert done.returncode == 0, f"README Route 1 commands failed in {subnet}:\n{commands}\n{done.stderr}"
+    return folder
+
+
+def fresh_subnet(root: Path) -> Path:
+    """Our harness, or a copy of ROADWORK_SUBNET (a fresh checkout: no base_miner/RoadworkTimm)."""
     subnet = root / "subnet"
     if REAL_SUBNET:
         assert (Path(REAL_SUBNET) / "base_miner/registry.py").is_file(), \
             f"ROADWORK_SUBNET={REAL_SUBNET}: not a streetvision-subnet checkout (no base_miner/registry.py)"
-        shutil.copytree(REAL_SUBNET, subnet, ignore=shutil.ignore_patterns(".git"))
+        shutil.copytree(REAL_SUBNET, subnet, ignore=shutil.ignore_patterns(".git", "RoadworkTimm"))
     else:
         write_harness(subnet)
-    detectors = subnet / "base_miner" / "detectors"
-    shutil.copyfile(ROOT / "src/roadwork/miner/detector.py", detectors / "roadwork_detector_timm.py")
-    with open(detectors / "__init__.py", "a") as handle:
-        handle.write("from .roadwork_detector_timm import RoadworkTimmDetector\n")
-    shutil.copyfile(ROOT / "src/roadwork/miner/configs/roadwork_timm.yaml", detectors / "configs/roadwork_timm.yaml")
-    for views in ("single", "multi"):
-        config = yaml.safe_load((detectors / "configs/roadwork_timm.yaml").read_text()) | {"views": views}
-        (detectors / f"configs/roadwork_timm_{views}.yaml").write_text(yaml.safe_dump(config))
-    bundle = subnet / "base_miner" / "RoadworkTimm" / "weights"  # the YAML's default, relative to the miner's cwd
-    model_dir = make_model_dir(root / "model", "linear")
-    build_bundle(model_dir, 1.3, 0.05, bundle, model_name="roadwork-ci", version="1.0.0", submitted_by="5Key",
-                 metrics={}, provenance={}, onnx=False)
-    if REAL_SUBNET:  # the subnet's stock ViT detector reads hf_repo from its YAML
-        (detectors / "configs/ViT_bundle.yaml").write_text(yaml.safe_dump({"hf_repo": str(bundle), "config_name": "none"}))
+    return subnet
 
-    images = root / "images"
-    images.mkdir()
-    for i in range(12):  # val_test-like: scenes of both labels at camera size and at the validators' 224 x 224
-        rng = scene_rng(7, i)
-        image, _ = render_scene(rng, 320, 240, label=i % 2)
-        if i % 3 == 0:
-            image = validator_resize(image)
-        (images / f"{i:02d}.jpg").write_bytes(encode_jpeg(image, 75))
-    paths = sorted(images.iterdir())
+
+def challenges(images: list, root: Path, seed: int = 0) -> list[Path]:
+    """What the validators send for each image: its augmentation at levels 0-3 in turn, 224 x 224, JPEG."""
+    folder = root / "challenges"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        level = i % 4
+        challenge = validator_challenge_image(image, level, query_rng(seed, level, i))
+        challenge.save(folder / f"{i:03d}.jpg", format="JPEG")
+    return sorted(folder.iterdir())
+
+
+def project_scores(bundle: Path, paths: list[Path], multiview: dict | None) -> np.ndarray:
+    """The project's scores (our environment: its torch and timm): Predictor, single view, or multi-view
+    with the bundle's settings and threshold."""
     pictures = [load_image(p) for p in paths]
+    if multiview is None:
+        return Predictor(bundle, device="cpu").predict(pictures)
+    return Predictor(bundle, multiview["overlap"], multiview["topk"], multiview["grid"], multiview["flip_tta"],
+                     multiview_threshold=multiview["threshold"], device="cpu").predict(pictures, multiview=True)
 
-    single = Predictor(bundle, device="cpu").predict(pictures)
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """A fresh subnet (our harness, or a copy of ROADWORK_SUBNET) with a freshly exported bundle published and
+    installed by the README's Route 1 commands, and the project's scores on validator challenges."""
+    root = tmp_path_factory.mktemp("deployed")
+    subnet = fresh_subnet(root)
+    bundle = root / "bundle"
+    model_dir = make_model_dir(root / "model", "linear")
+    build_bundle(model_dir, 1.3, 0.05, bundle, model_name="roadwork-ci", version="1.0.0", submitted_by=HOTKEY,
+                 metrics={}, provenance={}, onnx=False)
+    scenes = [render_scene(scene_rng(7, i), 320, 240, label=i % 2)[0] for i in range(16)]
+    paths = challenges(scenes, root)
+    pictures = [load_image(p) for p in paths]
     aggregate = Predictor(bundle, MULTIVIEW["overlap"], MULTIVIEW["topk"], MULTIVIEW["grid"], MULTIVIEW["flip_tta"],
                           device="cpu").predict(pictures, multiview=True)
-    tau = float(np.median(aggregate))
+    tau = float(np.median(aggregate))  # stands in for the export's fit on val_select
     decision = {"threshold": tau, "use_multiview": True, "val_test": {}, "val_select": {}}
     write_inference_config(bundle, inference_config(decision, **MULTIVIEW))
-    multi = np.array([fold_threshold(a, tau) for a in aggregate])
-    return {"subnet": subnet, "bundle": bundle, "paths": [str(p) for p in paths], "single": single, "multi": multi}
+    install_route1(subnet, bundle, root)
+    detectors = subnet / "base_miner" / "detectors"
+    for views in ("single", "multi"):  # the shipped YAML with views forced
+        config = yaml.safe_load((detectors / "configs" / publish.CONFIG_FILE).read_text()) | {"views": views}
+        (detectors / f"configs/roadwork_timm_{views}.yaml").write_text(yaml.safe_dump(config))
+    weights = subnet / "base_miner" / "RoadworkTimm" / "weights"  # where Route 1 put the bundle
+    if REAL_SUBNET:  # the subnet's stock ViT detector reads hf_repo from its YAML
+        (detectors / "configs/ViT_bundle.yaml").write_text(yaml.safe_dump({"hf_repo": str(weights),
+                                                                          "config_name": "none"}))
+    return {"subnet": subnet, "bundle": weights, "paths": [str(p) for p in paths],
+            "single": project_scores(bundle, paths, None),
+            "multi": project_scores(bundle, paths, {**MULTIVIEW, "threshold": tau})}
 
 
 MINER_SCRIPT = textwrap.dedent("""
@@ -198,13 +241,17 @@ MINER_SCRIPT = textwrap.dedent("""
     import base_miner.detectors                      # as neurons/miner.py does
     from base_miner.registry import DETECTOR_REGISTRY
     from base_miner.detectors import FeatureDetector
-    kind, name, config, paths, result_file = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
-    import transformers, timm, PIL
-    out = {"versions": {"transformers": transformers.__version__, "timm": timm.__version__, "pillow": PIL.__version__}}
+    kind, name, config, device, paths, result_file = sys.argv[1:5] + [json.loads(sys.argv[5]), sys.argv[6]]
+    import transformers, timm, PIL, torch, torchvision
+    out = {"versions": {"transformers": transformers.__version__, "timm": timm.__version__, "pillow": PIL.__version__,
+                        "torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}}
     try:
-        if kind == "registry":  # the miner: DETECTOR_REGISTRY[IMAGE_DETECTOR](config_name=..., device=...)
-            detector = DETECTOR_REGISTRY[name](config_name=config, device="cpu")
+        if kind == "registry":  # the miner (Miner.load_image_detector): "auto" resolved first, then the registry
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            detector = DETECTOR_REGISTRY[name](config_name=config, device=device)
             out["is_feature_detector"] = isinstance(detector, FeatureDetector)
+            out["device"] = str(detector.device)
         else:  # the stock ViT detector's steps, written here; name is the bundle folder (its hf_repo)
             from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
             classify = pipeline("image-classification", model=AutoModelForImageClassification.from_pretrained(name),
@@ -222,36 +269,84 @@ MINER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def run_in_miner(python: Path, deployed: dict, name: str, config: str, overlay: Path | None = None,
-                 kind: str = "registry") -> dict:
+def miner_env(config: str | None = None, device: str | None = "as written") -> str:
+    """The README's miner.env lines, with IMAGE_DETECTOR_CONFIG replaced (``config``) and the
+    IMAGE_DETECTOR_DEVICE line replaced (``device``) or left out (None)."""
+    lines = []
+    for line in readme_block("route1-env").splitlines():
+        if config is not None and line.startswith("IMAGE_DETECTOR_CONFIG="):
+            line = f"IMAGE_DETECTOR_CONFIG={config}"
+        if device != "as written" and line.startswith("IMAGE_DETECTOR_DEVICE="):
+            if device is None:
+                continue
+            line = f"IMAGE_DETECTOR_DEVICE={device}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# start_miner.sh's steps: source miner.env, then the detector settings with its defaults ("None")
+START_MINER = """set -a; source miner.env; set +a
+"$MINER_PYTHON" -c "$MINER_SCRIPT" registry "${IMAGE_DETECTOR:-None}" "${IMAGE_DETECTOR_CONFIG:-None}" \\
+    "${IMAGE_DETECTOR_DEVICE:-None}" "$MINER_PATHS" "$MINER_RESULT"
+"""
+
+
+def run_in_miner(python: Path, deployed: dict, name: str = "", config: str = "", overlay: Path | None = None,
+                 kind: str = "registry", env_file: str | None = None) -> dict:
+    """``kind="registry"``: our detector as the miner loads it, from ``env_file`` (miner.env; default: the
+    README's) through start_miner.sh's steps; ``kind="stock"``: the stock steps on the bundle folder ``name``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["HF_HUB_OFFLINE"] = "1"
     if overlay is not None:
         env["PYTHONPATH"] = str(overlay)
     result_file = deployed["subnet"].parent / "result.json"
     result_file.unlink(missing_ok=True)
-    done = subprocess.run([str(python), "-c", MINER_SCRIPT, kind, name, config, json.dumps(deployed["paths"]), str(result_file)],
-                          cwd=deployed["subnet"], env=env, capture_output=True, text=True, timeout=600)
+    paths = json.dumps(deployed["paths"])
+    if kind == "registry" and env_file is not None:
+        (deployed["subnet"] / "miner.env").write_text(env_file)
+        env.update(MINER_PYTHON=str(python), MINER_SCRIPT=MINER_SCRIPT, MINER_PATHS=paths, MINER_RESULT=str(result_file))
+        command = ["bash", "-c", START_MINER]
+    else:
+        command = [str(python), "-c", MINER_SCRIPT, kind, name, config, "cpu", paths, str(result_file)]
+    done = subprocess.run(command, cwd=deployed["subnet"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and result_file.is_file(), \
         f"miner process failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return json.loads(result_file.read_text())
 
 
+# the lock's; MINER_TORCH=TORCH:TORCHVISION: the pair the environment was built with instead (scripts/miner_env.sh)
+PINNED = {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0",
+          **dict(zip(("torch", "torchvision"), os.environ.get("MINER_TORCH", "2.6.0:0.21.0").split(":")))}
+
+
+@pytest.mark.parametrize("device", ["as written", None, "None", "auto"], ids=["readme", "missing", "None", "auto"])
 @pytest.mark.parametrize("views", ["single", "multi"])
-def test_our_detector_in_the_miner_equals_our_predictor(miner_python, deployed, views):
-    result = run_in_miner(miner_python, deployed, "RoadworkTimm", f"roadwork_timm_{views}.yaml")
-    assert result["versions"] == {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0"}
+def test_our_detector_in_the_miner_equals_the_projects_scores(miner_python, deployed, views, device):
+    """Route 1 as the README writes it, miner.env read as start_miner.sh reads it (a missing device line
+    gives the string "None": the CPU), on validator challenges, in the lock's torch 2.6.0."""
+    result = run_in_miner(miner_python, deployed, env_file=miner_env(f"roadwork_timm_{views}.yaml", device))
+    assert result["versions"] == PINNED
     assert "error" not in result, result.get("error")
-    assert result["is_feature_detector"]
+    assert result["is_feature_detector"] and result["device"] in ("cpu", "cuda")
     got, expected = np.array(result["scores"]), deployed[views]
     assert np.abs(got - expected).max() < TOLERANCE, np.abs(got - expected).max()
     assert ((got > 0.5) == (expected > 0.5)).all() and 0 < (got > 0.5).sum() < len(got)
 
 
-def test_views_from_the_bundle_and_the_shipped_yaml(miner_python, deployed):
-    """The YAML as shipped (views: bundle): inference.json says multi-view."""
-    result = run_in_miner(miner_python, deployed, "RoadworkTimm", "roadwork_timm.yaml")
+def test_route1_literally_with_the_shipped_yaml(miner_python, deployed):
+    """The README's miner.env and the published YAML as they are (views: bundle): inference.json says multi-view."""
+    result = run_in_miner(miner_python, deployed, env_file=miner_env())
+    assert "error" not in result, result.get("error")
     assert np.abs(np.array(result["scores"]) - deployed["multi"]).max() < TOLERANCE
+
+
+def test_timms_own_local_dir_loading_fails_on_the_pinned_torch(miner_python, deployed):
+    """Why the detector reads the weights with safetensors: timm 1.0.22's ``local-dir:`` loading goes through
+    torch.load, which cannot read model.safetensors on torch 2.6.0 (the miner would exit at start-up)."""
+    code = ("import sys, timm; timm.create_model('local-dir:' + sys.argv[1], pretrained=True)")
+    done = subprocess.run([str(miner_python), "-c", code, str(deployed["bundle"])], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, timeout=300)
+    assert done.returncode != 0 and "UnpicklingError" in done.stderr, done.stderr[-2000:]
 
 
 def stock_result(miner_python, deployed, version: str) -> dict:
@@ -291,53 +386,33 @@ def test_lowest_transformers_for_the_stock_path_is_4_53_0(miner_python, deployed
 
 @pytest.fixture(scope="module")
 def repro_deployed(tmp_path_factory):
-    """The harness (or ROADWORK_SUBNET) with our detector and, as its weights, the bundle of a fresh
-    clone's `dvc repro` (a tiny configuration of the real pipeline), scored on that run's val_test
-    images (as the validators send them: 224 x 224 JPEG) by our Predictor with the bundle's views."""
+    """A fresh subnet (harness or ROADWORK_SUBNET) with, installed by the README's Route 1 commands, the
+    published bundle of a fresh clone's `dvc repro` (a tiny configuration of the real pipeline), scored
+    by the project on that run's val_test images as validator challenges (levels 0-3) with the bundle's views."""
     from e2e import TINY, dvc, make_clean_repo, merge
     from roadwork.data.examples import load_split
-    from roadwork.evaluate.protocol import validator_challenge_image, query_rng
     from roadwork.miner.detector import read_inference_config
 
     root = tmp_path_factory.mktemp("repro_deployed")
     repo = make_clean_repo(root / "repo", merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0},
                                                          "export": {"bootstrap": 100, "protocol_draws": 1}}))
     dvc(repo, "repro", "export")
-    subnet = root / "subnet"
-    write_harness(subnet) if not REAL_SUBNET else shutil.copytree(REAL_SUBNET, subnet,
-                                                                  ignore=shutil.ignore_patterns(".git"))
-    detectors = subnet / "base_miner" / "detectors"
-    shutil.copyfile(ROOT / "src/roadwork/miner/detector.py", detectors / "roadwork_detector_timm.py")
-    with open(detectors / "__init__.py", "a") as handle:
-        handle.write("from .roadwork_detector_timm import RoadworkTimmDetector\n")
-    shutil.copyfile(ROOT / "src/roadwork/miner/configs/roadwork_timm.yaml", detectors / "configs/roadwork_timm.yaml")
-    bundle = subnet / "base_miner" / "RoadworkTimm" / "weights"
-    shutil.copytree(repo / "data" / "bundle", bundle)
-
+    subnet = fresh_subnet(root)
+    bundle = repo / "data" / "bundle"
+    install_route1(subnet, bundle, root)
     examples = load_split(repo / "data" / "raw", repo / "data" / "split" / "splits.csv", "val_test")
-    images = root / "images"
-    images.mkdir()
-    for i, example in enumerate(examples):  # level-1 challenges: rotated, cropped, 224 x 224 JPEG
-        challenge = validator_challenge_image(load_image(example.path), 1, query_rng(0, 1, i))
-        challenge.save(images / f"{i:03d}.jpg", format="JPEG")
-    paths = sorted(images.iterdir())
-    pictures = [load_image(p) for p in paths]
+    paths = challenges([load_image(e.path) for e in examples], root)
     inference = read_inference_config(bundle)
-    if inference["views"] == "single":
-        expected = Predictor(bundle, device="cpu").predict(pictures)
-    else:
-        views = inference["multiview"]
-        aggregate = Predictor(bundle, views["overlap"], views["topk"], views["grid"], views["flip_tta"],
-                              device="cpu").predict(pictures, multiview=True)
-        expected = np.array([fold_threshold(a, views["threshold"]) for a in aggregate])
-    return {"subnet": subnet, "bundle": bundle, "paths": [str(p) for p in paths], "expected": expected,
-            "views": inference["views"]}
+    expected = project_scores(bundle, paths, inference["multiview"] if inference["views"] == "multi" else None)
+    return {"subnet": subnet, "paths": [str(p) for p in paths], "expected": expected, "views": inference["views"]}
 
 
-def test_a_bundle_from_a_fresh_clones_dvc_repro_equals_our_predictor_in_the_miner(miner_python, repro_deployed):
-    """The shipped YAML (views as the export decided), the whole val_test of the run."""
-    result = run_in_miner(miner_python, repro_deployed, "RoadworkTimm", "roadwork_timm.yaml")
-    assert result["versions"] == {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0"}
+def test_a_bundle_from_a_fresh_clones_dvc_repro_equals_the_projects_scores_in_the_miner(miner_python,
+                                                                                          repro_deployed):
+    """Route 1 literally (the README's commands and miner.env, the published YAML: views as the export
+    decided), the whole val_test of the run."""
+    result = run_in_miner(miner_python, repro_deployed, env_file=miner_env())
+    assert result["versions"] == PINNED
     assert "error" not in result, result.get("error")
     got = np.array(result["scores"])
     assert len(got) == len(repro_deployed["expected"]) > 10

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from roadwork.evaluate.threshold import best_threshold
+from roadwork.io import read_csv
 from roadwork.export.bundle import verify_manifest
 from roadwork.miner import decision, detector, latency
 from roadwork.miner.detector import DetectorConfigError, RoadworkTimmDetector, fold_threshold
@@ -70,6 +71,90 @@ def test_batch_is_the_per_query_answer_for_single_view(bundle):
     images = pictures(7, seed=5)
     found = RoadworkTimmDetector(config_name=None, bundle=str(bundle))
     assert np.abs(np.array(found.batch(images)) - np.array([found(image) for image in images])).max() < 1e-5
+
+
+def reference_scores(bundle: Path, images, multiview: bool, flip: bool, settings: dict) -> np.ndarray:
+    """The scores written out from their definitions (README "predict", the detector's docstring), through
+    transformers' own loader and image processor (the stock miner's path), not the engine: the single
+    view is softmax(logits)[1] of the whole image (never flipped); multi-view is the top-k mean of the
+    whole image's and the tiles' probabilities, each averaged with its mirrored view's under flip TTA."""
+    from roadwork.evaluate.protocol import load_miner_model
+
+    model, processor = load_miner_model(bundle)
+
+    def probabilities(pixels):
+        with torch.no_grad():
+            return torch.softmax(model(pixel_values=pixels).logits.double(), dim=-1)[:, 1]
+
+    out = []
+    for image in images:
+        crops = [image] + ([image.crop(b) for b in detector.tile_boxes(*image.size, settings["grid"],
+                                                                       settings["overlap"])] if multiview else [])
+        pixels = processor([c.convert("RGB") for c in crops], return_tensors="pt")["pixel_values"]
+        p = probabilities(pixels)
+        if multiview and flip:
+            p = (p + probabilities(torch.flip(pixels, dims=[-1]))) / 2
+        out.append(float(p[0]) if not multiview else float(p.sort(descending=True).values[:settings["topk"]].mean()))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("multiview", [False, True], ids=["single", "multi"])
+@pytest.mark.parametrize("flip", [False, True], ids=["no_flip", "flip"])
+def test_one_engine_for_every_views_and_flip_combination(bundle, tmp_path, multiview, flip):
+    """Predictor, `roadwork predict`, the export's scoring and the miner's detector (per query and
+    batched, views from inference.json as the export writes it) give the scores of the definitions;
+    flip TTA changes multi-view only; the multi-view threshold is folded in the same way everywhere."""
+    from types import SimpleNamespace
+
+    from roadwork.cli import main
+    from roadwork.evaluate.protocol import validator_resize
+    from roadwork.export.evaluate import score_views
+    from roadwork.predict import load_image
+
+    settings = {**MULTIVIEW, "flip_tta": flip}
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    for i, image in enumerate(pictures(8, seed=21)):
+        image.save(folder / f"{i}.png")
+    originals = sorted(folder.iterdir())
+    small = [validator_resize(load_image(p)) for p in originals]  # what the export scores at 224 x 224
+    raw = reference_scores(bundle, small, multiview, flip, settings)
+    if multiview:  # flip TTA makes a difference here, and the threshold is fitted for these settings
+        assert np.abs(raw - reference_scores(bundle, small, True, not flip, settings)).max() > 1e-4
+        tau = float(np.median(raw))
+        expected = np.array([fold_threshold(a, tau) for a in raw])
+        assert 0 < (expected > 0.5).sum() < len(expected)
+    else:
+        tau, expected = None, raw
+    copy = with_inference(bundle, tmp_path, {"views": "multi" if multiview else "single",
+                                             "multiview": {**settings, "threshold": float(np.median(raw))}})
+    args = (settings["overlap"], settings["topk"], settings["grid"], flip)
+
+    # Predictor: raw top-k mean without a threshold, the miner's answer with it
+    assert np.abs(Predictor(copy, *args, device="cpu").predict(small, multiview) - raw).max() < 1e-5
+    predictor = Predictor(copy, *args, multiview_threshold=tau, device="cpu")
+    assert np.abs(predictor.predict(small, multiview) - expected).max() < 1e-5
+    # the export's scoring (no threshold yet: it is fitted on these)
+    scores = score_views(Predictor(copy, *args, device="cpu"), [SimpleNamespace(path=p) for p in originals],
+                         progress=False)
+    assert np.abs(scores["v224_multi" if multiview else "v224_single"] - raw).max() < 1e-5
+    # the miner's detector, views and threshold from inference.json
+    found = RoadworkTimmDetector(config_name=None, bundle=str(copy), device="None")
+    assert found.multiview == multiview and found.views_per_query == (5 * (1 + flip) if multiview else 1)
+    assert np.abs(np.array([found(image) for image in small]) - expected).max() < 1e-5
+    assert np.abs(np.array(found.batch(small)) - expected).max() < 1e-5
+    # `roadwork predict`: the bundle's threshold is folded in when the settings are the fitted ones
+    pngs = tmp_path / "small"
+    pngs.mkdir()
+    for i, image in enumerate(small):
+        image.save(pngs / f"{i}.png")
+    out = tmp_path / "predictions.csv"
+    options = ["--multiview", "--grid", str(settings["grid"]), "--overlap", str(settings["overlap"]), "--topk",
+               str(settings["topk"])] * multiview + ["--flip-tta"] * (multiview and flip)
+    assert main(["predict", str(pngs), "--bundle", str(copy), "--out", str(out), "--quiet", "--device", "cpu",
+                 *options]) == 0
+    rows = sorted(read_csv(out), key=lambda r: int(Path(r["path"]).stem))
+    assert np.abs(np.array([float(r["probability"]) for r in rows]) - expected).max() < 1e-5
 
 
 def test_yaml_config_and_views_override(bundle, tmp_path):
@@ -135,8 +220,25 @@ def test_configuration_errors_name_the_setting(bundle, tmp_path):
         RoadworkTimmDetector(config_name="no_such.yaml")
     with pytest.raises(DetectorConfigError, match="multiview.threshold"):
         RoadworkTimmDetector(config_name=None, bundle=str(bundle), views="multi", multiview=MULTIVIEW)
-    with pytest.raises(DetectorConfigError, match="device"):
+    broken = with_inference(bundle, tmp_path, {"views": "multi"})
+    (broken / "inference.json").write_text("{not json")
+    with pytest.raises(DetectorConfigError, match="inference.json: cannot read"):
+        RoadworkTimmDetector(config_name=None, bundle=str(broken))
+    with pytest.raises(DetectorConfigError, match="device must be cpu, cuda, cuda:N or auto, got 'tpu'"):
         RoadworkTimmDetector(config_name=None, bundle=str(bundle), device="tpu")
+
+
+@pytest.mark.parametrize("device", [None, "None", "none", "", "cpu", "CPU"])
+def test_a_missing_or_none_device_is_the_cpu(bundle, device):
+    """start_miner.sh passes the string "None" when miner.env has no IMAGE_DETECTOR_DEVICE: the CPU, as the
+    subnet's FeatureDetector falls back to it."""
+    assert detector.resolve_device(device) == torch.device("cpu")
+    assert RoadworkTimmDetector(config_name=None, bundle=str(bundle), device=device).device == torch.device("cpu")
+
+
+def test_cuda_only_where_it_is_available():
+    expected = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    assert detector.resolve_device("cuda") == expected == detector.resolve_device("auto")
 
 
 def test_detector_needs_only_what_the_miners_lock_has():
@@ -144,10 +246,20 @@ def test_detector_needs_only_what_the_miners_lock_has():
     tree = ast.parse(Path(detector.__file__).read_text())
     modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    allowed_third_party = {"torch", "timm", "yaml", "PIL", "huggingface_hub", "base_miner"}
+    allowed_third_party = {"torch", "timm", "yaml", "PIL", "huggingface_hub", "safetensors", "base_miner"}
     stdlib = {"__future__", "importlib", "json", "math", "pathlib"}
     assert modules - stdlib <= allowed_third_party, modules - stdlib - allowed_third_party
     assert detector.DETECTOR_REGISTRY is None  # base_miner is not importable here
+
+
+def test_detector_reads_weights_without_pickle():
+    """No torch.load and no timm ``local-dir:`` loading (timm 1.0.22 reads model.safetensors through
+    torch.load, which unpickles and fails on the miner's torch 2.6.0): safetensors only. The real check
+    runs in the miner's torch 2.6.0 (tests/miner_env_check.py)."""
+    text = Path(detector.__file__).read_text()
+    calls = {ast.unparse(node.func) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Call)}
+    assert not {c for c in calls if c.endswith("torch.load") or c == "load_state_dict_from_path"}, calls
+    assert '"local-dir:' not in text and "f'local-dir:" not in text and "load_file" in calls
 
 
 def test_shipped_yaml_is_the_detectors_defaults():
@@ -214,3 +326,25 @@ def test_latency_per_view_count_and_warning(bundle):
     assert latency.latency_warning(measured, budget_s=1e3) is None
     warning = latency.latency_warning(measured, budget_s=0.0, setting="export.latency_budget_s")
     assert "export.latency_budget_s" in warning and "5 views" in warning and "predict.multiview_grid" in warning
+
+
+# ------------------------------------------------------------------------------ publish
+def test_readme_route1_installs_the_published_detector(bundle, tmp_path, monkeypatch):
+    """The README's Route 1 block, run with bash as written on a `roadwork publish` folder in a fresh subnet
+    layout, puts the files where the published YAML and the miner look (here in our environment; in the
+    miner's: tests/miner_env_check.py)."""
+    from miner_env_check import install_route1, write_harness
+
+    subnet = tmp_path / "subnet"
+    write_harness(subnet)
+    install_route1(subnet, bundle, tmp_path)
+    detectors = subnet / "base_miner" / "detectors"
+    assert (detectors / publish.DETECTOR_FILE).read_text() == Path(detector.__file__).read_text()
+    assert "from .roadwork_detector_timm import RoadworkTimmDetector" in (detectors / "__init__.py").read_text()
+    monkeypatch.chdir(subnet)  # the YAML's bundle folder is relative to the miner's working directory
+    found = RoadworkTimmDetector(config_name=str(detectors / "configs" / publish.CONFIG_FILE), device="None")
+    assert found.bundle_path.resolve() == (subnet / "base_miner" / "RoadworkTimm" / "weights").resolve()
+    assert found.hf_repo == "you/roadwork" and found.device == torch.device("cpu")
+    images = pictures(4, seed=9)
+    assert np.abs(np.array(found.batch(images)) - Predictor(bundle, device="cpu").predict(images)).max() < 1e-6
+

@@ -115,14 +115,27 @@ def test_batched_views_equal_one_by_one(bundle, flip):
         assert together.std() > 1e-4  # the model does look at the images
 
 
-def test_flip_tta_averages_the_mirrored_view(bundle):
-    plain = Predictor(bundle)
-    tta = Predictor(bundle, flip_tta=True, model=plain.model)
+def test_flip_tta_averages_the_mirrored_view_in_multi_view_only(bundle):
+    plain = Predictor(bundle, multiview_grid=1, multiview_overlap=0.0, multiview_topk=2)
+    tta = Predictor(bundle, multiview_grid=1, multiview_overlap=0.0, multiview_topk=2, flip_tta=True, model=plain.model)
     image = pictures(1, seed=3)[0]
     mirrored = image.transpose(Image.FLIP_LEFT_RIGHT)
+    # grid 1: the one tile is the whole image, so the top-2 mean is the whole image's probability
     expected = (plain.predict([image])[0] + plain.predict([mirrored])[0]) / 2
-    assert tta.predict([image])[0] == pytest.approx(expected, abs=2e-3)  # centre crop of odd sizes shifts 1 px
-    assert tta.predict([image])[0] != pytest.approx(plain.predict([image])[0], abs=1e-7)
+    assert tta.predict([image], multiview=True)[0] == pytest.approx(expected, abs=2e-3)  # odd sizes shift 1 px
+    assert tta.predict([image], multiview=True)[0] != pytest.approx(plain.predict([image], multiview=True)[0],
+                                                                    abs=1e-7)
+    assert tta.predict([image])[0] == plain.predict([image])[0]  # the single view is never flipped
+
+
+def test_flip_tta_without_multiview_is_a_usage_error(bundle, tmp_path, capsys):
+    from roadwork.cli import main
+
+    image = tmp_path / "a.png"
+    pictures(1)[0].save(image)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(image), "--bundle", str(bundle), "--out", str(out), "--flip-tta"]) == 2
+    assert "--flip-tta is part of multi-view" in capsys.readouterr().err and not out.exists()
 
 
 @pytest.mark.parametrize("key,value", [("multiview_overlap", 0.5), ("multiview_topk", 1), ("multiview_grid", 3),

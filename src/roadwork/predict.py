@@ -16,8 +16,11 @@ preprocessing, all views of a batch of images in one forward pass. The views are
 the mean of the k highest **roadwork probabilities**. Not by confidence: with confidence
 ranking, tiles that are surely *not* roadwork (probability ~0, confidence ~1) outrank the one
 tile that shows the cones, and the image is called negative (see
-:func:`topk_by_confidence`, kept only to show the difference). Flip TTA averages each view's
-probability with that of its horizontal mirror.
+:func:`topk_by_confidence`, kept only to show the difference). Flip TTA is part of multi-view:
+each view's probability averaged with that of its horizontal mirror; the single view is never
+flipped. All of it is computed by the miner's detector (:class:`Predictor` wraps it), the bundle's
+multi-view threshold folded in when the settings are the ones it was fitted for
+(:func:`bundle_multiview_threshold`).
 """
 
 from __future__ import annotations
@@ -103,12 +106,32 @@ def iter_image_paths(paths: Iterable[str | os.PathLike], skipped: list[dict] | N
 
 
 # ------------------------------------------------------------------------------- predictor
+def bundle_multiview_threshold(bundle_dir: str | os.PathLike, grid: int, overlap: float, topk: int,
+                               flip_tta: bool) -> float | None:
+    """The multi-view threshold of the bundle's inference.json when it was fitted for exactly these
+    settings (grid, overlap, top-k, flip TTA), else None."""
+    from roadwork.miner.detector import read_inference_config
+
+    fitted = (read_inference_config(bundle_dir) or {}).get("multiview") or {}
+    if fitted.get("threshold") is None or [fitted.get(k) for k in ("grid", "overlap", "topk", "flip_tta")] != \
+            [int(grid), float(overlap), int(topk), bool(flip_tta)]:
+        return None
+    return float(fitted["threshold"])
+
+
 class Predictor:
-    """Roadwork probabilities from an exported bundle.
+    """Roadwork probabilities from an exported bundle, computed by the miner's detector
+    (:class:`roadwork.miner.detector.RoadworkTimmDetector`: the one inference engine, its loader and
+    its preprocessing), so that ``roadwork predict`` and the export measure what a miner answers.
 
     ``predict(images, multiview=False)`` takes PIL images and returns probabilities (numpy,
     float64); ``predict_paths`` reads files (errors reported per file). ``multiview_*`` and
-    ``flip_tta`` are the ``predict`` section of params.yaml.
+    ``flip_tta`` are the ``predict`` section of params.yaml. Flip TTA belongs to multi-view: each
+    view's probability averaged with its mirror's; the single view is the bundle's own output,
+    whatever ``flip_tta`` says (its threshold, folded into the head, was tuned for exactly that).
+    Multi-view returns the top-k mean with ``multiview_threshold`` folded in (> 0.5 exactly when the
+    mean is above it: what the miner answers), or the raw top-k mean when it is None (what the
+    export fits that threshold on).
     """
 
     def __init__(
@@ -119,10 +142,11 @@ class Predictor:
         multiview_grid: int = _DEFAULTS.multiview_grid,
         flip_tta: bool = _DEFAULTS.flip_tta,
         *,
+        multiview_threshold: float | None = None,
         device: str | torch.device | None = None,
         model: torch.nn.Module | None = None,
     ):
-        from roadwork.export.bundle import bundle_data_config, bundle_transform, load_bundle_model
+        from roadwork.miner.detector import RoadworkTimmDetector
 
         self.bundle_dir = Path(bundle_dir)
         if not 0 <= multiview_overlap < 1 or multiview_grid < 1 or multiview_topk < 1:
@@ -131,11 +155,14 @@ class Predictor:
         self.multiview_topk = int(multiview_topk)
         self.multiview_grid = int(multiview_grid)
         self.flip_tta = bool(flip_tta)
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        # exactly what TimmWrapperImageProcessor builds from config.json's pretrained_cfg
-        self.data_config = bundle_data_config(self.bundle_dir)
-        self.transform = bundle_transform(self.bundle_dir)
-        self.model = (model if model is not None else load_bundle_model(self.bundle_dir)).to(self.device).eval()
+        self.multiview_threshold = multiview_threshold
+        settings = {"grid": self.multiview_grid, "overlap": self.multiview_overlap, "topk": self.multiview_topk,
+                    "flip_tta": self.flip_tta, "threshold": multiview_threshold}
+        self.detector = RoadworkTimmDetector(config_name=None, device=str(device) if device is not None else "auto",
+                                             model=model, require_threshold=False, bundle=str(self.bundle_dir),
+                                             views="single", multiview=settings)
+        self.device, self.model = self.detector.device, self.detector.model
+        self.data_config, self.transform = self.detector.data_config, self.detector.transform
 
     @classmethod
     def from_params(cls, bundle_dir, params: PredictParams, **kwargs) -> "Predictor":
@@ -146,40 +173,21 @@ class Predictor:
     def views_per_image(self) -> int:
         return 1 + self.multiview_grid ** 2
 
-    # -- views
     def views(self, image: Image.Image, multiview: bool) -> torch.Tensor:
         """(V, 3, S, S): the whole image, then (multi-view) the tiles in row-major order."""
-        tensors = [self.transform(image)]
-        if multiview:
-            for box in tile_boxes(image.width, image.height, self.multiview_grid, self.multiview_overlap):
-                tensors.append(self.transform(image.crop(box)))
-        return torch.stack(tensors)
+        return self.detector.preprocess(image, multiview)
 
-    # -- forward
-    @torch.inference_mode()
-    def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
-        """Roadwork probability of each view (flip TTA: mean with the mirrored view); one pass."""
-        from roadwork.export.bundle import roadwork_probability
-
-        x = views.to(self.device)
-        if self.flip_tta:
-            probs = roadwork_probability(self.model, torch.cat([x, torch.flip(x, dims=[-1])]))
-            return ((probs[: len(x)] + probs[len(x):]) / 2).float().cpu()
-        return roadwork_probability(self.model, x).float().cpu()
-
-    def aggregate(self, view_probs: torch.Tensor, n_images: int, multiview: bool) -> np.ndarray:
-        per_image = view_probs.double().numpy().reshape(n_images, -1)
-        return topk_mean(per_image, self.multiview_topk) if multiview else per_image[:, 0]
+    def view_probabilities(self, views: torch.Tensor, multiview: bool = False) -> torch.Tensor:
+        """Roadwork probability of each view (multi-view with flip TTA: the mean with its mirror's)."""
+        return self.detector.view_probabilities(views, flip=multiview and self.flip_tta)
 
     def predict_views(self, views: Sequence[torch.Tensor], multiview: bool) -> np.ndarray:
         """Probabilities for pre-computed per-image view stacks (all in one forward pass)."""
-        if not views:
-            return np.zeros(0)
-        return self.aggregate(self.view_probabilities(torch.cat(list(views))), len(views), multiview)
+        return np.asarray(self.detector.answers(list(views), multiview), dtype=np.float64)
 
     def predict(self, images: Sequence[Image.Image], multiview: bool = False) -> np.ndarray:
         """Roadwork probability per image; all views of all ``images`` in one forward pass."""
-        return self.predict_views([self.views(image, multiview) for image in images], multiview)
+        return np.asarray(self.detector.batch(list(images), multiview), dtype=np.float64)
 
     def predict_paths(
         self,
@@ -236,8 +244,10 @@ def build_parser(prog: str = "roadwork predict") -> argparse.ArgumentParser:
     parser.add_argument("--bundle", required=True, help="exported bundle directory (e.g. data/bundle)")
     parser.add_argument("--out", default="predictions.csv", help="output CSV (default: %(default)s)")
     parser.add_argument("--multiview", action="store_true",
-                        help="whole image + overlapping tiles, mean of the top-k roadwork probabilities")
-    parser.add_argument("--flip-tta", action="store_true", help="average with the horizontally flipped view")
+                        help="whole image + overlapping tiles, mean of the top-k roadwork probabilities, with the "
+                             "bundle's multi-view threshold folded in when it was fitted for these settings")
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="with --multiview: average each view with its horizontal mirror")
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--grid", type=int, default=_DEFAULTS.multiview_grid, help="tiles per side (default: %(default)s)")
     parser.add_argument("--overlap", type=float, default=_DEFAULTS.multiview_overlap,
@@ -268,8 +278,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
         print(f"error: {args.bundle} is not a bundle directory (no config.json); build one with the export stage",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.flip_tta and not args.multiview:
+        print("error: --flip-tta is part of multi-view (the single view is the bundle's own output): add --multiview",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
-        predictor = Predictor(args.bundle, args.overlap, args.topk, args.grid, args.flip_tta, device=args.device)
+        threshold = None
+        if args.multiview:
+            threshold = bundle_multiview_threshold(args.bundle, args.grid, args.overlap, args.topk, args.flip_tta)
+            if threshold is None:
+                print(f"note: {args.bundle} has no multi-view threshold fitted for these settings (inference.json): "
+                      "the probability is the raw top-k mean and its decision at 0.5 is not a tuned one",
+                      file=sys.stderr)
+        predictor = Predictor(args.bundle, args.overlap, args.topk, args.grid, args.flip_tta, device=args.device,
+                              multiview_threshold=threshold)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

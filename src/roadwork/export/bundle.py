@@ -44,11 +44,12 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file
 from timm.models import save_for_hf
 from torch import nn
 
 from roadwork.io import atomic_path, dumps_json, sha256_file
+# the one loader and eval transform: the miner's detector file's (read with safetensors, never torch.load)
+from roadwork.miner.detector import bundle_data_config, bundle_transform, load_bundle_model  # noqa: F401
 from roadwork.models.adapters import has_adapters, merge_adapters
 from roadwork.models.classifier import RoadworkClassifier
 from roadwork.models.model_dir import eval_data_config, load_trained
@@ -110,29 +111,6 @@ def stock_model(classifier: RoadworkClassifier, temperature: float, threshold_lo
 # ------------------------------------------------------------------------------ loading
 def read_config(bundle_dir: str | Path) -> dict:
     return json.loads((Path(bundle_dir) / "config.json").read_text())
-
-
-def load_bundle_model(bundle_dir: str | Path) -> nn.Module:
-    """The bundle's stock timm model (config.json + model.safetensors), eval mode, CPU, no network."""
-    bundle_dir = Path(bundle_dir)
-    config = read_config(bundle_dir)
-    model_args = dict(config.get("model_args") or {})
-    model_args.pop("num_classes", None)
-    model = timm.create_model(config["architecture"], pretrained=False, num_classes=config["num_classes"],
-                              **model_args)
-    model.load_state_dict(load_file(bundle_dir / "model.safetensors"))
-    return model.eval()
-
-
-def bundle_data_config(bundle_dir: str | Path) -> dict:
-    """The evaluation preprocessing recorded in config.json, resolved the way
-    transformers' ``TimmWrapperImageProcessor`` resolves it."""
-    return timm.data.resolve_data_config(read_config(bundle_dir)["pretrained_cfg"], model=None, verbose=False)
-
-
-def bundle_transform(bundle_dir: str | Path):
-    """PIL image -> (3, S, S) tensor, the same transform ``TimmWrapperImageProcessor`` applies."""
-    return timm.data.create_transform(**bundle_data_config(bundle_dir), is_training=False)
 
 
 def roadwork_probability(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ read.
    sigmoid((z - t) / T), > 0.5 iff z > t) and writes config.json, model.safetensors,
    model_card.json, manifest.json (+ model.onnx).
 3. val_test, through the bundle:
-   * the shipped output (our Predictor, single view, = the pipeline's preprocessing) at full
+   * the shipped output (the miner's detector, single view, = the pipeline's preprocessing) at full
      size: MCC, accuracy, AUC, ECE, confusion matrix, bootstrap 95% intervals (MCC, accuracy);
      ROC / precision-recall / confusion-matrix plots (dvclive);
    * single view vs multi-view (params.predict) at full size and at the validators' 224 x 224;
@@ -82,13 +82,13 @@ def card_metrics(calibration: dict) -> dict:
     })
 
 
-def score_views(shipped, views, examples, progress: bool = True, desc: str = "val_test") -> dict:
-    """Per image, in one decoding pass: ``shipped``, the bundle's probability (single view, full
-    size, the pipeline's preprocessing: what every other metric here reports) and, on the
-    validators' 224 x 224 version, ``v224_single`` (single view, with flip TTA if
-    ``predict.flip_tta``) and ``v224_multi`` (the multi-view aggregate of ``params.predict``,
-    before its own threshold is folded in). ``shipped``: the bundle's Predictor (single view, no
-    TTA); ``views``: one with ``params.predict``'s settings sharing its model."""
+def score_views(predictor, examples, progress: bool = True, desc: str = "val_test") -> dict:
+    """Per image, in one decoding pass, by ``predictor`` (the bundle's :class:`~roadwork.predict.Predictor`
+    with ``params.predict``'s views and no multi-view threshold: the miner's detector): ``shipped``, the
+    single view at full size (the pipeline's preprocessing: what every other metric here reports) and,
+    on the validators' 224 x 224 version, ``v224_single`` (the single view, as the miner answers it)
+    and ``v224_multi`` (the multi-view top-k mean, flip TTA if ``predict.flip_tta``, before its own
+    threshold is folded in)."""
     from tqdm import tqdm
 
     from roadwork.evaluate.protocol import validator_resize
@@ -100,9 +100,9 @@ def score_views(shipped, views, examples, progress: bool = True, desc: str = "va
         chunk = slice(start, min(n, start + BATCH))
         originals = [load_image(e.path) for e in examples[chunk]]
         small = [validator_resize(image) for image in originals]
-        out["shipped"][chunk] = shipped.predict(originals)
-        out["v224_single"][chunk] = views.predict(small)
-        out["v224_multi"][chunk] = views.predict(small, multiview=True)
+        out["shipped"][chunk] = predictor.predict(originals)
+        out["v224_single"][chunk] = predictor.predict(small)
+        out["v224_multi"][chunk] = predictor.predict(small, multiview=True)
     return out
 
 
@@ -184,9 +184,8 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
 
     examples = load_split(raw_dir, split_dir / "splits.csv", "val_test")
     labels = np.array([e.label for e in examples])
-    shipped_predictor = Predictor(bundle_dir, device=device)  # loaded once, for both splits
-    views_predictor = Predictor.from_params(bundle_dir, config.predict, device=device, model=shipped_predictor.model)
-    scores = score_views(shipped_predictor, views_predictor, examples, progress=progress)
+    predictor = Predictor.from_params(bundle_dir, config.predict, device=device)  # loaded once, for both splits
+    scores = score_views(predictor, examples, progress=progress)
     shipped = scores["shipped"]
     val_test = evaluate_scores(labels, shipped, n_boot=settings.bootstrap, seed=settings.protocol_seed,
                                n_bins=config.calibrate.n_bins)
@@ -202,7 +201,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     # multi-view earns its place: its own threshold (val_select), a paired comparison (val_test),
     # both on the validators' 224 x 224 inputs; the bundle's inference.json tells the detector
     select = load_split(raw_dir, split_dir / "splits.csv", "val_select")
-    select_scores = score_views(shipped_predictor, views_predictor, select, progress=progress, desc="val_select")
+    select_scores = score_views(predictor, select, progress=progress, desc="val_select")
     decision = multiview_decision([e.label for e in select], select_scores["v224_multi"], labels,
                                   scores["v224_single"], scores["v224_multi"],
                                   target_prior=config.threshold.target_prior, n_boot=settings.bootstrap,
@@ -228,7 +227,7 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
 
     # the validators' protocol, answered by that detector (single or multi-view as shipped) and,
     # on the same challenge images, by the colour baseline
-    detector = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir))
+    detector = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir), model=predictor.model)
     protocol = protocol_over_draws(lambda i: load_image(examples[i].path), labels,
                                    lambda images: np.asarray(detector.batch(images)), settings.protocol_seed,
                                    settings.protocol_draws, n_boot=settings.bootstrap, others={BASELINE: colour}, chunk=BATCH,

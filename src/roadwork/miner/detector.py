@@ -3,34 +3,38 @@ Pillow and PyYAML: what the subnet's pinned environment (transformers ~4.45, tim
 
 Why not the stock ``ViT`` detector: it loads the model through transformers'
 ``AutoModelForImageClassification``, and the timm-layout bundle only loads that way from
-transformers 4.48.0 on (``TimmWrapper``); the subnet pins transformers ~4.45.0.
+transformers 4.53.0 on; the subnet pins transformers ~4.45.0.
 
 This file is self-contained (no ``roadwork`` import) so that a miner can copy it into the
-subnet's ``base_miner/detectors/`` as it is::
-
-    cp roadwork_detector_timm.py  streetvision-subnet/base_miner/detectors/
-    cp roadwork_timm.yaml         streetvision-subnet/base_miner/detectors/configs/
-    echo "from .roadwork_detector_timm import RoadworkTimmDetector" >> streetvision-subnet/base_miner/detectors/__init__.py
-
-and select it in ``miner.env``: ``IMAGE_DETECTOR=RoadworkTimm``,
-``IMAGE_DETECTOR_CONFIG=roadwork_timm.yaml``, ``IMAGE_DETECTOR_DEVICE=cpu``. The miner then
-calls ``DETECTOR_REGISTRY["RoadworkTimm"](config_name=..., device=...)`` once and
+subnet's ``base_miner/detectors/`` as it is (README, "Deploying into the miner", Route 1: the
+exact commands, run by tests/miner_env_check.py), and select it in ``miner.env``:
+``IMAGE_DETECTOR=RoadworkTimm``, ``IMAGE_DETECTOR_CONFIG=roadwork_timm.yaml``,
+``IMAGE_DETECTOR_DEVICE=cpu`` (missing or ``None``: the CPU). The miner then calls
+``DETECTOR_REGISTRY["RoadworkTimm"](config_name=..., device=...)`` once and
 ``detector(pil_image) -> float`` per query. Where the subnet's ``base_miner`` package is importable,
 the class subclasses its ``FeatureDetector`` and registers itself in ``DETECTOR_REGISTRY``;
 elsewhere (our tests, our environment) it is a plain class.
 
-What it computes (equal to ``roadwork.predict.Predictor`` on the same bundle):
+This file is also the project's one inference engine: ``roadwork.predict.Predictor``, the export's
+evaluation, the bundle build's reload and ONNX parity check all load and score through it
+(:func:`load_bundle_model`, :func:`bundle_transform`, :class:`RoadworkTimmDetector`), so what a miner
+answers and what the project measures are computed by the same lines. What it computes:
 
-* the model: ``timm.create_model("local-dir:<bundle>", pretrained=True)`` (config.json +
-  model.safetensors; the decision threshold and temperature are folded into its head);
+* the model: ``timm.create_model(architecture, pretrained=False, num_classes=..., **model_args)``
+  from config.json (what transformers' ``TimmWrapper`` builds), weights read with
+  ``safetensors.torch.load_file`` (never ``torch.load``: timm 1.0.22's ``local-dir:`` loading
+  reads model.safetensors through ``torch.load``, which unpickles and fails on the subnet's torch
+  2.6.0 with ``UnpicklingError``); the decision threshold and temperature are folded into its head;
 * preprocessing: timm's eval transform from the bundle's ``pretrained_cfg`` (what transformers'
   ``TimmWrapperImageProcessor`` builds); EXIF orientation applied, RGB;
-* single view: ``softmax(logits)[1]``, > 0.5 exactly when our tuned decision is roadwork;
+* single view: ``softmax(logits)[1]`` of the whole image, > 0.5 exactly when our tuned decision is
+  roadwork; flip TTA does not apply (the folded threshold was tuned for exactly this score);
 * multi-view (when the bundle's ``inference.json`` says the export measured that it helps, or
-  ``views: multi``): the whole image plus a grid x grid set of overlapping tiles (and their
-  mirrors with flip TTA), all in one forward pass; the mean of the top-k roadwork probabilities,
-  whose own decision threshold ``tau`` (fitted on val_select at the export) is folded in the same
-  way as the single-view one: ``sigmoid(logit(a) - logit(tau))``, > 0.5 exactly when ``a > tau``.
+  ``views: multi``): the whole image plus a grid x grid set of overlapping tiles, each view's
+  probability averaged with its mirror's when ``flip_tta`` is on, all in one forward pass; the mean
+  of the top-k roadwork probabilities, whose own decision threshold ``tau`` (fitted on val_select at
+  the export for exactly these settings) is folded in the same way as the single-view one:
+  ``sigmoid(logit(a) - logit(tau))``, > 0.5 exactly when ``a > tau``.
 """
 
 from __future__ import annotations
@@ -101,20 +105,74 @@ def fold_threshold(aggregate: float, threshold: float) -> float:
 def read_inference_config(bundle_dir: str | Path) -> dict | None:
     """The bundle's inference.json (views measured at export), or None if the bundle has none."""
     path = Path(bundle_dir) / INFERENCE_JSON
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DetectorConfigError(f"{path}: cannot read the bundle's views ({error})") from None
+    if not isinstance(config, dict):
+        raise DetectorConfigError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``cpu`` | ``cuda`` | ``cuda:N`` | ``auto``; CUDA only where it is available (as the
-    subnet's FeatureDetector does), else the CPU."""
-    name = str(device or "cpu").lower()
+    """``cpu`` | ``cuda`` | ``cuda:N`` | ``auto``; CUDA only where it is available, else the CPU, as the
+    subnet's FeatureDetector does. No device (``None``, ``""`` or the string ``"None"``, which the
+    subnet's start_miner.sh passes when miner.env has no ``IMAGE_DETECTOR_DEVICE``) is the CPU."""
+    name = "cpu" if device is None or str(device).strip().lower() in ("", "none") else str(device).strip().lower()
     if name == "auto":
         name = "cuda"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise DetectorConfigError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
     if name.startswith("cuda") and torch.cuda.is_available():
         return torch.device(name)
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise DetectorConfigError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
     return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- loading a bundle
+def read_bundle_config(bundle_dir: str | Path) -> dict:
+    """The bundle's config.json."""
+    path = Path(bundle_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DetectorConfigError(f"{path}: cannot read the bundle's config ({error})") from None
+
+
+def load_bundle_model(bundle_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The bundle's timm model in eval mode: ``timm.create_model(architecture, pretrained=False,
+    num_classes=..., **model_args)`` (as transformers' TimmWrapper builds it), weights from
+    model.safetensors through safetensors (no pickle, no ``torch.load``), every key matched."""
+    import timm
+    from safetensors.torch import load_file
+
+    bundle_dir = Path(bundle_dir)
+    config = read_bundle_config(bundle_dir)
+    model_args = dict(config.get("model_args") or {})
+    model_args.pop("num_classes", None)
+    try:
+        architecture, num_classes = config["architecture"], config["num_classes"]
+    except KeyError as missing:
+        raise DetectorConfigError(f"{bundle_dir / 'config.json'}: {missing.args[0]} is missing") from None
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args)
+    model.load_state_dict(load_file(str(bundle_dir / "model.safetensors"), device="cpu"))
+    return model.to(device).eval().requires_grad_(False)
+
+
+def bundle_data_config(bundle_dir: str | Path) -> dict:
+    """The eval preprocessing recorded in config.json's ``pretrained_cfg``, resolved the way
+    transformers' ``TimmWrapperImageProcessor`` resolves it."""
+    import timm.data
+
+    return timm.data.resolve_data_config(read_bundle_config(bundle_dir)["pretrained_cfg"], model=None, verbose=False)
+
+
+def bundle_transform(bundle_dir: str | Path):
+    """PIL image -> (3, S, S) tensor: timm's eval transform from :func:`bundle_data_config`."""
+    import timm.data
+
+    return timm.data.create_transform(**bundle_data_config(bundle_dir), is_training=False)
 
 
 # ------------------------------------------------------------------------------- detector
@@ -129,10 +187,16 @@ class RoadworkTimmDetector(_Base):
     ``device`` (overrides the miner's ``IMAGE_DETECTOR_DEVICE`` when set) and ``multiview`` (keys
     grid, overlap, topk, flip_tta, threshold over the bundle's inference.json). Keyword arguments
     override the YAML (``config_name=None`` with ``bundle=...`` needs no YAML at all).
+
+    For the project's own use (``roadwork.predict.Predictor``, the export), not the miner's:
+    ``model`` uses an already loaded model instead of the bundle's weights, ``require_threshold=False``
+    lets multi-view run without a fitted threshold (the answer is then the raw top-k mean, which the
+    export needs to fit that threshold), and :meth:`batch` takes ``multiview`` per call.
     """
 
     def __init__(self, model_name: str = DETECTOR_NAME, config_name: str | None = DEFAULT_CONFIG,
-                 device: str | None = "cpu", **overrides):
+                 device: str | None = "cpu", *, model: torch.nn.Module | None = None, require_threshold: bool = True,
+                 **overrides):
         self.model_name = model_name
         settings = {"bundle": None, "hf_repo": None, "weights_dir": None, "views": "bundle", "threads": 0,
                     "device": None, "multiview": None}
@@ -152,6 +216,8 @@ class RoadworkTimmDetector(_Base):
         if self.views not in VIEWS:
             raise DetectorConfigError(f"{self._where('views')} must be one of {VIEWS}, got {self.views!r}")
         self.device = resolve_device(settings["device"] or device)
+        self.require_threshold = require_threshold
+        self._given_model = model
         if int(self.threads or 0) > 0:
             torch.set_num_threads(int(self.threads))
         self.load_model()
@@ -187,16 +253,14 @@ class RoadworkTimmDetector(_Base):
 
     # -- FeatureDetector interface
     def load_model(self) -> None:
-        import timm
-        import timm.data
-
         bundle = self.bundle_dir()
         self.bundle_path = bundle
-        self.model = timm.create_model(f"local-dir:{bundle}", pretrained=True)
-        self.model = self.model.to(self.device).eval().requires_grad_(False)
-        pretrained_cfg = json.loads((bundle / "config.json").read_text())["pretrained_cfg"]
-        self.data_config = timm.data.resolve_data_config(pretrained_cfg, model=None, verbose=False)
-        self.transform = timm.data.create_transform(**self.data_config, is_training=False)
+        if self._given_model is not None:
+            self.model = self._given_model.to(self.device).eval()
+        else:
+            self.model = load_bundle_model(bundle, self.device)
+        self.data_config = bundle_data_config(bundle)
+        self.transform = bundle_transform(bundle)
         self._configure_views(read_inference_config(bundle))
 
     def load_model_config(self) -> None:
@@ -210,67 +274,94 @@ class RoadworkTimmDetector(_Base):
             raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: views must be single or multi, "
                                       f"got {views!r}")
         self.multiview = views == "multi"
-        self.grid, self.overlap, self.topk, self.flip_tta, self.threshold = 1, 0.0, 1, False, None
+        settings = {**((inference or {}).get("multiview") or {}), **(self.multiview_settings or {})}
+        self.grid, self.overlap, self.topk = settings.get("grid"), settings.get("overlap"), settings.get("topk")
+        self.flip_tta, self.threshold = settings.get("flip_tta"), settings.get("threshold")
         if self.multiview:
-            settings = {**((inference or {}).get("multiview") or {}), **(self.multiview_settings or {})}
-            try:
-                self.grid, self.overlap = int(settings["grid"]), float(settings["overlap"])
-                self.topk, self.flip_tta = int(settings["topk"]), bool(settings["flip_tta"])
-            except KeyError as missing:
-                raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: multiview.{missing.args[0]} is "
-                                          f"missing (write it with roadwork.miner.write_inference_config)") from None
-            threshold = settings.get("threshold")
-            if threshold is None:
-                raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: multiview.threshold is missing: "
-                                          f"multi-view needs the threshold fitted for it at the export")
-            self.threshold = float(threshold)
-            if not 0 < self.threshold < 1:
-                raise DetectorConfigError(f"multi-view threshold must be in (0, 1), got {self.threshold!r}")
+            self._check_multiview()
+
+    def _check_multiview(self) -> None:
+        """Multi-view needs grid, overlap, topk, flip_tta and (for the miner) its fitted threshold."""
+        where = self.bundle_path / INFERENCE_JSON
+        for key in ("grid", "overlap", "topk", "flip_tta"):
+            if getattr(self, key) is None:
+                raise DetectorConfigError(f"{where}: multiview.{key} is missing (write it with "
+                                          f"roadwork.miner.write_inference_config, or set multiview.{key} in the YAML)")
+        self.grid, self.overlap, self.topk = int(self.grid), float(self.overlap), int(self.topk)
+        self.flip_tta = bool(self.flip_tta)
+        if self.grid < 1 or not 0 <= self.overlap < 1 or self.topk < 1:
+            raise DetectorConfigError(f"{where}: multiview.grid and topk must be >= 1 and overlap in [0, 1), got "
+                                      f"{self.grid}, {self.topk}, {self.overlap}")
+        if self.threshold is None:
+            if self.require_threshold:
+                raise DetectorConfigError(f"{where}: multiview.threshold is missing: multi-view needs the threshold "
+                                          f"fitted for it at the export")
+        elif not 0 < float(self.threshold) < 1:
+            raise DetectorConfigError(f"{where}: multiview.threshold must be in (0, 1), got {self.threshold!r}")
+        else:
+            self.threshold = float(self.threshold)
+
+    def _multiview(self, multiview: bool | None) -> bool:
+        if multiview is None:
+            return self.multiview
+        if multiview and not self.multiview:
+            self._check_multiview()
+        return bool(multiview)
 
     @property
     def views_per_query(self) -> int:
         """Images in the one forward pass of a query."""
-        return (1 + self.grid ** 2 if self.multiview else 1) * (2 if self.flip_tta and self.multiview else 1)
+        return (1 + self.grid ** 2) * (2 if self.flip_tta else 1) if self.multiview else 1
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
+    # -- the engine
+    def preprocess(self, image: Image.Image, multiview: bool | None = None) -> torch.Tensor:
         """(V, 3, S, S): the whole image, then (multi-view) the tiles in row-major order."""
         image = ImageOps.exif_transpose(image).convert("RGB")
         tensors = [self.transform(image)]
-        if self.multiview:
+        if self._multiview(multiview):
             tensors += [self.transform(image.crop(box))
                         for box in tile_boxes(image.width, image.height, self.grid, self.overlap)]
         return torch.stack(tensors)
 
     @torch.inference_mode()
-    def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
-        """Roadwork probability of each view (float32; flip TTA: mean with the mirror), one pass."""
+    def view_probabilities(self, views: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """Roadwork probability of each view (float32), in one pass; ``flip``: the mean with its mirror's."""
         x = views.to(self.device)
-        if self.flip_tta and self.multiview:
+        if flip:
             x = torch.cat([x, torch.flip(x, dims=[-1])])
         probs = torch.softmax(self.model(x).float(), dim=-1)[:, ROADWORK_INDEX]
-        if self.flip_tta and self.multiview:
+        if flip:
             n = len(views)
             probs = (probs[:n] + probs[n:]) / 2
         return probs.float().cpu()
 
-    def _answer(self, probs: torch.Tensor) -> float:
-        """One query's answer from its views' probabilities."""
-        if not self.multiview:
+    def _answer(self, probs: torch.Tensor, multiview: bool) -> float:
+        """One query's answer from its views' probabilities: the single view's, or the top-k mean with
+        the multi-view threshold folded in (the raw mean where there is none: ``require_threshold=False``)."""
+        if not multiview:
             return float(probs[0])
         aggregate = float(topk_mean(probs.double()[None, :], self.topk)[0])
-        return fold_threshold(aggregate, self.threshold)
+        return aggregate if self.threshold is None else fold_threshold(aggregate, self.threshold)
 
     def __call__(self, image: Image.Image) -> float:
-        return self._answer(self.view_probabilities(self.preprocess(image)))
+        views = self.preprocess(image)
+        return self._answer(self.view_probabilities(views, flip=self.multiview and self.flip_tta), self.multiview)
 
-    def batch(self, images: list[Image.Image]) -> list[float]:
-        """``[detector(image) for image in images]`` in one forward pass (for evaluations; the
-        miner asks one image at a time)."""
-        views = [self.preprocess(image) for image in images]
-        probs = self.view_probabilities(torch.cat(views))
+    def batch(self, images: list[Image.Image], multiview: bool | None = None) -> list[float]:
+        """``[detector(image) for image in images]`` in one forward pass (for evaluations; the miner
+        asks one image at a time). ``multiview``: single (False) or multi-view (True) for this call
+        instead of the configured views (None)."""
+        multiview = self._multiview(multiview)
+        return self.answers([self.preprocess(image, multiview) for image in images], multiview)
+
+    def answers(self, views: list[torch.Tensor], multiview: bool | None = None) -> list[float]:
+        """The answers for per-image view stacks from :meth:`preprocess`, in one forward pass."""
+        multiview = self._multiview(multiview)
+        if not views:
+            return []
+        probs = self.view_probabilities(torch.cat(views), flip=multiview and self.flip_tta)
         bounds = torch.tensor([0] + [len(v) for v in views]).cumsum(0).tolist()
-        return [self._answer(probs[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-
+        return [self._answer(probs[a:b], multiview) for a, b in zip(bounds[:-1], bounds[1:])]
 
 if DETECTOR_REGISTRY is not None:
     DETECTOR_REGISTRY.register_module(module_name=DETECTOR_NAME)(RoadworkTimmDetector)

@@ -59,8 +59,7 @@ def measure_latency(bundle_dir: str | Path, *, grid: int, overlap: float, topk: 
         multiview = {"grid": grid, "overlap": overlap, "topk": topk, "flip_tta": flip_tta, "threshold": 0.5}
         single = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir), views="single")
         multi = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir), views="multi",
-                                     multiview=multiview)
-        multi.model = single.model  # one copy of the weights
+                                     multiview=multiview, model=single.model)  # one copy of the weights
         size = single.data_config["input_size"][-1]
         pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(single.device)
 
