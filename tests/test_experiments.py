@@ -9,6 +9,7 @@ import pty
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -83,9 +84,11 @@ def test_python_bytecode_in_code_dependencies_is_dvc_ignored(tmp_path):
     are stage deps; DVC (which reads .dvcignore, not .gitignore) would hash those machine-specific
     files into dvc.lock, so a clone or a queued run sees "changed deps" and retrains."""
     repo = make_clean_repo(tmp_path / "clone")
-    folders = sorted({dep for paths in pipeline_paths(repo / "dvc.yaml").values() for dep in paths["deps"]
-                      if (repo / dep).is_dir()})
-    assert folders, "no code folder among the deps"
+    deps = [dep for paths in pipeline_paths(repo / "dvc.yaml").values() for dep in paths["deps"]]
+    # the folders Python writes __pycache__ into: those of the code files, and any folder dep
+    folders = sorted({dep for dep in deps if (repo / dep).is_dir()}
+                     | {Path(dep).parent.as_posix() for dep in deps if dep.endswith(".py")})
+    assert "src/roadwork" in folders and "src/roadwork/data" in folders, folders
     probes = []
     for folder in folders:
         probe = repo / folder / "__pycache__" / "probe.cpython-311.pyc"

@@ -326,25 +326,3 @@ def test_latency_per_view_count_and_warning(bundle):
     assert latency.latency_warning(measured, budget_s=1e3) is None
     warning = latency.latency_warning(measured, budget_s=0.0, setting="export.latency_budget_s")
     assert "export.latency_budget_s" in warning and "5 views" in warning and "predict.multiview_grid" in warning
-
-
-# ------------------------------------------------------------------------------ publish
-def test_readme_route1_installs_the_published_detector(bundle, tmp_path, monkeypatch):
-    """The README's Route 1 block, run with bash as written on a `roadwork publish` folder in a fresh subnet
-    layout, puts the files where the published YAML and the miner look (here in our environment; in the
-    miner's: tests/miner_env_check.py)."""
-    from miner_env_check import install_route1, write_harness
-
-    subnet = tmp_path / "subnet"
-    write_harness(subnet)
-    install_route1(subnet, bundle, tmp_path)
-    detectors = subnet / "base_miner" / "detectors"
-    assert (detectors / publish.DETECTOR_FILE).read_text() == Path(detector.__file__).read_text()
-    assert "from .roadwork_detector_timm import RoadworkTimmDetector" in (detectors / "__init__.py").read_text()
-    monkeypatch.chdir(subnet)  # the YAML's bundle folder is relative to the miner's working directory
-    found = RoadworkTimmDetector(config_name=str(detectors / "configs" / publish.CONFIG_FILE), device="None")
-    assert found.bundle_path.resolve() == (subnet / "base_miner" / "RoadworkTimm" / "weights").resolve()
-    assert found.hf_repo == "you/roadwork" and found.device == torch.device("cpu")
-    images = pictures(4, seed=9)
-    assert np.abs(np.array(found.batch(images)) - Predictor(bundle, device="cpu").predict(images)).max() < 1e-6
-

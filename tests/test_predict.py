@@ -171,6 +171,7 @@ def test_unreadable_files_are_reported_and_the_run_continues(bundle, folder):
     assert [r["path"] for r in rows] == [str(p) for p in paths]
     errors = {Path(r["path"]).name: r["error"] for r in rows if r["error"]}
     assert set(errors) == {"not_an_image.jpg", "truncated.jpg", "missing.jpg"}
+    assert "not_an_image.jpg" in errors["not_an_image.jpg"]  # the message names the file, not a descriptor
     good = [r for r in rows if not r["error"]]
     assert len(good) == 5
     assert all(0 <= r["probability"] <= 1 and r["decision"] == int(r["probability"] > 0.5) for r in good)

@@ -9,13 +9,16 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from roadwork.cli import main
 from roadwork.io import sha256_file
 from roadwork.miner import decision, detector, publish
 from roadwork.miner.detector import RoadworkTimmDetector
+from roadwork.predict import Predictor
 from test_predict import make_bundle, pictures
 
 HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # Substrate's well-known dev account "Alice"
@@ -257,3 +260,25 @@ def test_refuses_a_bad_version(bundle, tmp_path, capsys, version):
     assert run(bundle, out, "--hotkey", HOTKEY, "--version", version) == 2
     assert f"version must be X.Y.Z (digits), got {version!r}" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ Route 1
+def test_readme_route1_installs_the_published_detector(bundle, tmp_path, monkeypatch):
+    """The README's Route 1 block, run with bash as written on a `roadwork publish` folder in a fresh subnet
+    layout, puts the files where the published YAML and the miner look (here in our environment; in the
+    miner's: tests/miner_env_check.py)."""
+    from miner_env_check import install_route1, write_harness
+
+    subnet = tmp_path / "subnet"
+    write_harness(subnet)
+    install_route1(subnet, bundle, tmp_path)
+    detectors = subnet / "base_miner" / "detectors"
+    assert (detectors / publish.DETECTOR_FILE).read_text() == Path(detector.__file__).read_text()
+    assert "from .roadwork_detector_timm import RoadworkTimmDetector" in (detectors / "__init__.py").read_text()
+    monkeypatch.chdir(subnet)  # the YAML's bundle folder is relative to the miner's working directory
+    found = RoadworkTimmDetector(config_name=str(detectors / "configs" / publish.CONFIG_FILE), device="None")
+    assert found.bundle_path.resolve() == (subnet / "base_miner" / "RoadworkTimm" / "weights").resolve()
+    assert found.hf_repo == "you/roadwork" and found.device == torch.device("cpu")
+    images = pictures(4, seed=9)
+    assert np.abs(np.array(found.batch(images)) - Predictor(bundle, device="cpu").predict(images)).max() < 1e-6
+

@@ -100,6 +100,7 @@ def open_regular(path: str | os.PathLike, max_bytes: int | None = None):
     if not stat.S_ISREG(mode):
         raise NotReadable(f"not a regular file: {kind(mode)}")
     handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb", closefd=True)
+    handle.raw.name = os.fspath(path)  # messages (PIL's among them) name the file, not the descriptor number
     info = os.fstat(handle.fileno())
     problem = (f"not a regular file: {kind(info.st_mode)}" if not stat.S_ISREG(info.st_mode) else
                f"{info.st_size} bytes, more than the cap of {max_bytes}" if max_bytes is not None
