@@ -282,3 +282,18 @@ def test_readme_route1_installs_the_published_detector(bundle, tmp_path, monkeyp
     images = pictures(4, seed=9)
     assert np.abs(np.array(found.batch(images)) - Predictor(bundle, device="cpu").predict(images)).max() < 1e-6
 
+
+def test_a_randomly_initialised_backbone_carries_no_dinov3_licence(tmp_path, capsys):
+    """The licence follows the weights: with model.pretrained: none in the manifest's provenance (the embedded
+    default) no DINOv3 weights were used, so no LICENSE.md and the card says why; any other value attaches it."""
+    for pretrained, licensed in (("none", False), ("vit_small_patch16_dinov3.lvd1689m", True)):
+        bundle = make_bundle(tmp_path / pretrained, temperature=1.0, threshold_logit=0.0)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["provenance"] = {"params": {"model": {"pretrained": pretrained}}}
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        out = tmp_path / f"publish-{licensed}"
+        assert run(bundle, out, *good()) == 0, capsys.readouterr().err
+        card = json.loads((out / "model_card.json").read_text())
+        assert (out / "LICENSE.md").exists() == licensed and ("license" in card) == licensed
+        assert ("derivative work of Meta's DINOv3" in card["license_notice"]) == licensed
+        assert ("no DINOv3 weights" in card["license_notice"]) != licensed

@@ -8,8 +8,9 @@ The folder (= the model repo's files)::
     model.onnx                          when the bundle has it (--no-onnx leaves it out)
     model_card.json                     model_name, description, version, submitted_by = the hotkey,
                                         submission_time = now (docs/Mining.md) + our metrics and the
-                                        DINOv3 licence notice
-    LICENSE.md                          the DINOv3 License (the backbone's; it covers derivatives)
+                                        licence notice
+    LICENSE.md                          the DINOv3 License (the backbone's; it covers derivatives), unless the
+                                        manifest records model.pretrained: none (random initialisation)
     manifest.json                       sha256 of every file above (the card's hash updated)
     roadwork_detector_timm.py           the detector, to copy into base_miner/detectors/
     roadwork_timm.yaml                  its config (hf_repo = this repo), for base_miner/detectors/configs/
@@ -61,6 +62,9 @@ LICENSE_NOTICE = ("This model is a derivative work of Meta's DINOv3 (its backbon
                   "and derivative works of them are distributed under the terms of the DINOv3 License Agreement: "
                   f"a copy is {LICENSE_FILE} in this repository ({LICENSE_URL}).")
 
+NO_WEIGHTS_NOTICE = ("The backbone was initialised at random (model.pretrained: none, as the bundle's manifest "
+                     "records): no DINOv3 weights were used, so the DINOv3 License is not attached.")
+
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -69,6 +73,13 @@ class PublishError(ValueError):
 
 
 # ------------------------------------------------------------------------------ arguments
+def uses_dinov3_weights(manifest: dict) -> bool:
+    """Whether the bundle's backbone started from pretrained (DINOv3) weights: False only when the manifest's
+    provenance records ``model.pretrained: none``; unknown counts as True (the licence is attached)."""
+    model = ((manifest.get("provenance") or {}).get("params") or {}).get("model") or {}
+    return str(model.get("pretrained", "")).strip().lower() != "none"
+
+
 def check_repo_id(repo: str) -> str:
     """``namespace/name`` by the Hub's rules (``huggingface_hub.utils.validate_repo_id``: letters, digits, '-', '_',
     '.', at most 96 characters each, no '--' or '..', not '.git' at the end), ASCII only."""
@@ -234,7 +245,12 @@ def write_publish_folder(bundle_dir: str | Path, out_dir: str | Path, *, hotkey:
     check_version(str(card["version"]), where=f"{bundle_dir / MODEL_CARD} (or --version)")
     card["exported_at"] = card.get("submission_time")
     card["submission_time"] = submission_time_now()
-    card.update(license="DINOv3 License", license_file=LICENSE_FILE, license_notice=LICENSE_NOTICE)
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    licensed = uses_dinov3_weights(manifest)
+    if licensed:
+        card.update(license="DINOv3 License", license_file=LICENSE_FILE, license_notice=LICENSE_NOTICE)
+    else:
+        card.update(license_notice=NO_WEIGHTS_NOTICE)
     check_out(out_dir, bundle_dir)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -248,8 +264,8 @@ def write_publish_folder(bundle_dir: str | Path, out_dir: str | Path, *, hotkey:
         (new / MODEL_CARD).write_text(dumps_json(card))
         shutil.copyfile(_SOURCE / "detector.py", new / DETECTOR_FILE)
         (new / CONFIG_FILE).write_text(detector_yaml(hf_repo))
-        shutil.copyfile(LICENSE_SOURCE, new / LICENSE_FILE)
-        manifest = json.loads((bundle_dir / MANIFEST).read_text())
+        if licensed:
+            shutil.copyfile(LICENSE_SOURCE, new / LICENSE_FILE)
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(new.iterdir())}
         (new / MANIFEST).write_text(dumps_json(manifest))
         written = {**manifest["files"], MANIFEST: sha256_file(new / MANIFEST)}
