@@ -286,3 +286,28 @@ def test_stage_names_a_bad_split_table(tmp_path):
     _, err = stage.communicate(timeout=300)
     assert stage.returncode == 1 and "synthesize failed: splits row" in err and "unknown split 'testing'" in err
     assert not (root / "data/synthetic").exists()
+
+
+def test_calibrate_fits_on_real_images_and_reports_ece_and_mcc_per_kind(tmp_path):
+    from roadwork.config import CalibrateParams
+    from roadwork.evaluate.calibrate import calibrate
+    from roadwork.stages.calibrate import candidates
+    from test_calibrate import logits_rows, make_model
+
+    model_dir = make_model(tmp_path, "phase1", logits_rows(0))
+    settings = CalibrateParams(model="phase1", bootstrap=200)
+    shares = per_kind.kind_shares(0.5, 0.5)
+    before, before_metrics, _ = calibrate(settings, candidates(tmp_path), shares, "hub")
+    assert "val_test_by_kind" not in before_metrics  # no synthetic logits: no per-kind report
+    rng = np.random.default_rng(1)
+    rows = [{"split": "val_test", "id": f"{kind}-{i}", "kind": kind, "label": i % 2,
+             "logit": float(rng.normal(3 * (i % 2) - 1.5, 2))} for kind in ("i2i", "t2i") for i in range(60)]
+    (model_dir / "logits_synthetic.csv").write_text(format_csv(rows, ["split", "id", "kind", "label", "logit"]))
+    after, metrics, _ = calibrate(settings, candidates(tmp_path), shares, "hub")
+    assert after == before  # the map and the decision are fitted on real images only
+    by_kind = metrics["val_test_by_kind"]
+    assert by_kind["synthetic_backend"] == "hub" and "note" not in by_kind
+    assert set(by_kind["ece"]) == set(by_kind["mcc"]) == {"real", "i2i", "t2i", "mix"}
+    # the real kind's ECE is the headline (val_test, positive class, re-weighted to the target prior)
+    assert by_kind["ece"]["real"]["value"] == pytest.approx(metrics["headline"]["ece"], abs=1e-5)
+    assert by_kind["ece"]["mix"]["n"] == 600 + 120

@@ -99,6 +99,16 @@ def mcc_statistic(threshold: float) -> Callable:
     return lambda y, z, w: _weighted_mcc(y, (z >= threshold), w, axis=-1)
 
 
+def ece_statistic(probability: Callable, n_bins: int) -> Callable:
+    """Weighted positive-class ECE (equal-width bins) of ``probability(logits)``."""
+    from roadwork.evaluate.calibration import ece
+
+    def statistic(y, z, w):
+        p = probability(z)
+        return np.array([ece(y, p, n_bins, sample_weight=row) for row in np.atleast_2d(w)])
+    return statistic
+
+
 def read_kinds(model_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits, labels, kinds) of ``split``: logits.csv (real) and, when the model directory has it,
     logits_synthetic.csv (i2i, t2i)."""
