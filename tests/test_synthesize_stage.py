@@ -311,3 +311,66 @@ def test_calibrate_fits_on_real_images_and_reports_ece_and_mcc_per_kind(tmp_path
     # the real kind's ECE is the headline (val_test, positive class, re-weighted to the target prior)
     assert by_kind["ece"]["real"]["value"] == pytest.approx(metrics["headline"]["ece"], abs=1e-5)
     assert by_kind["ece"]["mix"]["n"] == 600 + 120
+
+
+def test_protocol_mix_reward_weights_kinds_by_their_shares():
+    """The mix's reward is the validators' expected reward of the pooled decisions, each kind weighing its share
+    and each label half of its kind: a real set answered perfectly and synthetic sets answered all-positive."""
+    from roadwork.evaluate.metrics import expected_reward
+
+    def run(probs):  # one draw, the four levels giving the same answers
+        probs = np.asarray(probs, dtype=float)
+        return {"reward": 0.0, "reward_ci95_low": 0.0, "reward_ci95_high": 0.0, "n_images": probs.size,
+                "_probs": {str(level): probs[None] for level in range(4)}}
+
+    labels = {"real": np.array([0, 0, 0, 1]), "i2i": np.array([0, 1]), "t2i": np.array([0, 1])}
+    runs = {"real": run([0.1, 0.2, 0.3, 0.9]), "i2i": run([0.9, 0.9]), "t2i": run([0.9, 0.9])}
+    out = per_kind.protocol_by_kind(runs, labels, per_kind.kind_shares(0.5, 0.5), n_boot=100)
+    # weights: real 0.5 (labels 0.25 / 0.25), i2i and t2i 0.25 each (0.125 per image): TP .5, FP .25, TN .25
+    tp, fp, tn = 0.5, 0.25, 0.25
+    mcc = tp * tn / np.sqrt((tp + fp) * tp * (tn + fp) * tn)
+    assert out["mix"]["reward"] == pytest.approx(expected_reward(mcc, tp + tn), abs=1e-9)
+    assert out["mix"]["ci95_low"] <= out["mix"]["reward"] <= out["mix"]["ci95_high"]
+    assert out["mix"]["n_images"] == 8 and set(out) == {"real", "i2i", "t2i", "mix"}
+    real_only = per_kind.protocol_by_kind(runs, labels, per_kind.kind_shares(0.0, 0.5), n_boot=100)
+    assert real_only["mix"]["reward"] == pytest.approx(expected_reward(1.0, 1.0))
+    del runs["t2i"], labels["t2i"]
+    assert "t2i images" in per_kind.protocol_by_kind(runs, labels, per_kind.kind_shares(0.5, 0.5))["mix"]["missing"]
+
+
+@pytest.mark.slow
+def test_export_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset, monkeypatch):
+    from roadwork.evaluate.calibrate import calibrate, write_outputs
+    from roadwork.export.evaluate import export, headline
+    from roadwork.stages.calibrate import candidates
+    from test_protocol import EXPORT_A, write_model
+    from trainkit import TINY_MODEL
+
+    for name in ("raw", "split", "synthetic"):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
+    for seed, name in enumerate(("phase1", "phase4")):
+        write_model(tmp_path, name, seed)
+        write_threshold_outputs(Path(f"data/{name}/logits.csv"), 0.5, Path(f"data/threshold/{name}.json"),
+                                Path(f"plots/threshold_{name}.csv"))
+    from roadwork.config import CalibrateParams
+    calibration, _, _ = calibrate(CalibrateParams(), candidates())
+    write_outputs(calibration, [], Path("data/calibrate"), Path("plots/reliability.csv"))
+    config = parse_params({"model": TINY_MODEL, "export": {**EXPORT_A, "protocol_draws": 1},
+                           "synthesize": {"backend": "tiny"}})
+    common = dict(progress=False)
+    real = export(config, Path("data/bundle_real"), Path("data/calibrate/calibration.json"), Path("data/raw"),
+                  Path("data/split"), Path("dvc.lock"), candidates(), **common)["protocol"]
+    mixed = export(config, Path("data/bundle_mix"), Path("data/calibrate/calibration.json"), Path("data/raw"),
+                   Path("data/split"), Path("dvc.lock"), candidates(), synthetic_dir=Path("data/synthetic"),
+                   **common)
+    protocol = mixed["protocol"]
+    assert protocol["reward_real"] == real["reward"] and "kinds" not in real  # the real figure, under its own key
+    kinds = protocol["kinds"]
+    assert kinds["synthetic_backend"] == "tiny" and "not a measurement" in kinds["note"]
+    assert protocol["reward"] == kinds["mix"]["reward"] and kinds["real"]["reward"] == real["reward"]
+    n_test = sum(e["split"] == "val_test" for e in read_csv(Path("data/split/splits.csv")))
+    assert kinds["i2i"]["n_images"] == kinds["t2i"]["n_images"] == n_test
+    assert "not a measurement" in protocol["headline"] and "protocol.reward_real [95% CI]" in headline(mixed)

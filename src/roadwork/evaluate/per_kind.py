@@ -126,3 +126,29 @@ def label(figures: dict, backend: str | None) -> dict:
     if backend == "tiny":
         out["note"] = NOT_A_MEASUREMENT
     return out
+
+
+def protocol_by_kind(runs: dict[str, dict], labels: dict[str, np.ndarray], shares: dict[str, float],
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """The validators' protocol per kind and for the mix: ``runs[kind]`` is
+    :func:`roadwork.evaluate.protocol.protocol_over_draws`'s result on that kind's images (``_probs`` kept),
+    ``labels[kind]`` their labels. Each kind: its reward with the interval over images; the mix: the expected
+    reward of all kinds' decisions (every draw, the four levels pooled), each image weighted by
+    :func:`mix_weights` (labels 50/50 within a kind, as the protocol scores), with its bootstrap interval."""
+    from roadwork.evaluate.compare import reward_interval
+
+    out = {kind: {"reward": run["reward"], "ci95_low": run["reward_ci95_low"], "ci95_high": run["reward_ci95_high"],
+                  "n_images": run["n_images"]} for kind, run in runs.items()}
+    kinds = list(runs)
+    try:
+        weights = mix_weights(np.concatenate([[k] * len(labels[k]) for k in kinds]),
+                              np.concatenate([labels[k] for k in kinds]), shares, 0.5)
+    except ValueError as error:
+        return out | {"mix": {"missing": str(error)}}
+    decisions = np.concatenate([np.stack([runs[k]["_probs"][level] for level in runs[k]["_probs"]], axis=1) > 0.5
+                                for k in kinds], axis=-1)  # (draws, levels, images of every kind)
+    y = np.concatenate([labels[k] for k in kinds])
+    keep = weights > 0
+    mix = reward_interval(y[keep], decisions[..., keep], weights=weights[keep], n_boot=n_boot, seed=seed)
+    return out | {"mix": {**{k: mix[k] for k in ("reward", "ci95_low", "ci95_high")}, "n_images": int(keep.sum()),
+                          "shares": {k: round(v, 6) for k, v in shares.items()}}}

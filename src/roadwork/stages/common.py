@@ -79,7 +79,8 @@ STAGE_FILES: dict[str, dict[str, list[Path]]] = {
                 "outs": [EXPLORA, PHASE4, METRICS / "explora.json", *_live("explora"), *_live("phase4")]},
     "calibrate": {"deps": [PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4")],
                   "outs": [CALIBRATE, RELIABILITY_CSV, METRICS / "calibrate.json"]},
-    "export": {"deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT],
+    "export": {"deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT,
+                        SYNTHETIC],
                "outs": [BUNDLE, METRICS / "export.json", live_dir("export") / "plots"]},
 }
 
