@@ -374,3 +374,22 @@ def test_export_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset,
     n_test = sum(e["split"] == "val_test" for e in read_csv(Path("data/split/splits.csv")))
     assert kinds["i2i"]["n_images"] == kinds["t2i"]["n_images"] == n_test
     assert "not a measurement" in protocol["headline"] and "protocol.reward_real [95% CI]" in headline(mixed)
+
+
+def test_share_zero_trains_the_same_bytes_with_or_without_the_synthetic_set(dataset, tmp_path):
+    """train.synthetic_share 0 (the embedded default): weights and logits.csv are byte-identical to a run without
+    data/synthetic; only logits_synthetic.csv is added."""
+    from roadwork.models.classifier import build_model
+    from roadwork.train.distributed import Dist, seed_everything
+    from roadwork.train.run import fit
+
+    params = parse_params(write_params(tmp_path, train={"epochs": 1}))
+    outputs = {}
+    for name, synthetic in (("without", None), ("with", dataset / "data/synthetic")):
+        seed_everything(0)
+        fit(params, build_model(params.model), dataset / "data/raw", dataset / "data/split/splits.csv",
+            tmp_path / name, tmp_path / f"run_{name}", Dist(0, 1, torch.device("cpu")), synthetic_dir=synthetic)
+        outputs[name] = {p.name: p.read_bytes() for p in (tmp_path / name).iterdir()}
+    assert set(outputs["with"]) - set(outputs["without"]) == {"logits_synthetic.csv"}
+    for file, data in outputs["without"].items():
+        assert outputs["with"][file] == data, file
