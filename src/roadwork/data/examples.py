@@ -65,10 +65,11 @@ def _synthetic(synthetic_dir: Path, splits_csv: Path, split: str, kinds: list[st
     for number, row in enumerate(read_csv(manifest), start=2):
         source = sources.get(row["source_id"])
         if source is None or (source["split"], source["label"]) != (row["split"], row["label"]):
-            raise ValueError(f"{manifest} line {number} ({row['id']}): source {row['source_id']} is "
-                             f"{'not in ' + str(splits_csv) if source is None else 'in split ' + source['split'] + ' with label ' + source['label']}"
-                             f", the row says split {row['split']} label {row['label']}: synthesize again")
+            found = (f"not in {splits_csv}" if source is None
+                     else f"in split {source['split']} with label {source['label']}")
+            raise ValueError(f"{manifest} line {number} ({row['id']}): source {row['source_id']} is {found}, the row "
+                             f"says split {row['split']} label {row['label']}: run the synthesize stage again")
         if row["split"] == split and row["kind"] in examples:
-            examples[row["kind"]].append(Example(row["id"], row["sha256"], int(row["label"]), synthetic_dir / row["path"],
-                                                 row["kind"]))
+            examples[row["kind"]].append(Example(row["id"], row["sha256"], int(row["label"]),
+                                                 synthetic_dir / row["path"], row["kind"]))
     return [e for kind in kinds for e in sorted(examples[kind], key=lambda e: e.id)]

@@ -25,7 +25,7 @@ from roadwork.evaluate.metrics import prior_sample_weights
 from roadwork.io import read_csv
 
 KINDS = ("real", "i2i", "t2i")
-SYNTHETIC_LOGITS = "logits_synthetic.csv"  # in a trained model directory (roadwork.models.model_dir), next to logits.csv
+SYNTHETIC_LOGITS = "logits_synthetic.csv"  # next to logits.csv in a trained model directory (models.model_dir)
 NOT_A_MEASUREMENT = "random weights: not a measurement (the tiny backend draws noise; a code-path check)"
 
 

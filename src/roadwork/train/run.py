@@ -25,8 +25,8 @@ from roadwork.synthesize.plan import derive_seed
 from roadwork.train.augment import eval_transform, train_transform
 from roadwork.train.data import ImageCache, ImageDataset
 from roadwork.train.distributed import Dist
-from roadwork.train.supervised import (TrainingDataError, TrainState, binary_scores, eval_loader, extract_features, predict_logits,
-                                       train)
+from roadwork.train.supervised import (TrainingDataError, TrainState, binary_scores, eval_loader, extract_features,
+                                       predict_logits, train)
 
 EVAL_SPLITS = ("val_select", "val_calib", "val_test")
 SYNTHETIC_KINDS = ("i2i", "t2i")
