@@ -68,6 +68,8 @@ TINY = {
                            "pixel_duplicates": 3, "near_duplicates": 8, "broken_files": 4}},
     "model": {"overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "num_workers": 0},
+    # the tiny random-weight generator on one source per (split, label), 2 steps: the stage's code path, quickly
+    "synthesize": {"sources_per_label": 1, "num_inference_steps": 2, "t2i_width": 32, "t2i_height": 32},
 }
 
 

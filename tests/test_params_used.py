@@ -327,6 +327,26 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "explora.extra_unlabeled": "test_explora.py::test_ssl_loader_never_reads_val_or_test_images",
     **{f"predict.{key}": "test_predict.py::test_each_predict_param_changes_the_multiview_output"
        for key in ("multiview_overlap", "multiview_topk", "multiview_grid", "flip_tta")},
+    # the synthesize section (tests/test_synthesize.py draws with tiny random-weight models)
+    **{f"synthesize.{key}": "test_synthesize.py::test_plan_is_seeded_and_independent_of_row_order"
+       for key in ("splits", "sources_per_label", "kinds", "seed")},
+    "synthesize.strength": "test_synthesize.py::test_changed_params_redraw_and_damage_is_redrawn",
+    **{f"synthesize.{key}": "test_synthesize.py::test_hub_loader_reads_saved_models_by_id"
+       for key in ("backend", "diffusion_variant", *(f"{model}_model.{part}" for model in ("caption", "rewrite",
+                                                                                        "diffusion")
+                                                     for part in ("id", "revision")))},
+    **{f"synthesize.{key}": "test_synthesize_stage.py::test_each_generation_key_changes_what_is_drawn"
+       for key in ("guidance_scale", "num_inference_steps", "negative_prompt_t2i", "negative_prompt_i2i",
+                   "t2i_width", "t2i_height", "i2i_max_width", "i2i_max_height", "caption_max_new_tokens",
+                   "rewrite_max_new_tokens", "instruction_roadwork", "instruction_clear")},
+    # no effect a CPU test can show: dtype applies on a GPU only, i2i_resample has one allowed value, empty_caption
+    # replaces an empty BLIP-2 caption (a random-weight captioner does not give one on demand); the values are
+    # checked against the validators' code by this test
+    **{f"synthesize.{key}": "test_synthesize.py::test_defaults_are_the_validators_values"
+       for key in ("dtype", "i2i_resample", "empty_caption")},
+    **{f"synthesize.{key}": "test_synthesize_stage.py::test_the_mix_weights_each_kind_to_its_share"
+       for key in ("fake_prob", "i2i_share")},
+    "train.synthetic_share": "test_synthesize_stage.py::test_training_mixes_in_train_children_only",
 }
 
 

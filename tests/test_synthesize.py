@@ -338,7 +338,7 @@ KILLER = textwrap.dedent("""
             if len(done) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs, on_image=on_image)
-    cli.generate = killing
+    gen.generate = killing  # run() looks it up at call time
     cli.main(sys.argv[1:])
 """)
 

@@ -15,20 +15,14 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
-                      model_validator)
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, ValidationError, model_validator
+
+from roadwork.sections import MAX_STRING, SPLITS, Section  # noqa: F401  (re-exported: roadwork.config.SPLITS)
+from roadwork.synthesize.params import SynthesizeParams
 
 
 class ConfigError(ValueError):
     """params.yaml (or a preset) is invalid; the message names every offending key."""
-
-
-MAX_STRING = 4096  # longest string param: params are copied into dvc.lock, a 10 MB one would be too
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False,
-                              str_max_length=MAX_STRING)
 
 
 def _not_a_bool(value):
@@ -96,9 +90,6 @@ class DedupParams(Section):
 
 
 # -------------------------------------------------------------------------------------- split
-SPLITS = ("train", "val_select", "val_calib", "val_test")
-
-
 class SplitRatios(Section):
     train: Float = Field(0.55, ge=0, le=1)
     val_select: Float = Field(0.15, ge=0, le=1)
@@ -190,6 +181,9 @@ class TrainParams(Section):
     feature_cache: StrictBool = Field(False, description="frozen backbone only: train the head on cached features")
     num_workers: Int = Field(1, ge=0)
     seed: Int = 0
+    synthetic_share: Float = Field(
+        0.0, ge=0, lt=1, description="share of the training set that is synthetic train children (data/synthetic), "
+                                     "drawn seeded; 0 = real images only")
     augment: AugmentParams = AugmentParams()
 
     @model_validator(mode="after")
@@ -314,6 +308,9 @@ class Params(Section):
     calibrate: CalibrateParams = CalibrateParams()
     export: ExportParams = ExportParams()
     predict: PredictParams = PredictParams()
+    # the embedded default: the tiny random-weight backend on 4 sources per (split, label) (about a minute on a
+    # CPU); SynthesizeParams' own defaults are the validators' (presets/real.yaml: the hub models)
+    synthesize: SynthesizeParams = SynthesizeParams(backend="tiny", sources_per_label=4)
 
     @model_validator(mode="after")
     def _feature_cache_needs_frozen(self):

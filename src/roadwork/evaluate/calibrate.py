@@ -52,6 +52,7 @@ from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import (IDENTITY, MAP_KINDS, LogisticMap, calibration_report,
                                            compare_maps, ece, ece_floor, fit_map, nll_from_logits,
                                            paired_ece_difference)
+from roadwork.evaluate import per_kind
 from roadwork.evaluate.compare import BETTER, WORSE, mcc_difference, summary
 from roadwork.evaluate.metrics import confusion_at, mcc_at, mcc_from_counts, prior_sample_weights, prior_weights
 from roadwork.evaluate.threshold_report import paired_split_logits, split_logits
@@ -302,8 +303,11 @@ def choose_map(better_cv: str, conflict: dict) -> tuple[str, str]:
                                 "val_select (decision.val_select): the crossing becomes the decision")
 
 
-def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tuple[dict, dict, list[dict]]:
-    """(calibration.json content, metrics, reliability rows) for the chosen model."""
+def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate], shares: dict[str, float] | None = None,
+              backend: str | None = None) -> tuple[dict, dict, list[dict]]:
+    """(calibration.json content, metrics, reliability rows) for the chosen model. Fitted on real images only;
+    with ``shares`` (the validators' mix) and the chosen model's logits_synthetic.csv, the metrics also hold
+    ``val_test_by_kind``: ECE of the shipped probability and MCC at its decision for real, i2i, t2i and the mix."""
     chosen, scores = choose_model(settings.model, candidates, n_boot=settings.bootstrap, seed=settings.seed)
     threshold, target_prior = _decision(chosen)
     prior = _prior_label(target_prior)
@@ -378,6 +382,14 @@ def calibrate(settings: CalibrateParams, candidates: dict[str, Candidate]) -> tu
         "selection": scores,
         **reports,
     })
+    if shares is not None and (chosen.model_dir / per_kind.SYNTHETIC_LOGITS).is_file():
+        z, y, kinds = per_kind.read_kinds(chosen.model_dir, "val_test")
+        boot = {"n_boot": settings.bootstrap, "seed": settings.seed}
+        metrics["val_test_by_kind"] = per_kind.label({
+            "ece": per_kind.report(per_kind.ece_statistic(shipped.probs, settings.n_bins), y, z, kinds, shares,
+                                   target_prior, **boot),
+            "mcc": per_kind.report(per_kind.mcc_statistic(decision), y, z, kinds, shares, target_prior, **boot),
+        }, backend)
     return calibration, metrics, rows
 
 

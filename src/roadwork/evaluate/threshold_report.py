@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roadwork.evaluate import per_kind
 from roadwork.evaluate.threshold import best_threshold
 from roadwork.io import format_csv, read_csv, write_json, write_text
 
@@ -59,9 +60,24 @@ def choose_threshold(logits_csv: Path, target_prior: float) -> dict:
     return report | {"_curve": result["curve"]}
 
 
-def write_threshold_outputs(logits_csv: Path, target_prior: float, metrics_json: Path, curve_csv: Path) -> dict:
+def by_kind(model_dir: Path, split: str, threshold: float, target_prior: float, shares: dict[str, float],
+            backend: str | None) -> dict:
+    """MCC at ``threshold`` of ``split``'s real, i2i and t2i images and of the validators' mix (``shares``), each
+    with its interval (:mod:`roadwork.evaluate.per_kind`), labelled with the synthetic images' backend."""
+    logits, labels, kinds = per_kind.read_kinds(model_dir, split)
+    return per_kind.label({"mcc": per_kind.report(per_kind.mcc_statistic(threshold), labels, logits, kinds, shares,
+                                                  target_prior)}, backend)
+
+
+def write_threshold_outputs(logits_csv: Path, target_prior: float, metrics_json: Path, curve_csv: Path,
+                            shares: dict[str, float] | None = None, backend: str | None = None) -> dict:
+    """The decision (fitted on real val_select images only) and its report; with ``shares`` (the validators'
+    mix) and a logits_synthetic.csv next to ``logits_csv``, also ``val_select_by_kind``."""
     report = choose_threshold(logits_csv, target_prior)
     curve = report.pop("_curve")
+    if shares is not None and (logits_csv.parent / per_kind.SYNTHETIC_LOGITS).is_file():
+        report["val_select_by_kind"] = by_kind(logits_csv.parent, "val_select", report["threshold"], target_prior,
+                                               shares, backend)
     columns = ["threshold", "mcc"] + (["mcc_reweighted"] if "mcc_reweighted" in curve[0] else [])
     write_text(curve_csv, format_csv(curve, columns))
     write_json(metrics_json, report)

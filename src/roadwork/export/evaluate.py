@@ -15,7 +15,11 @@ read.
    * the validators' protocol through the stock miner's transformers pipeline
      (``roadwork.evaluate.protocol``): levels 0-3, class-balanced, ``export.protocol_draws``
      seeded augmentation draws; the mix's expected reward, averaged over the draws with its 95%
-     interval, is the headline ``protocol.reward`` of metrics/export.json;
+     interval, is ``protocol.reward_real``; with the synthesize stage's val_test children (i2i,
+     t2i) the same protocol runs on them and the headline ``protocol.reward`` is the validators'
+     stream, 50% real, 25% i2i, 25% t2i (``synthesize.fake_prob``, ``i2i_share``), with its interval
+     (``protocol.kinds``: each kind and the mix; labelled "not a measurement" on the tiny backend);
+     without them ``protocol.reward`` is the real images' figure;
    * ``comparisons``: every comparison as a paired bootstrap of the difference on the same
      val_test images (``roadwork.evaluate.compare``; ``export.bootstrap`` resamples, seed
      ``export.protocol_seed``) with its verdict (better / worse / not distinguishable): phase 4
@@ -146,7 +150,8 @@ def comparisons(labels, shipped, baseline, phases: dict, multiview: dict, protoc
 
 # ---------------------------------------------------------------------------------- the stage
 def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Path, split_dir: Path,
-           lock_path: Path, candidates: dict, live=None, device=None, progress: bool = True) -> dict:
+           lock_path: Path, candidates: dict, live=None, device=None, progress: bool = True,
+           synthetic_dir: Path | None = None) -> dict:
     """Build the bundle in `bundle_dir` and return metrics/export.json's content. `split_dir` holds
     splits.csv; `lock_path` is dvc.lock (provenance); `candidates`: the trained models with their
     threshold decisions (:class:`roadwork.evaluate.calibrate.Candidate`, phase1 and phase4), for
@@ -243,6 +248,9 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     compared, power = comparisons(labels, shipped, baseline_test, phases,
                                   decision["val_test"][f"mcc_prior_{config.threshold.target_prior}_difference"],
                                   protocol, n_boot=settings.bootstrap, seed=settings.protocol_seed)
+    if synthetic_dir is not None and (Path(synthetic_dir) / "manifest.csv").is_file():
+        protocol.update(protocol_kinds(config, protocol, labels, raw_dir, split_dir, Path(synthetic_dir),
+                                       lambda images: np.asarray(detector.batch(images)), progress))
     protocol.pop("_probs")
     for other in protocol["others"].values():
         other.pop("_probs")
@@ -272,12 +280,49 @@ def comparison_lines(comparisons: dict, prefix: str = "comparisons") -> dict:
     return lines
 
 
+def protocol_kinds(config: Params, protocol: dict, labels, raw_dir: Path, split_dir: Path, synthetic_dir: Path,
+                   score, progress: bool) -> dict:
+    """The protocol on val_test's i2i and t2i children and the validators' mix with the real images: the keys
+    that replace ``protocol``'s headline (the real figure stays as ``reward_real``)."""
+    from roadwork.data.examples import load_split
+    from roadwork.evaluate import per_kind
+    from roadwork.evaluate.protocol import protocol_over_draws
+    from roadwork.predict import load_image
+
+    settings = config.export
+    runs, kind_labels = {"real": protocol}, {"real": np.asarray(labels)}
+    for kind in ("i2i", "t2i"):
+        examples = load_split(raw_dir, split_dir / "splits.csv", "val_test", (kind,), synthetic_dir)
+        if examples:
+            kind_labels[kind] = np.array([e.label for e in examples])
+            runs[kind] = protocol_over_draws(lambda i, examples=examples: load_image(examples[i].path),
+                                             kind_labels[kind], score, settings.protocol_seed, settings.protocol_draws,
+                                             n_boot=settings.bootstrap, chunk=BATCH, progress=progress)
+    shares = per_kind.kind_shares(config.synthesize.fake_prob, config.synthesize.i2i_share)
+    kinds = per_kind.label(per_kind.protocol_by_kind(runs, kind_labels, shares, settings.bootstrap,
+                                                     settings.protocol_seed), config.synthesize.backend)
+    out = {"kinds": kinds, "reward_real": protocol["reward"], "reward_real_ci95_low": protocol["reward_ci95_low"],
+           "reward_real_ci95_high": protocol["reward_ci95_high"]}
+    if "reward" in kinds["mix"]:
+        out |= {"reward": kinds["mix"]["reward"], "reward_ci95_low": kinds["mix"]["ci95_low"],
+                "reward_ci95_high": kinds["mix"]["ci95_high"],
+                "headline": "the validators' stream: " + ", ".join(f"{v:.0%} {k}" for k, v in shares.items())
+                            + (" (tiny backend: " + per_kind.NOT_A_MEASUREMENT + ")"
+                               if config.synthesize.backend == "tiny" else "")}
+    return out
+
+
 def headline(metrics: dict) -> dict:
     """The lines of metrics/export.json a person reads first (the stage's summary)."""
     val_test, protocol, multiview = metrics["val_test"], metrics["protocol"], metrics["multiview"]
     views = metrics["latency"]["views"]
     return {f"protocol.reward [95% CI over images, mean of {protocol['draws']} draws, {protocol['views']} view]":
             f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
+            **({"protocol.headline": protocol["headline"],
+                "protocol.reward_real [95% CI]": f"{protocol['reward_real']} [{protocol['reward_real_ci95_low']}, "
+                                                 f"{protocol['reward_real_ci95_high']}]",
+                "protocol.kinds (reward)": {k: v.get("reward") for k, v in protocol["kinds"].items()
+                                            if isinstance(v, dict)}} if "headline" in protocol else {}),
             "protocol.levels": {k: {m: v[m] for m in ("mcc", "accuracy", "reward")}
                                 for k, v in protocol["levels"].items()},
             **{f"val_test.{m} [95% CI]": f"{val_test[m]} [{val_test[m + '_ci95_low']}, {val_test[m + '_ci95_high']}]"

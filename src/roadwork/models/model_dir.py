@@ -6,6 +6,8 @@
                         interpolation; resize the short side to img_size, centre crop)
     logits.csv          split, id, label, logit for val_select, val_calib and val_test, computed
                         from exactly those weights
+    logits_synthetic.csv  (when the synthesize stage ran) split, id, kind, label, logit of the
+                        synthetic (i2i, t2i) children of those splits' sources
 
 Written by :func:`save_model_dir` (atomically), read by :func:`load_trained` (the one way to
 rebuild a trained classifier: export, evaluation and tests call it) and :func:`backbone_weights`.
@@ -26,6 +28,8 @@ WEIGHTS = "model.safetensors"
 DESCRIPTION = "model.json"
 LOGITS = "logits.csv"
 LOGIT_COLUMNS = ["split", "id", "label", "logit"]
+SYNTHETIC_LOGITS = "logits_synthetic.csv"
+SYNTHETIC_LOGIT_COLUMNS = ["split", "id", "kind", "label", "logit"]
 
 
 def model_description(model, classifier: RoadworkClassifier, **extra) -> dict:
@@ -51,13 +55,17 @@ def eval_data_config(description: dict) -> dict:
     }
 
 
-def save_model_dir(out_dir: Path, classifier: RoadworkClassifier, description: dict, logit_rows: list[dict]) -> None:
-    """Write the three files into ``out_dir`` atomically (a killed write leaves the old directory)."""
+def save_model_dir(out_dir: Path, classifier: RoadworkClassifier, description: dict, logit_rows: list[dict],
+                   synthetic_rows: list[dict] | None = None) -> None:
+    """Write the three files (four with ``synthetic_rows``) into ``out_dir`` atomically (a killed write
+    leaves the old directory)."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         save_file({k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}, tmp / WEIGHTS)
         (tmp / DESCRIPTION).write_text(dumps_json(description))
         (tmp / LOGITS).write_text(format_csv(logit_rows, LOGIT_COLUMNS))
+        if synthetic_rows is not None:
+            (tmp / SYNTHETIC_LOGITS).write_text(format_csv(synthetic_rows, SYNTHETIC_LOGIT_COLUMNS))
 
 
 def read_description(model_dir: Path) -> dict:

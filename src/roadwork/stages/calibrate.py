@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from roadwork.evaluate.calibrate import Candidate, CalibrationError, calibrate, write_outputs
+from roadwork.evaluate.per_kind import kind_shares
 from roadwork.stages.common import CALIBRATE, MODELS, RELIABILITY_CSV, finish, params, threshold_json
 
 PRODUCED_BY = {"phase1": "train_phase1 and threshold@phase1", "phase4": "explora and threshold@phase4"}
@@ -21,7 +22,9 @@ def candidates(root: Path = Path(".")) -> dict[str, Candidate]:
 def main() -> None:
     started = time.monotonic()
     try:
-        calibration, metrics, rows = calibrate(params().calibrate, candidates())
+        config = params()
+        shares = kind_shares(config.synthesize.fake_prob, config.synthesize.i2i_share)
+        calibration, metrics, rows = calibrate(config.calibrate, candidates(), shares, config.synthesize.backend)
     except CalibrationError as error:
         sys.exit(f"calibrate failed: {error}")
     write_outputs(calibration, rows, CALIBRATE, RELIABILITY_CSV)

@@ -27,6 +27,8 @@ RAW = DATA / "raw"
 DEDUP = DATA / "dedup"
 SPLIT = DATA / "split"
 SPLITS_CSV = SPLIT / "splits.csv"
+SYNTHETIC = DATA / "synthetic"  # the validators' synthetic challenges: images/, manifest.csv (stage synthesize)
+SYNTHETIC_METRICS = METRICS / "synthesize.json"
 PHASE1 = DATA / "phase1"
 EXPLORA = DATA / "explora"
 PHASE4 = DATA / "phase4"
@@ -68,15 +70,17 @@ STAGE_FILES: dict[str, dict[str, list[Path]]] = {
     "download": {"deps": [LOCAL_INVENTORY], "outs": [RAW, METRICS / "download.json"]},
     "dedup": {"deps": [RAW], "outs": [DEDUP, METRICS / "dedup.json"]},
     "split": {"deps": [DEDUP], "outs": [SPLIT, METRICS / "split.json"]},
-    "train_phase1": {"deps": [RAW, SPLIT], "outs": [PHASE1, METRICS / "phase1.json", *_live("phase1")]},
-    **{f"threshold@{model}": {"deps": [path / "logits.csv"],
+    "synthesize": {"deps": [RAW, SPLIT], "outs": [SYNTHETIC, SYNTHETIC_METRICS]},
+    "train_phase1": {"deps": [RAW, SPLIT, SYNTHETIC], "outs": [PHASE1, METRICS / "phase1.json", *_live("phase1")]},
+    **{f"threshold@{model}": {"deps": [path / "logits.csv", path / "logits_synthetic.csv"],
                               "outs": [threshold_json(model), threshold_metrics(model), threshold_curve(model)]}
        for model, path in MODELS.items()},
-    "explora": {"deps": [RAW, SPLIT, PHASE1],
+    "explora": {"deps": [RAW, SPLIT, SYNTHETIC, PHASE1],
                 "outs": [EXPLORA, PHASE4, METRICS / "explora.json", *_live("explora"), *_live("phase4")]},
     "calibrate": {"deps": [PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4")],
                   "outs": [CALIBRATE, RELIABILITY_CSV, METRICS / "calibrate.json"]},
-    "export": {"deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT],
+    "export": {"deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT,
+                        SYNTHETIC],
                "outs": [BUNDLE, METRICS / "export.json", live_dir("export") / "plots"]},
 }
 

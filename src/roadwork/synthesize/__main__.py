@@ -16,12 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 from pydantic import ValidationError
 
 from roadwork.io import read_csv
-from roadwork.synthesize.generate import SynthesizeError, collect, distributed_rank, generate
+from roadwork.synthesize.generate import SynthesizeError, run, source_paths
 from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import PlanError, plan_children
 
@@ -43,13 +42,6 @@ def read_params(path: Path | None) -> SynthesizeParams:
         raise SynthesizeError(f"{path}: {problems}") from None
 
 
-def source_paths(raw_dir: Path) -> dict[str, Path]:
-    manifest = raw_dir / "manifest.csv"
-    if not manifest.is_file():
-        raise SynthesizeError(f"{manifest} not found (the download stage's manifest: id, path, ...)")
-    return {row["id"]: raw_dir / row["path"] for row in read_csv(manifest)}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m roadwork.synthesize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--splits", type=Path, required=True, help="splits.csv (id, sha256, label, cluster, split)")
@@ -63,16 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         if not args.splits.is_file():
             raise SynthesizeError(f"{args.splits} not found (the split stage's splits.csv)")
         children = plan_children(read_csv(args.splits), params)
-        rank, world_size = distributed_rank()
-        counts = generate(children, source_paths(args.raw), args.out, params, device=args.device,
-                          rank=rank, world_size=world_size)
-        if world_size > 1:
-            torch.distributed.init_process_group(backend="gloo")
-            torch.distributed.barrier()
-        if rank == 0:
-            counts["manifest_rows"] = len(collect(children, args.out, params))
-        if world_size > 1:
-            torch.distributed.destroy_process_group()
+        counts, rows = run(children, source_paths(args.raw), args.out, params, device=args.device)
+        if rows is not None:
+            counts["manifest_rows"] = len(rows)
     except (SynthesizeError, PlanError) as error:
         sys.exit(f"synthesize failed: {error}")
     print(json.dumps(counts, sort_keys=True))

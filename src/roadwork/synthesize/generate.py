@@ -10,6 +10,10 @@ Output layout under ``out_dir`` (every file written to a temporary name and rena
   without a record, which the next run redraws;
 * ``manifest.csv`` (:func:`collect`, once every rank is done): one row per child, in plan order.
 
+:func:`run` does all of it for one rank (draw its share, wait for the others, rank 0 collects);
+:func:`publish` copies a collected set (manifest + images) into a pipeline output atomically and
+:func:`counts_by` counts its rows per split x kind x label.
+
 A child is done when its record's fingerprint equals the current one and the image's sha256
 matches the record: a re-run with the same params skips it; a changed param (steps, a model
 revision, the seed...) redraws it. Each image's noise comes from its own seeded generator and each
@@ -40,7 +44,8 @@ from PIL import Image
 
 from roadwork.data.decode import load_rgb
 from roadwork.data.images import encode_png
-from roadwork.io import dumps_json, format_csv, read_json, sha256_bytes, write_bytes, write_json, write_text
+from roadwork.io import (atomic_path, dumps_json, format_csv, read_csv, read_json, sha256_bytes, write_bytes, write_json,
+                         write_text)
 from roadwork.synthesize.models import Models, load_models, models_description
 from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import PLAN_COLUMNS, Child, shard
@@ -282,3 +287,46 @@ def _remove_unplanned(out_dir: Path, child_ids: set[str], source_ids: set[str]) 
     for prompt in (out_dir / "prompts").glob("*.json"):
         if prompt.stem not in source_ids and _ours(prompt):
             prompt.unlink()
+
+
+def source_paths(raw_dir: Path) -> dict[str, Path]:
+    """Source id -> stored image, from the download stage's ``manifest.csv``."""
+    manifest = Path(raw_dir) / "manifest.csv"
+    if not manifest.is_file():
+        raise SynthesizeError(f"{manifest} not found (the download stage's manifest: id, path, ...)")
+    return {row["id"]: Path(raw_dir) / row["path"] for row in read_csv(manifest)}
+
+
+def run(children: Sequence[Child], source_paths: Mapping[str, Path], out_dir: str | os.PathLike,
+        params: SynthesizeParams, device: Optional[str] = None) -> tuple[dict, Optional[list[dict]]]:
+    """Draw this rank's share (torchrun's RANK / WORLD_SIZE), wait for every rank, and on rank 0 collect the
+    manifest. Returns (this rank's counts, the manifest rows on rank 0 else None)."""
+    rank, world_size = distributed_rank()
+    counts = generate(children, source_paths, out_dir, params, device=device, rank=rank, world_size=world_size)
+    if world_size > 1:
+        torch.distributed.init_process_group(backend="gloo")
+        torch.distributed.barrier()
+    rows = collect(children, out_dir, params) if rank == 0 else None
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+    return counts, rows
+
+
+def publish(rows: Sequence[Mapping], out_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy the collected set (``manifest.csv`` and the images its rows name) from ``out_dir`` to ``dest``,
+    atomically: ``dest`` is replaced whole or not at all."""
+    out_dir = Path(out_dir)
+    with atomic_path(dest) as tmp:
+        (tmp / "images").mkdir(parents=True)
+        for row in rows:
+            shutil.copyfile(out_dir / row["path"], tmp / row["path"])
+        shutil.copyfile(out_dir / "manifest.csv", tmp / "manifest.csv")
+
+
+def counts_by(rows: Sequence[Mapping]) -> dict:
+    """{split: {kind: {"0": n, "1": n}}} of manifest rows."""
+    counts: dict = {}
+    for row in rows:
+        per_label = counts.setdefault(row["split"], {}).setdefault(row["kind"], {"0": 0, "1": 0})
+        per_label[str(row["label"])] += 1
+    return counts

@@ -6,8 +6,9 @@ to the subnet's root: ``config.py`` is ``natix/validator/config.py``, ``generato
 ``natix/synthetic_data_generation/synthetic_data_generator.py``, ``prompt_generator.py`` is
 ``natix/synthetic_data_generation/prompt_generator.py``.
 
-The section is not wired into ``roadwork.config.Params`` yet; the stage (``synthesize``, after
-``split``) will read it as ``synthesize:`` in params.yaml.
+``roadwork.config.Params`` holds it as ``synthesize:`` (params.yaml); its embedded default there is the
+tiny backend on a few sources per label, ``presets/real.yaml`` the hub models. The stage
+``synthesize`` (after ``split``) reads it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from roadwork.config import SPLITS, Section
+from roadwork.sections import SPLITS, Section
 
 # config.py:86 (T2I_MODELS[...]["generate_args"]["negative_prompt"])
 T2I_NEGATIVE_PROMPT = (

@@ -171,13 +171,16 @@ def compare(phase1_logits: Path, phase4_logits: Path) -> dict:
 
 
 def finetune(config: Params, weights: dict, weights_path: Path, raw_dir: Path, splits_csv: Path, out_dir: Path,
-             runs: Path, dist, live) -> dict:
-    """Supervised fine-tuning of the adapted backbone into `out_dir` (as phase 1's model dir);
-    returns the fine-tuning summary for metrics/explora.json."""
+             runs: Path, dist, live, synthetic_dir: Path | None = None) -> dict:
+    """Supervised fine-tuning of the adapted backbone into `out_dir` (as phase 1's model dir, with the
+    synthetic children of ``synthetic_dir`` as fit() takes them); returns the fine-tuning summary for
+    metrics/explora.json."""
     ft_config = finetune_params(config)
     model, extra = finetune_model(config, weights)
-    run_dir = runs / "phase4" / run_key(ft_config, splits_csv, weights_path, extra=extra)
-    result = fit(ft_config, model, raw_dir, splits_csv, out_dir, run_dir, dist, live, description_extra=extra)
+    mixed = [Path(synthetic_dir) / "manifest.csv"] if config.train.synthetic_share > 0 else []
+    run_dir = runs / "phase4" / run_key(ft_config, splits_csv, weights_path, *mixed, extra=extra)
+    result = fit(ft_config, model, raw_dir, splits_csv, out_dir, run_dir, dist, live, description_extra=extra,
+                 synthetic_dir=synthetic_dir)
     return {"adapter": config.explora.adapter, "backbone_freeze": ft_config.model.freeze, **result}
 
 
