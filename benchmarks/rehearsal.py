@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from e2e import BIN, env, git, make_clean_repo  # noqa: E402
 
-STAGES = ["scan_local", "download", "dedup", "split", "train_phase1", "threshold@phase1", "explora",
+STAGES = ["scan_local", "download", "dedup", "split", "synthesize", "train_phase1", "threshold@phase1", "explora",
           "threshold@phase4", "calibrate", "export"]
 SIZES = ["data/raw", "runs", "data/phase1", "data/explora", "data/phase4", "data/bundle"]
 
