@@ -285,6 +285,28 @@ def write_model(root: Path, name: str = "phase1", seed: int = 0) -> None:
     write_csv(model_dir / "logits.csv", rows, ["split", "id", "label", "logit"])
 
 
+def calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split")) -> dict:
+    """`tmp_path` as the working directory of a pipeline that has run up to export: the dataset's `folders` linked
+    under data/, two trained models (phase1, phase4) with their threshold outputs, and calibrate's outputs.
+    Returns the calibration."""
+    from roadwork.evaluate.calibrate import calibrate, write_outputs
+    from roadwork.evaluate.threshold_report import write_threshold_outputs
+    from roadwork.stages.calibrate import candidates
+
+    (tmp_path / "data").mkdir(exist_ok=True)
+    for name in folders:
+        (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
+    for seed, name in enumerate(("phase1", "phase4")):
+        write_model(tmp_path, name, seed)
+        write_threshold_outputs(Path(f"data/{name}/logits.csv"), 0.5, Path(f"data/threshold/{name}.json"),
+                                Path(f"plots/threshold_{name}.csv"))
+    calibration, _, rows = calibrate(CalibrateParams(), candidates())
+    write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
+    return calibration
+
+
 EXPORT_A = {"model_name": "name-a", "version": "1.0.0", "submitted_by": "", "onnx": False, "bootstrap": 50,
             "protocol_seed": 0, "protocol_draws": 2}
 EXPORT_B = {"model_name": "name-b", "version": "2.0.0", "submitted_by": "5Hotkey", "onnx": True, "bootstrap": 60,
@@ -295,25 +317,13 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     """calibrate + export in a workspace; every export key shows in the outputs."""
     from dvclive import Live
 
-    from roadwork.evaluate.threshold_report import write_threshold_outputs
-    from roadwork.evaluate.calibrate import calibrate, write_outputs
     from roadwork.evaluate.metrics import mcc_at
     from roadwork.evaluate.threshold_report import split_logits
     from roadwork.export.evaluate import export, headline
     from roadwork.export.provenance import dvc_md5
     from roadwork.stages.calibrate import candidates
 
-    for name in ("raw", "split"):
-        (tmp_path / "data").mkdir(exist_ok=True)
-        (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
-    for seed, name in enumerate(("phase1", "phase4")):
-        write_model(tmp_path, name, seed)
-        write_threshold_outputs(Path(f"data/{name}/logits.csv"), 0.5, Path(f"data/threshold/{name}.json"),
-                                Path(f"plots/threshold_{name}.csv"))
-    calibration, _, rows = calibrate(CalibrateParams(), candidates())
-    write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
+    calibration = calibrated_workspace(tmp_path, dataset, monkeypatch)
 
     results = {}
     for tag, settings in (("a", EXPORT_A), ("b", EXPORT_B)):

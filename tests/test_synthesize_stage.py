@@ -340,24 +340,12 @@ def test_protocol_mix_reward_weights_kinds_by_their_shares():
 
 @pytest.mark.slow
 def test_export_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset, monkeypatch):
-    from roadwork.evaluate.calibrate import calibrate, write_outputs
     from roadwork.export.evaluate import export, headline
     from roadwork.stages.calibrate import candidates
-    from test_protocol import EXPORT_A, write_model
+    from test_protocol import EXPORT_A, calibrated_workspace
     from trainkit import TINY_MODEL
 
-    for name in ("raw", "split", "synthetic"):
-        (tmp_path / "data").mkdir(exist_ok=True)
-        (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
-    for seed, name in enumerate(("phase1", "phase4")):
-        write_model(tmp_path, name, seed)
-        write_threshold_outputs(Path(f"data/{name}/logits.csv"), 0.5, Path(f"data/threshold/{name}.json"),
-                                Path(f"plots/threshold_{name}.csv"))
-    from roadwork.config import CalibrateParams
-    calibration, _, _ = calibrate(CalibrateParams(), candidates())
-    write_outputs(calibration, [], Path("data/calibrate"), Path("plots/reliability.csv"))
+    calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split", "synthetic"))
     config = parse_params({"model": TINY_MODEL, "export": {**EXPORT_A, "protocol_draws": 1},
                            "synthesize": {"backend": "tiny"}})
     common = dict(progress=False)
