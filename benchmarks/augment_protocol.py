@@ -51,8 +51,16 @@ def train(config, out_dir: Path, run_dir: Path) -> None:
         print(f"reusing {out_dir}", file=sys.stderr)
         return
     seed_everything(config.train.seed)
-    fit(config, build_model(config.model), ROOT / "data/raw", ROOT / "data/split/splits.csv", out_dir, run_dir,
-        Dist(rank=0, world_size=1, device=torch.device("cpu")), None)
+    fit(
+        config,
+        build_model(config.model),
+        ROOT / "data/raw",
+        ROOT / "data/split/splits.csv",
+        out_dir,
+        run_dir,
+        Dist(rank=0, world_size=1, device=torch.device("cpu")),
+        None,
+    )
 
 
 def detector_for(model_dir: Path, target_prior: float, bundle_dir: Path):
@@ -64,8 +72,18 @@ def detector_for(model_dir: Path, target_prior: float, bundle_dir: Path):
     logits, labels = split_logits(model_dir / "logits.csv", "val_select")
     fit = best_threshold(logits, labels, target_prior, default_threshold=0.0)
     threshold = float((fit["reweighted"] or fit["raw"])["threshold"])
-    build_bundle(model_dir, 1.0, threshold, bundle_dir, model_name="augment-benchmark", version="0",
-                 submitted_by="", metrics={}, provenance={}, onnx=False)
+    build_bundle(
+        model_dir,
+        1.0,
+        threshold,
+        bundle_dir,
+        model_name="augment-benchmark",
+        version="0",
+        submitted_by="",
+        metrics={},
+        provenance={},
+        onnx=False,
+    )
     return RoadworkTimmDetector(config_name=None, bundle=str(bundle_dir)), threshold
 
 
@@ -101,17 +119,36 @@ def main(argv=None) -> int:
     examples = load_split(ROOT / "data/raw", ROOT / "data/split/splits.csv", "val_test")
     y = np.array([e.label for e in examples])
     w = prior_sample_weights(y, base.threshold.target_prior)
-    decisions, results = {}, {"command": "python benchmarks/augment_protocol.py " + " ".join(argv or sys.argv[1:]),
-                              "n_images": int(y.size), "draws": args.draws, "modes": {}}
+    decisions, results = (
+        {},
+        {
+            "command": "python benchmarks/augment_protocol.py " + " ".join(argv or sys.argv[1:]),
+            "n_images": int(y.size),
+            "draws": args.draws,
+            "modes": {},
+        },
+    )
     for mode in args.modes:
-        config = base.model_copy(update={"train": base.train.model_copy(update={
-            "augment": base.train.augment.model_copy(update={"mode": mode})})})
+        config = base.model_copy(
+            update={
+                "train": base.train.model_copy(update={"augment": base.train.augment.model_copy(update={"mode": mode})})
+            }
+        )
         started = time.monotonic()
         train(config, workdir / mode, workdir / "runs" / mode)
         trained_s = time.monotonic() - started
         detector, threshold = detector_for(workdir / mode, base.threshold.target_prior, workdir / f"bundle_{mode}")
-        runs = [run_protocol(lambda i: load_image(examples[i].path), y, lambda images: np.asarray(detector.batch(images)),
-                             base.export.protocol_seed + k, chunk=32, progress=True) for k in range(args.draws)]
+        runs = [
+            run_protocol(
+                lambda i: load_image(examples[i].path),
+                y,
+                lambda images, detector=detector: np.asarray(detector.batch(images)),
+                base.export.protocol_seed + k,
+                chunk=32,
+                progress=True,
+            )
+            for k in range(args.draws)
+        ]
         decisions[mode] = {str(level): [run["_probs"][level] > 0.5 for run in runs] for level in LEVELS}
         results["modes"][mode] = {"train_s": round(trained_s, 1), "threshold_logit": round(threshold, 6), "levels": {}}
 
@@ -122,10 +159,13 @@ def main(argv=None) -> int:
     def statistic(n_levels, n_sides):
         def reward(y_, w_, *flat, axis=-1):
             per_side = len(flat) // n_sides
-            sides = [[flat[s * per_side + d * n_levels:s * per_side + (d + 1) * n_levels] for d in range(args.draws)]
-                     for s in range(n_sides)]
+            sides = [
+                [flat[s * per_side + d * n_levels : s * per_side + (d + 1) * n_levels] for d in range(args.draws)]
+                for s in range(n_sides)
+            ]
             values = [reward_rows(y_, w_, side, axis) for side in sides]
             return values[0] if n_sides == 1 else values[1] - values[0]
+
         return reward
 
     for mode in args.modes:
@@ -133,15 +173,20 @@ def main(argv=None) -> int:
             alone = paired_difference(statistic(len(levels), 1), (y, w, *arrays(mode, levels)), n_boot=args.n_boot)
             entry = {"reward": alone["difference"], "ci95_low": alone["ci95_low"], "ci95_high": alone["ci95_high"]}
             if mode != "standard" and "standard" in decisions:
-                diff = paired_difference(statistic(len(levels), 2),
-                                         (y, w, *arrays("standard", levels), *arrays(mode, levels)), n_boot=args.n_boot)
+                diff = paired_difference(
+                    statistic(len(levels), 2),
+                    (y, w, *arrays("standard", levels), *arrays(mode, levels)),
+                    n_boot=args.n_boot,
+                )
                 entry["minus_standard"] = {key: diff[key] for key in ("difference", "ci95_low", "ci95_high", "verdict")}
             results["modes"][mode]["levels"][name] = entry
 
     for mode, result in results["modes"].items():
         print(f"{mode} (train {result['train_s']} s)")
         for level, entry in result["levels"].items():
-            line = f"  level {level:>3}: reward {entry['reward']:.3f} [{entry['ci95_low']:.3f}, {entry['ci95_high']:.3f}]"
+            line = (
+                f"  level {level:>3}: reward {entry['reward']:.3f} [{entry['ci95_low']:.3f}, {entry['ci95_high']:.3f}]"
+            )
             if "minus_standard" in entry:
                 d = entry["minus_standard"]
                 line += f"   minus standard {d['difference']:+.3f} [{d['ci95_low']:+.3f}, {d['ci95_high']:+.3f}] {d['verdict']}"

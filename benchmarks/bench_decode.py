@@ -32,8 +32,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=6, help="number of 4032x3024 scenes")
     parser.add_argument("--side", type=int, default=256, help="target shorter side")
     args = parser.parse_args()
-    params = SyntheticParams(count=args.n, width=4032, height=3024, exact_duplicates=0, pixel_duplicates=0,
-                             near_duplicates=0, broken_files=0)
+    params = SyntheticParams(
+        count=args.n, width=4032, height=3024, exact_duplicates=0, pixel_duplicates=0, near_duplicates=0, broken_files=0
+    )
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for item in generate(params):

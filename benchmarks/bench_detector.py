@@ -39,8 +39,9 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interp
 def random_bundle(out: Path, backbone: str, img_size: int, overrides: dict, pooling: str) -> Path:
     torch.manual_seed(0)
     global_pool = {"token": "token", "avg": "avg", "max": "max"}.get(pooling, "token")
-    model = timm.create_model(backbone, pretrained=False, num_classes=2, img_size=img_size,
-                              global_pool=global_pool, **overrides).eval()
+    model = timm.create_model(
+        backbone, pretrained=False, num_classes=2, img_size=img_size, global_pool=global_pool, **overrides
+    ).eval()
     out.mkdir(parents=True)
     _write_hf_layout(model, {"img_size": img_size, **IMAGENET}, out)
     return out
@@ -64,8 +65,11 @@ def variants(bundle: Path, repeats: int) -> dict:
 
     def row(fn):
         probs = np.array([fn(im) for im in images])
-        return {"s": timed(fn), "max_abs_dp": float(np.abs(probs - reference).max()),
-                "decisions_changed": int(((probs > 0.5) != (reference > 0.5)).sum())}
+        return {
+            "s": timed(fn),
+            "max_abs_dp": float(np.abs(probs - reference).max()),
+            "decisions_changed": int(((probs > 0.5) != (reference > 0.5)).sum()),
+        }
 
     threads = torch.get_num_threads()
     out[f"fp32, {threads} threads"] = row(base)
@@ -104,9 +108,9 @@ def val_test_variants(bundle: Path, raw: Path, splits_csv: Path, repeats: int, n
     """Each CPU variant on every val_test image at 224 px, single view: latency, MCC, accuracy,
     decisions changed against fp32 and the paired bootstrap interval of the MCC change."""
     from roadwork.data.examples import load_split
+    from roadwork.evaluate.compare import mcc_difference
     from roadwork.evaluate.metrics import mcc_at
     from roadwork.evaluate.protocol import validator_resize
-    from roadwork.evaluate.compare import mcc_difference
     from roadwork.predict import load_image
 
     examples = load_split(raw, splits_csv, "val_test")
@@ -124,14 +128,19 @@ def val_test_variants(bundle: Path, raw: Path, splits_csv: Path, repeats: int, n
                 return fn(image)
             finally:
                 torch.set_num_threads(threads)
+
         return run
 
     def bf16(image):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return base(image)
 
-    candidates = {f"fp32, {threads} threads": base, "fp32, 1 thread": with_threads(1, base), "bf16 autocast": bf16,
-                  "dynamic int8 (Linear)": int8}
+    candidates = {
+        f"fp32, {threads} threads": base,
+        "fp32, 1 thread": with_threads(1, base),
+        "bf16 autocast": bf16,
+        "dynamic int8 (Linear)": int8,
+    }
     if (bundle / "model.onnx").is_file():
         candidates["ONNX Runtime (model.onnx)"] = onnx_runtime(bundle, base)
     reference = None
@@ -143,11 +152,13 @@ def val_test_variants(bundle: Path, raw: Path, splits_csv: Path, repeats: int, n
             reference = probs
         change = mcc_difference(labels, reference > 0.5, probs > 0.5, n_boot=n_boot)
         out["variants"][name] = {
-            "s_per_query": float(seconds), "mcc": mcc_at(probs, labels, 0.5),
+            "s_per_query": float(seconds),
+            "mcc": mcc_at(probs, labels, 0.5),
             "accuracy": float(np.mean((probs > 0.5) == labels)),
             "decisions_changed": int(((probs > 0.5) != (reference > 0.5)).sum()),
             "max_abs_dp": float(np.abs(probs - reference).max()),
-            "mcc_change_vs_fp32": change}
+            "mcc_change_vs_fp32": change,
+        }
         print(name, json.dumps(out["variants"][name]), flush=True)
     return out
 
@@ -172,20 +183,35 @@ def main(argv=None) -> int:
         return 0
     params = load_params(Path("params.yaml"))
     predict = params.predict
-    settings = dict(grid=predict.multiview_grid, overlap=predict.multiview_overlap, topk=predict.multiview_topk,
-                    flip_tta=predict.flip_tta)
-    models = {"default": (params.model.backbone, params.model.img_size, dict(params.model.overrides),
-                          params.model.pooling)}
+    settings = dict(
+        grid=predict.multiview_grid,
+        overlap=predict.multiview_overlap,
+        topk=predict.multiview_topk,
+        flip_tta=predict.flip_tta,
+    )
+    models = {
+        "default": (params.model.backbone, params.model.img_size, dict(params.model.overrides), params.model.pooling)
+    }
     if not args.skip_huge:
         models["ViT-H/16+ (real preset)"] = ("vit_huge_plus_patch16_dinov3", 224, {}, "token")
-    report = {"torch": torch.__version__, "timm": timm.__version__, "cpu_threads": torch.get_num_threads(),
-              "predict": settings, "models": {}}
+    report = {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "predict": settings,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as scratch:
         for name, (backbone, size, overrides, pooling) in models.items():
-            bundle = random_bundle(Path(scratch) / name.split()[0].replace("/", "_"), backbone, size, overrides, pooling)
+            bundle = random_bundle(
+                Path(scratch) / name.split()[0].replace("/", "_"), backbone, size, overrides, pooling
+            )
             repeats = args.repeats if name == "default" else 1
-            entry = {"backbone": backbone, "img_size": size,
-                     "latency": measure_latency(bundle, **settings, repeats=repeats)}
+            entry = {
+                "backbone": backbone,
+                "img_size": size,
+                "latency": measure_latency(bundle, **settings, repeats=repeats),
+            }
             if name == "default":
                 entry["cpu_variants_single_view"] = variants(bundle, args.repeats)
             report["models"][name] = entry

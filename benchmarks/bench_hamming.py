@@ -73,9 +73,13 @@ def main(argv=None) -> int:
     hashes, planted = make_hashes(args.n, args.planted, args.distance, args.seed)
     n = hashes.size
     plan = _mih_plan(hashes, args.distance)
-    print(f"N={n} hashes, max_distance={args.distance}, {len(planted)} planted pairs (distance 0..{args.distance}), seed {args.seed}")
+    print(
+        f"N={n} hashes, max_distance={args.distance}, {len(planted)} planted pairs (distance 0..{args.distance}), seed {args.seed}"
+    )
     if plan is not None:
-        print(f"multi-index plan: m={plan[1]} chunks, estimated cost {plan[0]:.3g} vs brute force {n * (n - 1) / 2:.3g} comparisons")
+        print(
+            f"multi-index plan: m={plan[1]} chunks, estimated cost {plan[0]:.3g} vs brute force {n * (n - 1) / 2:.3g} comparisons"
+        )
 
     times = []
     pairs = None
@@ -84,8 +88,10 @@ def main(argv=None) -> int:
         times.append(elapsed)
     fast = min(times)
     recall = pair_recall(pairs.tolist(), planted)
-    print(f"find_near_duplicate_pairs (auto), N={n}: {fast:.3f} s (best of {len(times)}: {', '.join(f'{t:.3f}' for t in times)}), "
-          f"{len(pairs)} pairs, planted recall {recall:.3f}")
+    print(
+        f"find_near_duplicate_pairs (auto), N={n}: {fast:.3f} s (best of {len(times)}: {', '.join(f'{t:.3f}' for t in times)}), "
+        f"{len(pairs)} pairs, planted recall {recall:.3f}"
+    )
     ok = recall == 1.0
 
     if args.blocked:
@@ -109,10 +115,14 @@ def main(argv=None) -> int:
     ok &= same
     scale = (n * (n - 1)) / (m * (m - 1)) if m > 1 else float("nan")
     extrapolated = naive_time * scale
-    print(f"naive pure-Python double loop, subsample n={m}: {naive_time:.3f} s, {len(naive)} pairs; "
-          f"fast on the same subsample: {fast_sub_time:.4f} s; same pairs: {same}")
-    print(f"naive extrapolated to N={n} by the pair-count ratio N(N-1)/(n(n-1)) = {scale:.0f}: "
-          f"{extrapolated:.0f} s ({extrapolated / 60:.1f} min) -- extrapolated, not measured")
+    print(
+        f"naive pure-Python double loop, subsample n={m}: {naive_time:.3f} s, {len(naive)} pairs; "
+        f"fast on the same subsample: {fast_sub_time:.4f} s; same pairs: {same}"
+    )
+    print(
+        f"naive extrapolated to N={n} by the pair-count ratio N(N-1)/(n(n-1)) = {scale:.0f}: "
+        f"{extrapolated:.0f} s ({extrapolated / 60:.1f} min) -- extrapolated, not measured"
+    )
     print(f"speed-up (naive extrapolated / fast): {extrapolated / fast:.0f}x")
     print("OK" if ok else "MISMATCH")
     return 0 if ok else 1

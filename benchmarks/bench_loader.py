@@ -16,14 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from roadwork.config import load_params
+from roadwork.data.examples import load_split
 from roadwork.data.ingest import ingest
 from roadwork.io import format_csv, read_csv
-from roadwork.models.classifier import data_config
+from roadwork.models.classifier import build_model, data_config
 from roadwork.train.augment import train_transform
-from roadwork.data.examples import load_split
 from roadwork.train.data import EpochSampler, ImageCache, ImageDataset
 from roadwork.train.distributed import seed_everything
-from roadwork.models.classifier import build_model
 from roadwork.train.supervised import train_loader
 
 
@@ -51,9 +50,15 @@ def main() -> None:
         tmp = Path(tmp)
         ingest(data, tmp / "raw")
         rows = read_csv(tmp / "raw" / "manifest.csv")
-        (tmp / "splits.csv").write_text(format_csv(
-            [{"id": r["id"], "sha256": r["sha256"], "label": r["label"], "cluster": r["id"], "split": "train"} for r in rows],
-            ["id", "sha256", "label", "cluster", "split"]))
+        (tmp / "splits.csv").write_text(
+            format_csv(
+                [
+                    {"id": r["id"], "sha256": r["sha256"], "label": r["label"], "cluster": r["id"], "split": "train"}
+                    for r in rows
+                ],
+                ["id", "sha256", "label", "cluster", "split"],
+            )
+        )
         examples = load_split(tmp / "raw", tmp / "splits.csv", "train")
         transform = train_transform(params.train.augment, params.model.img_size, cfg["mean"], cfg["std"])
         dataset = ImageDataset(examples, ImageCache(params.model.img_size, tmp / "cache"), transform)
@@ -82,8 +87,10 @@ def main() -> None:
         for inputs, labels in batches:
             step(inputs, labels)
         in_memory = time.perf_counter() - start
-    print(f"model {params.model.backbone} {dict(params.model.overrides)} at {params.model.img_size}px, "
-          f"batch {batch}, augment {params.train.augment.mode}, workers {params.train.num_workers}")
+    print(
+        f"model {params.model.backbone} {dict(params.model.overrides)} at {params.model.img_size}px, "
+        f"batch {batch}, augment {params.train.augment.mode}, workers {params.train.num_workers}"
+    )
     print(f"real loader : {timed / args.steps * 1000:8.1f} ms/step")
     print(f"in memory   : {in_memory / args.steps * 1000:8.1f} ms/step")
     print(f"ratio real/in-memory: {timed / in_memory:.3f}x")

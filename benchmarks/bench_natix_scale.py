@@ -45,8 +45,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageChops
 
-from roadwork.data.synthetic import _insert_segment, _near_duplicate, encode_jpeg, scene_rng, scene_label
 from roadwork.data.scene import render_scene
+from roadwork.data.synthetic import _insert_segment, _near_duplicate, encode_jpeg, scene_label, scene_rng
 
 REPO = Path(__file__).resolve().parents[1]
 REVISION = "5ca1ab1e" * 5
@@ -56,7 +56,13 @@ QUALITY = 90
 SEED = 0
 POSITIVE_FRACTION = 0.2
 # planted copies, as shares of all rows
-PLANT = {"exact_duplicate": 0.01, "pixel_duplicate": 0.005, "near_duplicate": 0.03, "label_noise": 0.003, "broken": 0.001}
+PLANT = {
+    "exact_duplicate": 0.01,
+    "pixel_duplicate": 0.005,
+    "near_duplicate": 0.03,
+    "label_noise": 0.003,
+    "broken": 0.001,
+}
 NEAR = ("jpeg", "resize", "crop", "brighter", "darker")
 
 
@@ -85,7 +91,9 @@ _NOISE: list[Image.Image] = []
 def _noise(size: tuple[int, int], k: int) -> Image.Image:
     if not _NOISE:
         rng = np.random.default_rng(1234)
-        _NOISE.extend(Image.fromarray(rng.integers(0, 13, size=(size[1], size[0], 3), dtype=np.uint8)) for _ in range(3))
+        _NOISE.extend(
+            Image.fromarray(rng.integers(0, 13, size=(size[1], size[0], 3), dtype=np.uint8)) for _ in range(3)
+        )
     return _NOISE[k % len(_NOISE)]
 
 
@@ -143,11 +151,18 @@ def build(root: Path, rows: int, size: tuple[int, int], workers: int) -> dict:
     writer, buffer = None, []
 
     def flush():
-        writer.write_table(pa.table({
-            "image": pa.array([{"bytes": d, "path": f"{r:06d}.jpg"} for r, (d, _, _) in buffer], type=image_type),
-            "label": pa.array([lab for _, (_, lab, _) in buffer], type=pa.int64()),
-            "scene_description": [t for _, (_, _, t) in buffer],
-        }, schema=schema))
+        writer.write_table(
+            pa.table(
+                {
+                    "image": pa.array(
+                        [{"bytes": d, "path": f"{r:06d}.jpg"} for r, (d, _, _) in buffer], type=image_type
+                    ),
+                    "label": pa.array([lab for _, (_, lab, _) in buffer], type=pa.int64()),
+                    "scene_description": [t for _, (_, _, t) in buffer],
+                },
+                schema=schema,
+            )
+        )
         buffer.clear()
 
     with Pool(workers) as pool:
@@ -183,8 +198,9 @@ def run_phase(name: str, target: list[str], cwd: Path, env: dict) -> dict:
         code = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.monotonic() - started
     if code:
-        sys.exit(f"{name} failed (exit {code}); see {cwd / (name + '.log')}:\n"
-                 + (cwd / f"{name}.log").read_text()[-3000:])
+        sys.exit(
+            f"{name} failed (exit {code}); see {cwd / (name + '.log')}:\n" + (cwd / f"{name}.log").read_text()[-3000:]
+        )
     return {"phase": name, "seconds": seconds, "peak_rss_mb": int(hwm.read_text()) / 1024}
 
 
@@ -206,8 +222,11 @@ def cache_fill(size: int, root: Path) -> None:
     """The first epoch's decode-cache fill: every kept image decoded once into ImageCache."""
     from roadwork.train.data import ImageCache, load_split
 
-    examples = [e for split in ("train", "val_select", "val_calib", "val_test")
-                for e in load_split(Path("data/raw"), Path("data/split/splits.csv"), split)]
+    examples = [
+        e
+        for split in ("train", "val_select", "val_calib", "val_test")
+        for e in load_split(Path("data/raw"), Path("data/split/splits.csv"), split)
+    ]
     cache = ImageCache(size, root)
     for example in examples:
         cache.get(example)
@@ -242,10 +261,16 @@ def dedup_analysis(work: Path, truth: list[dict], max_hamming: int) -> dict:
     for row in manifest:
         t = by_ref[row["source_ref"]]
         family[row["id"]] = t["parent"] or t["ref"]
-    true_pairs = [(id_of[r["ref"]], id_of[r["parent"]]) for r in truth
-                  if r["parent"] and r["ref"] in id_of and r["parent"] in id_of]
-    near_true = [(id_of[r["ref"]], id_of[r["parent"]]) for r in truth
-                 if r["kind"] in ("near_duplicate", "label_noise") and r["ref"] in id_of and r["parent"] in id_of]
+    true_pairs = [
+        (id_of[r["ref"]], id_of[r["parent"]])
+        for r in truth
+        if r["parent"] and r["ref"] in id_of and r["parent"] in id_of
+    ]
+    near_true = [
+        (id_of[r["ref"]], id_of[r["parent"]])
+        for r in truth
+        if r["kind"] in ("near_duplicate", "label_noise") and r["ref"] in id_of and r["parent"] in id_of
+    ]
     found = [(ids[a], ids[b]) for a, b in find_near_duplicate_pairs(hashes, max_hamming).tolist()]
     pairs = pair_metrics(found, true_pairs, len(ids))
     near = pair_metrics(found, near_true, len(ids))
@@ -259,9 +284,12 @@ def dedup_analysis(work: Path, truth: list[dict], max_hamming: int) -> dict:
     innocent = [i for i in conflict_removed if family[i] not in noisy_families]
     return {
         "images": len(ids),
-        "planted_copies": pairs["true_pairs"], "copy_recall": round(pairs["recall"], 4),
-        "planted_near": near["true_pairs"], "near_recall": round(near["recall"], 4),
-        "false_pairs": pairs["false_pairs"], "false_pair_rate": pairs["false_pair_rate"],
+        "planted_copies": pairs["true_pairs"],
+        "copy_recall": round(pairs["recall"], 4),
+        "planted_near": near["true_pairs"],
+        "near_recall": round(near["recall"], 4),
+        "false_pairs": pairs["false_pairs"],
+        "false_pair_rate": pairs["false_pair_rate"],
         **chaining,
         "removed_label_conflict": len(conflict_removed),
         "planted_label_conflict_images": sum(1 for i in ids if family[i] in noisy_families),
@@ -288,8 +316,11 @@ def main() -> None:
     if built["built_s"] is not None:
         print(f"built {args.rows} rows in {built['built_s']:.0f}s", file=sys.stderr)
     work = out / "work"
-    raw_ok = args.reuse_download and (work / "data" / "raw" / "manifest.csv").exists() and \
-        json.loads((work / "dataset.json").read_text()) == {"dataset": str(dataset)}
+    raw_ok = (
+        args.reuse_download
+        and (work / "data" / "raw" / "manifest.csv").exists()
+        and json.loads((work / "dataset.json").read_text()) == {"dataset": str(dataset)}
+    )
     if not raw_ok and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -300,8 +331,12 @@ def main() -> None:
     from roadwork.config import load_params
 
     params = load_params(work / "params.yaml")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(dataset / "hub"),
-               PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_HUB_CACHE=str(dataset / "hub"),
+        PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     results = []
     if not raw_ok:
         results.append(run_phase("download", ["roadwork.stages.download"], work, env))
@@ -309,30 +344,43 @@ def main() -> None:
     results.append(run_phase("split", ["roadwork.stages.split"], work, env))
     kept = len((work / "data" / "dedup" / "records.csv").read_text().splitlines()) - 1
     for img_size in sorted({params.model.img_size, 224}):
-        results.append(run_phase(f"cache_fill_{img_size}", ["cache_fill", str(img_size), str(work / "cache")], work, env))
+        results.append(
+            run_phase(f"cache_fill_{img_size}", ["cache_fill", str(img_size), str(work / "cache")], work, env)
+        )
     download = json.loads((work / "metrics" / "download.json").read_text())
     images = download["images"]
     base = baseline_decode(work / "data" / "raw")
     stored = sum(f.stat().st_size for f in (work / "data" / "raw" / "images").iterdir())
-    print(f"\n{args.rows} rows of {size[0]}x{size[1]} JPEGs ({download['stored_files']} stored files, "
-          f"{stored / download['stored_files'] / 2**20:.2f} MB each), {images} images after download, "
-          f"{kept} after dedup; baseline: one full decode = {base * 1000:.0f} ms")
+    print(
+        f"\n{args.rows} rows of {size[0]}x{size[1]} JPEGs ({download['stored_files']} stored files, "
+        f"{stored / download['stored_files'] / 2**20:.2f} MB each), {images} images after download, "
+        f"{kept} after dedup; baseline: one full decode = {base * 1000:.0f} ms"
+    )
     print(f"{'phase':<16}{'images':>8}{'wall s':>9}{'ms/img':>9}{'x decode':>10}{'peak RSS MB':>13}")
     for r in results:
         n = args.rows if r["phase"] == "download" else images if r["phase"] in ("dedup", "split") else kept
         r["images"] = n
         r["ms_per_image"] = 1000 * r["seconds"] / n
         r["x_decode"] = r["seconds"] / (n * base)
-        print(f"{r['phase']:<16}{n:>8}{r['seconds']:>9.1f}{r['ms_per_image']:>9.2f}{r['x_decode']:>10.3f}"
-              f"{r['peak_rss_mb']:>13.0f}")
+        print(
+            f"{r['phase']:<16}{n:>8}{r['seconds']:>9.1f}{r['ms_per_image']:>9.2f}{r['x_decode']:>10.3f}"
+            f"{r['peak_rss_mb']:>13.0f}"
+        )
     analysis = dedup_analysis(work, built["truth"], params.dedup.max_hamming)
     dedup_metrics = json.loads((work / "metrics" / "dedup.json").read_text())
     print(f"\ndedup at max_hamming={params.dedup.max_hamming} vs planted truth:")
     for key, value in analysis.items():
         print(f"   {key}: {value}")
     print(f"   metrics/dedup.json warnings: {dedup_metrics.get('warnings', [])}")
-    report = {"rows": args.rows, "size": list(size), "baseline_decode_s": base, "phases": results,
-              "download": download, "dedup": dedup_metrics, "analysis": analysis}
+    report = {
+        "rows": args.rows,
+        "size": list(size),
+        "baseline_decode_s": base,
+        "phases": results,
+        "download": download,
+        "dedup": dedup_metrics,
+        "analysis": analysis,
+    }
     (out / f"report_{args.rows}.json").write_text(json.dumps(report, indent=1))
 
 

@@ -38,8 +38,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-DEFAULT_MODEL = {"backbone": "vit_small_patch16_dinov3", "overrides": {"embed_dim": 192, "depth": 4, "num_heads": 3},
-                 "img_size": 96}
+DEFAULT_MODEL = {
+    "backbone": "vit_small_patch16_dinov3",
+    "overrides": {"embed_dim": 192, "depth": 4, "num_heads": 3},
+    "img_size": 96,
+}
 
 
 def build_temp_bundle(root: Path) -> Path:
@@ -57,15 +60,28 @@ def build_temp_bundle(root: Path) -> Path:
     model_dir.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, model_dir / "model.safetensors")
     (model_dir / "model.json").write_text(json.dumps(model_description(params, classifier, best_epoch=0)))
-    build_bundle(model_dir, 1.0, 0.0, root / "bundle", model_name="bench", version="0", submitted_by="",
-                 metrics={}, provenance={}, onnx=False, check_transformers=False)
+    build_bundle(
+        model_dir,
+        1.0,
+        0.0,
+        root / "bundle",
+        model_name="bench",
+        version="0",
+        submitted_by="",
+        metrics={},
+        provenance={},
+        onnx=False,
+        check_transformers=False,
+    )
     return root / "bundle"
 
 
 def images(n: int, width: int, height: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-            for _ in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+        for _ in range(n)
+    ]
 
 
 def rate(fn, n_items: int) -> tuple[float, float]:
@@ -85,8 +101,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--grid", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default); 1 gives "
-                    "stable CPU-time numbers on a loaded machine (no spinning worker threads)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch's default); 1 gives "
+        "stable CPU-time numbers on a loaded machine (no spinning worker threads)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,7 +125,7 @@ def main(argv=None) -> int:
         predictor = Predictor(bundle, multiview_grid=args.grid, device=device)
         plain_model = load_bundle_model(bundle).to(device).eval()  # a separate copy: nothing shared
         transform = bundle_transform(bundle)
-        batches = [pics[i:i + args.batch] for i in range(0, len(pics), args.batch)]
+        batches = [pics[i : i + args.batch] for i in range(0, len(pics), args.batch)]
         x = torch.stack([transform(im) for im in batches[0]])
 
         def sync():
@@ -142,9 +163,13 @@ def main(argv=None) -> int:
         names = ("plain", "ours", "plain_fwd", "ours_fwd", "multi")
         rates = {clock: {name: [] for name in names} for clock in ("wall", "cpu")}
         for _ in range(args.repeats):  # interleaved pairs, so that load changes hit both sides alike
-            for name, fn, n_items in (("plain", plain_end_to_end, len(pics)), ("ours", ours_end_to_end, len(pics)),
-                                      ("plain_fwd", plain_forward, len(x)), ("ours_fwd", ours_forward, len(x)),
-                                      ("multi", ours_multiview, len(pics))):
+            for name, fn, n_items in (
+                ("plain", plain_end_to_end, len(pics)),
+                ("ours", ours_end_to_end, len(pics)),
+                ("plain_fwd", plain_forward, len(x)),
+                ("ours_fwd", ours_forward, len(x)),
+                ("multi", ours_multiview, len(pics)),
+            ):
                 wall, cpu = rate(fn, n_items)
                 rates["wall"][name].append(wall)
                 rates["cpu"][name].append(cpu)
@@ -152,27 +177,35 @@ def main(argv=None) -> int:
         views = predictor.views_per_image
         where = "(temp, default-size model)" if bundle.parent == Path(scratch) else str(bundle)
         print(f"device {device}, torch threads {torch.get_num_threads()}, bundle {where}")
-        print(f"model input {tuple(predictor.data_config['input_size'][1:])}, {len(pics)} images of {width}x{height}, "
-              f"batch {args.batch}, {args.repeats} interleaved repeats; rates are medians, ratios the median "
-              f"(and range) of the per-repeat ratios")
+        print(
+            f"model input {tuple(predictor.data_config['input_size'][1:])}, {len(pics)} images of {width}x{height}, "
+            f"batch {args.batch}, {args.repeats} interleaved repeats; rates are medians, ratios the median "
+            f"(and range) of the per-repeat ratios"
+        )
         clocks = ("wall", "cpu") if device.type == "cpu" else ("wall",)
         for clock in clocks:
             r = rates[clock]
             med = {k: statistics.median(v) for k, v in r.items()}
 
-            def ratio(a, b):
+            def ratio(a, b, r=r):
                 values = [p / q for p, q in zip(r[a], r[b])]
                 return f"{statistics.median(values):.3f} ({min(values):.2f}-{max(values):.2f})"
 
             unit = "img/s" if clock == "wall" else "img/CPU-s"
             print(f"[{clock} clock]")
-            print(f"  single view, end to end: plain timm {med['plain']:.1f} {unit}, Predictor {med['ours']:.1f} {unit}"
-                  f" -> Predictor/plain {ratio('ours', 'plain')}  (aim >= 0.9)")
-            print(f"  forward only:            plain timm {med['plain_fwd']:.1f} {unit}, Predictor "
-                  f"{med['ours_fwd']:.1f} {unit} -> Predictor/plain {ratio('ours_fwd', 'plain_fwd')}")
+            print(
+                f"  single view, end to end: plain timm {med['plain']:.1f} {unit}, Predictor {med['ours']:.1f} {unit}"
+                f" -> Predictor/plain {ratio('ours', 'plain')}  (aim >= 0.9)"
+            )
+            print(
+                f"  forward only:            plain timm {med['plain_fwd']:.1f} {unit}, Predictor "
+                f"{med['ours_fwd']:.1f} {unit} -> Predictor/plain {ratio('ours_fwd', 'plain_fwd')}"
+            )
             per_view = statistics.median(o / (m * views) for o, m in zip(r["ours"], r["multi"]))
-            print(f"  multi-view ({views} views = whole + {args.grid}x{args.grid} tiles): {med['multi']:.1f} {unit}"
-                  f" -> multi/single {ratio('multi', 'ours')}; cost per view {per_view:.3f}x a single-view image")
+            print(
+                f"  multi-view ({views} views = whole + {args.grid}x{args.grid} tiles): {med['multi']:.1f} {unit}"
+                f" -> multi/single {ratio('multi', 'ours')}; cost per view {per_view:.3f}x a single-view image"
+            )
     return 0
 
 

@@ -60,7 +60,9 @@ def main(argv=None):
     t_exact = min(times)
     k = int(np.argmax(mcc))
     print(f"n={args.n:,} scores, {th.size - 1:,} distinct thresholds (+ 'all negative' point)")
-    print(f"exact sweep:   {t_exact * 1e3:9.1f} ms  (best of {args.repeats}); best MCC {mcc[k]:.6f} at score > {op[k]:.6f}")
+    print(
+        f"exact sweep:   {t_exact * 1e3:9.1f} ms  (best of {args.repeats}); best MCC {mcc[k]:.6f} at score > {op[k]:.6f}"
+    )
 
     # grid baseline with sklearn
     grid = np.linspace(scores.min(), scores.max(), args.grid)

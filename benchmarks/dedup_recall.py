@@ -38,15 +38,19 @@ def main() -> None:
         hashes.append(phash64(image))
     planted, near = planted_pairs(truth)
     n = len(refs)
-    print(f"{n} decodable synthetic images, {len(near)} planted near-duplicates, "
-          f"{len(planted)} planted copies in all, {n * (n - 1) // 2} pairs")
+    print(
+        f"{n} decodable synthetic images, {len(near)} planted near-duplicates, "
+        f"{len(planted)} planted copies in all, {n * (n - 1) // 2} pairs"
+    )
     print(f"{'distance':>9}{'recall':>9}{'false pairs':>13}{'false-pair rate':>17}")
     array = np.array(hashes, dtype=np.uint64)
     for distance in args.distances:
         found = [(refs[a], refs[b]) for a, b in find_near_duplicate_pairs(array, distance).tolist()]
         metrics = pair_metrics(found, planted, n)
-        print(f"{distance:>9}{pair_recall(found, near):>9.3f}{metrics['false_pairs']:>13}"
-              f"{metrics['false_pair_rate']:>17.2e}")
+        print(
+            f"{distance:>9}{pair_recall(found, near):>9.3f}{metrics['false_pairs']:>13}"
+            f"{metrics['false_pair_rate']:>17.2e}"
+        )
 
 
 if __name__ == "__main__":

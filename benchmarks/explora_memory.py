@@ -36,12 +36,13 @@ import torch
 from roadwork.models.adapters import explora_trainable
 from roadwork.models.dino_head import DINOHead
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def build(name: str, overrides: dict, unfrozen: int, rank: int, img_size: int) -> torch.nn.Module:
-    backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="token", img_size=img_size,
-                                 **overrides)
+    backbone = timm.create_model(
+        name, pretrained=False, num_classes=0, global_pool="token", img_size=img_size, **overrides
+    )
     explora_trainable(backbone, unfrozen, rank)
     return backbone
 
@@ -57,7 +58,8 @@ def counts(args) -> dict:
         head = DINOHead(backbone.num_features, args.prototypes, args.head_hidden, args.bottleneck, args.head_layers)
     params = list(backbone.parameters())
     return {
-        "dim": backbone.num_features, "depth": len(backbone.blocks),
+        "dim": backbone.num_features,
+        "depth": len(backbone.blocks),
         "total": sum(p.numel() for p in params),
         "trainable": sum(p.numel() for p in params if p.requires_grad),
         "head": sum(p.numel() for p in head.parameters()),
@@ -95,8 +97,15 @@ def activation_model(args, size: int) -> dict:
     rest_img, rest_const = per_image[(1, 0)] - lora_img, const[(1, 0)] - lora_const
     full_img, full_const = per_image[(1, 1)] - rest_img, const[(1, 1)] - rest_const
     tokens = (size // 16) ** 2 + 5
-    return {"tokens": tokens, "lora_block_img": lora_img, "lora_block_const": lora_const, "full_block_img": full_img,
-            "full_block_const": full_const, "rest_img": rest_img, "rest_const": rest_const}
+    return {
+        "tokens": tokens,
+        "lora_block_img": lora_img,
+        "lora_block_const": lora_const,
+        "full_block_img": full_img,
+        "full_block_const": full_const,
+        "rest_img": rest_img,
+        "rest_const": rest_const,
+    }
 
 
 def forward_bytes(model: dict, c: dict, args, images: int, checkpointing: bool) -> tuple[int, int]:
@@ -107,8 +116,11 @@ def forward_bytes(model: dict, c: dict, args, images: int, checkpointing: bool) 
     if checkpointing:  # each block keeps only its fp32 input
         saved = depth * images * model["tokens"] * c["dim"] * 4
     else:
-        saved = images * ((depth - unfrozen) * model["lora_block_img"] + unfrozen * model["full_block_img"]) \
-            + (depth - unfrozen) * model["lora_block_const"] + unfrozen * model["full_block_const"]
+        saved = (
+            images * ((depth - unfrozen) * model["lora_block_img"] + unfrozen * model["full_block_img"])
+            + (depth - unfrozen) * model["lora_block_const"]
+            + unfrozen * model["full_block_const"]
+        )
     saved += images * model["rest_img"] + model["rest_const"]
     return saved, images * block_img + block_const
 
@@ -139,9 +151,11 @@ def main(argv=None) -> None:
         "AdamW moments (fp32)": 2 * trainable * 4,
         "DDP gradient buckets": trainable * 4,
     }
-    print(f"{args.backbone}: dim {c['dim']}, depth {c['depth']}, {c['total']:,} backbone parameters, "
-          f"{c['trainable']:,} trainable with ExPLoRA (unfrozen_blocks={args.unfrozen_blocks}, "
-          f"lora_rank={args.lora_rank}); DINO head {c['head']:,} ({args.prototypes} prototypes)")
+    print(
+        f"{args.backbone}: dim {c['dim']}, depth {c['depth']}, {c['total']:,} backbone parameters, "
+        f"{c['trainable']:,} trainable with ExPLoRA (unfrozen_blocks={args.unfrozen_blocks}, "
+        f"lora_rank={args.lora_rank}); DINO head {c['head']:,} ({args.prototypes} prototypes)"
+    )
     for key, value in static.items():
         print(f"  {key:32s} {value / GIB:7.2f} GiB")
     static_total = sum(static.values())
@@ -151,32 +165,49 @@ def main(argv=None) -> None:
     print("\nactivations saved for backward, per image per crop (bf16 autocast; measured, see the docstring):")
     for kind, size in (("global", args.global_size), ("local", args.local_size)):
         m = models[kind]
-        full = ((c["depth"] - args.unfrozen_blocks) * m["lora_block_img"] + args.unfrozen_blocks * m["full_block_img"]
-                + m["rest_img"])
+        full = (
+            (c["depth"] - args.unfrozen_blocks) * m["lora_block_img"]
+            + args.unfrozen_blocks * m["full_block_img"]
+            + m["rest_img"]
+        )
         ckpt = c["depth"] * m["tokens"] * c["dim"] * 4 + m["rest_img"]
-        print(f"  {kind} {size}px ({m['tokens']} tokens): {full / 2**20:8.1f} MiB, with checkpointing "
-              f"{ckpt / 2**20:6.1f} MiB  (LoRA block {m['lora_block_img'] / 2**20:.2f}, "
-              f"unfrozen block {m['full_block_img'] / 2**20:.2f} MiB)")
-    weight_casts = ((c["depth"] - args.unfrozen_blocks) * models["global"]["lora_block_const"]
-                    + args.unfrozen_blocks * models["global"]["full_block_const"])
-    print(f"  + per student forward: bf16 weight casts saved for backward {weight_casts / GIB:.2f} GiB "
-          f"(x2 forwards: globals, locals; not with checkpointing)")
+        print(
+            f"  {kind} {size}px ({m['tokens']} tokens): {full / 2**20:8.1f} MiB, with checkpointing "
+            f"{ckpt / 2**20:6.1f} MiB  (LoRA block {m['lora_block_img'] / 2**20:.2f}, "
+            f"unfrozen block {m['full_block_img'] / 2**20:.2f} MiB)"
+        )
+    weight_casts = (c["depth"] - args.unfrozen_blocks) * models["global"][
+        "lora_block_const"
+    ] + args.unfrozen_blocks * models["global"]["full_block_const"]
+    print(
+        f"  + per student forward: bf16 weight casts saved for backward {weight_casts / GIB:.2f} GiB "
+        f"(x2 forwards: globals, locals; not with checkpointing)"
+    )
 
-    print(f"\nper-GPU peak estimate ({args.local_crops} local crops; budget {args.gpu_gib:g} GiB, "
-          f"{args.reserve_gib:g} GiB reserved):")
+    print(
+        f"\nper-GPU peak estimate ({args.local_crops} local crops; budget {args.gpu_gib:g} GiB, "
+        f"{args.reserve_gib:g} GiB reserved):"
+    )
     print(f"  {'micro-batch':>11s} {'checkpointing':>13s} {'activations':>12s} {'total':>9s}  fits")
     for batch in (int(b) for b in args.batches.split(",")):
         for checkpointing in (False, True):
             g, g_block = forward_bytes(models["global"], c, args, 2 * batch, checkpointing)
-            lo, l_block = forward_bytes(models["local"], c, args, args.local_crops * batch, checkpointing) \
-                if args.local_crops else (0, 0)
+            lo, l_block = (
+                forward_bytes(models["local"], c, args, args.local_crops * batch, checkpointing)
+                if args.local_crops
+                else (0, 0)
+            )
             activations = g + lo + max(g_block, l_block)  # + one block recomputed / backward workspace
             total = static_total + activations
             fits = total / GIB + args.reserve_gib <= args.gpu_gib
-            print(f"  {batch:11d} {'on' if checkpointing else 'off':>13s} {activations / GIB:9.2f} GiB "
-                  f"{total / GIB:6.2f} GiB  {'yes' if fits else 'no'}")
-    print("\nGlobal batch = micro-batch x GPUs x explora.grad_accum_steps (the loss is averaged over the "
-          "micro-batches, so accumulation reproduces a larger batch).")
+            print(
+                f"  {batch:11d} {'on' if checkpointing else 'off':>13s} {activations / GIB:9.2f} GiB "
+                f"{total / GIB:6.2f} GiB  {'yes' if fits else 'no'}"
+            )
+    print(
+        "\nGlobal batch = micro-batch x GPUs x explora.grad_accum_steps (the loss is averaged over the "
+        "micro-batches, so accumulation reproduces a larger batch)."
+    )
 
 
 if __name__ == "__main__":

@@ -85,25 +85,56 @@ from roadwork.train.supervised import param_groups
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import explora_memory  # noqa: E402  (benchmarks/ is not a package)
 
-GIB = 1024 ** 3
+GIB = 1024**3
 REPO = Path(__file__).resolve().parents[1]
 
 # ExPLoRA at the paper's scale (DINOv3 crops, DINOv2's head, LoRA rank 64): explora_memory.py's defaults.
-PAPER_SCALE_EXPLORA = {"lora_rank": 64, "global_crop_size": 256, "local_crop_size": 112, "local_crops_number": 8,
-                       "head_prototypes": 65536, "head_hidden_dim": 2048, "head_bottleneck_dim": 256, "head_layers": 3}
+PAPER_SCALE_EXPLORA = {
+    "lora_rank": 64,
+    "global_crop_size": 256,
+    "local_crop_size": 112,
+    "local_crops_number": 8,
+    "head_prototypes": 65536,
+    "head_hidden_dim": 2048,
+    "head_bottleneck_dim": 256,
+    "head_layers": 3,
+}
 # --tiny: what must shrink for 2 CPU cores; everything else (architecture, head, precision, code paths) stays.
 TINY = {
     "model": {"overrides": {"embed_dim": 64, "depth": 2, "num_heads": 2}, "img_size": 64},
     "train": {"batch_size": 16, "lr": 1.0e-2, "backbone_lr": 1.0e-3},  # micro-batch 4 x 2; lr: overfits in 3 updates
-    "explora": {"batch_size": 8, "lora_rank": 4, "global_crop_size": 64, "local_crop_size": 32, "local_crops_number": 2,
-                "head_prototypes": 256, "head_hidden_dim": 64, "head_bottleneck_dim": 32},
+    "explora": {
+        "batch_size": 8,
+        "lora_rank": 4,
+        "global_crop_size": 64,
+        "local_crop_size": 32,
+        "local_crops_number": 2,
+        "head_prototypes": 256,
+        "head_hidden_dim": 64,
+        "head_bottleneck_dim": 32,
+    },
 }
 # Peak dense (no sparsity) bf16 tensor-core TFLOP/s with fp32 accumulate, vendor datasheets; the first
 # name contained in torch.cuda.get_device_name() wins (so "H100 NVL" before "H100", "A100" before "A10").
 PEAK_BF16_TFLOPS = [
-    ("GH200", 989.0), ("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("H800", 989.0),
-    ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("RTX 6000 Ada", 364.0),
-    ("A6000", 155.0), ("A40", 150.0), ("A10", 125.0), ("L4", 121.0), ("RTX 4090", 165.0), ("RTX 3090", 71.0),
+    ("GH200", 989.0),
+    ("H200", 989.0),
+    ("H100 NVL", 835.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("RTX 6000 Ada", 364.0),
+    ("A6000", 155.0),
+    ("A40", 150.0),
+    ("A10", 125.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
 ]
 
 
@@ -124,8 +155,10 @@ def check_params(preset: Path, params_path: Path, tiny: bool, init_values: float
     notes.append("random initial weights (model.pretrained: none; the hub is not reachable)")
     scaled = {k: v for k, v in PAPER_SCALE_EXPLORA.items() if raw["explora"][k] != v}
     if scaled:
-        notes.append(f"explora.* at the paper's scale (the resolved preset has "
-                     f"{ {k: raw['explora'][k] for k in scaled} }): {scaled}")
+        notes.append(
+            f"explora.* at the paper's scale (the resolved preset has "
+            f"{ {k: raw['explora'][k] for k in scaled} }): {scaled}"
+        )
         raw["explora"].update(scaled)
     if tiny:
         for section, values in TINY.items():
@@ -140,10 +173,18 @@ def check_params(preset: Path, params_path: Path, tiny: bool, init_values: float
 def memory_args(params: Params, cfg: ExploraParams, unfrozen_blocks: int):
     """explora_memory.py's command-line arguments for these settings."""
     return argparse.Namespace(
-        backbone=params.model.backbone, overrides=dict(params.model.overrides), unfrozen_blocks=unfrozen_blocks,
-        lora_rank=cfg.lora_rank, global_size=cfg.global_crop_size, local_size=cfg.local_crop_size,
-        local_crops=cfg.local_crops_number, prototypes=cfg.head_prototypes, head_hidden=cfg.head_hidden_dim,
-        bottleneck=cfg.head_bottleneck_dim, head_layers=cfg.head_layers)
+        backbone=params.model.backbone,
+        overrides=dict(params.model.overrides),
+        unfrozen_blocks=unfrozen_blocks,
+        lora_rank=cfg.lora_rank,
+        global_size=cfg.global_crop_size,
+        local_size=cfg.local_crop_size,
+        local_crops=cfg.local_crops_number,
+        prototypes=cfg.head_prototypes,
+        head_hidden=cfg.head_hidden_dim,
+        bottleneck=cfg.head_bottleneck_dim,
+        head_layers=cfg.head_layers,
+    )
 
 
 def explora_estimate(params: Params, cfg: ExploraParams, micro_batch: int, checkpointing: bool) -> dict:
@@ -154,10 +195,14 @@ def explora_estimate(params: Params, cfg: ExploraParams, micro_batch: int, check
     static = (c["total"] + c["head"]) * 4 + trainable * 4 * 4  # weights; EMA copies, gradients, AdamW x2
     activations = 0
     blocks = []
-    for size, images in ((cfg.global_crop_size, 2 * micro_batch), (cfg.local_crop_size, cfg.local_crops_number * micro_batch)):
+    for size, images in (
+        (cfg.global_crop_size, 2 * micro_batch),
+        (cfg.local_crop_size, cfg.local_crops_number * micro_batch),
+    ):
         if images:
-            saved, block = explora_memory.forward_bytes(explora_memory.activation_model(args, size), c, args, images,
-                                                        checkpointing)
+            saved, block = explora_memory.forward_bytes(
+                explora_memory.activation_model(args, size), c, args, images, checkpointing
+            )
             activations += saved
             blocks.append(block)
     activations += max(blocks)  # one block recomputed / backward workspace
@@ -167,12 +212,19 @@ def explora_estimate(params: Params, cfg: ExploraParams, micro_batch: int, check
 def phase1_estimate(params: Params, micro_batch: int, parameters: int) -> dict:
     """explora_memory.py's method for phase 1: every block trainable (``model.freeze: full``), 16 bytes
     per parameter, activations of one micro-batch at ``model.img_size`` (no DINO head: a 2-wide stand-in)."""
-    tiny_head = ExploraParams(lora_rank=1, head_prototypes=2, head_hidden_dim=2, head_bottleneck_dim=2, head_layers=1,
-                              global_crop_size=params.model.img_size)
+    tiny_head = ExploraParams(
+        lora_rank=1,
+        head_prototypes=2,
+        head_hidden_dim=2,
+        head_bottleneck_dim=2,
+        head_layers=1,
+        global_crop_size=params.model.img_size,
+    )
     c = explora_memory.counts(memory_args(params, tiny_head, 0))
     args = memory_args(params, tiny_head, c["depth"])
-    saved, block = explora_memory.forward_bytes(explora_memory.activation_model(args, params.model.img_size), c, args,
-                                                micro_batch, False)
+    saved, block = explora_memory.forward_bytes(
+        explora_memory.activation_model(args, params.model.img_size), c, args, micro_batch, False
+    )
     static = parameters * 16
     return {"static": static, "activations": saved + block, "total": static + saved + block}
 
@@ -212,9 +264,15 @@ def timed_updates(update, steps: int, device: torch.device) -> tuple[list, float
 
 def rates(images_per_update: int, steps: int, seconds: float, flops: float, peak_tflops: float | None) -> dict:
     tflops = flops * steps / seconds / 1e12
-    return {"updates_timed": steps, "seconds": seconds, "seconds_per_update": seconds / steps,
-            "images_per_s": images_per_update * steps / seconds, "tflop_per_update": flops / 1e12,
-            "tflops_per_s": tflops, "mfu": tflops / peak_tflops if peak_tflops else None}
+    return {
+        "updates_timed": steps,
+        "seconds": seconds,
+        "seconds_per_update": seconds / steps,
+        "images_per_s": images_per_update * steps / seconds,
+        "tflop_per_update": flops / 1e12,
+        "tflops_per_s": tflops,
+        "mfu": tflops / peak_tflops if peak_tflops else None,
+    }
 
 
 def phase1(params: Params, device: torch.device, steps: int, peak_tflops: float | None) -> dict:
@@ -228,13 +286,24 @@ def phase1(params: Params, device: torch.device, steps: int, peak_tflops: float 
     counts = apply_freeze_policy(model.backbone, params.model.freeze, params.model.freeze_last_n)
     parameters = sum(p.numel() for p in model.parameters())
     optimization = Optimization(
-        param_groups(model, t), lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay, epochs=1, warmup_epochs=0,
-        updates_per_epoch=steps + 1, grad_accum_steps=t.grad_accum_steps, clip_grad=t.clip_grad,
-        precision=t.precision, device=device)
+        param_groups(model, t),
+        lr=t.lr,
+        min_lr=t.min_lr,
+        weight_decay=t.weight_decay,
+        epochs=1,
+        warmup_epochs=0,
+        updates_per_epoch=steps + 1,
+        grad_accum_steps=t.grad_accum_steps,
+        clip_grad=t.clip_grad,
+        precision=t.precision,
+        device=device,
+    )
     generator = torch.Generator().manual_seed(t.seed)
     size = params.model.img_size
-    batch = [(torch.randn(micro, 3, size, size, generator=generator).to(device),
-              (torch.arange(micro) % 2).to(device)) for _ in range(t.grad_accum_steps)]
+    batch = [
+        (torch.randn(micro, 3, size, size, generator=generator).to(device), (torch.arange(micro) % 2).to(device))
+        for _ in range(t.grad_accum_steps)
+    ]
 
     def loss_of(images, labels):
         with autocast(t.precision, device):
@@ -266,28 +335,41 @@ def phase1(params: Params, device: torch.device, steps: int, peak_tflops: float 
     memory, source = peak_memory(device)
     losses = [float(v) for v in losses]
     estimate = phase1_estimate(params, micro, parameters)
-    del model, optimization, batch
+    model = optimization = batch = None  # free the GPU memory before the next check
     return {
-        "micro_batch": micro, "grad_accum_steps": t.grad_accum_steps, "images_per_update": micro * t.grad_accum_steps,
-        "parameters": parameters, "trainable_backbone_parameters": int(counts.trainable),
+        "micro_batch": micro,
+        "grad_accum_steps": t.grad_accum_steps,
+        "images_per_update": micro * t.grad_accum_steps,
+        "parameters": parameters,
+        "trainable_backbone_parameters": int(counts.trainable),
         **rates(micro * t.grad_accum_steps, steps, seconds, flops, peak_tflops),
-        "peak_memory_gib": memory / GIB, "peak_memory_source": source,
-        "estimate_gib": estimate["total"] / GIB, "estimate_static_gib": estimate["static"] / GIB,
+        "peak_memory_gib": memory / GIB,
+        "peak_memory_source": source,
+        "estimate_gib": estimate["total"] / GIB,
+        "estimate_static_gib": estimate["static"] / GIB,
         "estimate_activations_gib": estimate["activations"] / GIB,
-        "losses": losses, "loss_first": losses[0], "loss_last": losses[-1],
-        "eval_loss_before": before, "eval_loss_after": after,
-        "loss_finite": all(math.isfinite(v) for v in losses + [before, after]), "loss_decreased": after < before,
+        "losses": losses,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "eval_loss_before": before,
+        "eval_loss_after": after,
+        "loss_finite": all(math.isfinite(v) for v in losses + [before, after]),
+        "loss_decreased": after < before,
     }
 
 
-def fixed_views(params: Params, cfg: ExploraParams, mean, std, micro: int, accum: int, device) -> list[list[torch.Tensor]]:
+def fixed_views(
+    params: Params, cfg: ExploraParams, mean, std, micro: int, accum: int, device
+) -> list[list[torch.Tensor]]:
     """``accum`` micro-batches of MultiCropTransform views (as the loader collates them) of random images."""
     transform = MultiCropTransform(cfg, mean, std)
     rng = np.random.default_rng(params.train.seed)
     side = cfg.global_crop_size * 5 // 4
     batches = []
     for _ in range(accum):
-        items = [transform(Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))) for _ in range(micro)]
+        items = [
+            transform(Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))) for _ in range(micro)
+        ]
         batches.append([torch.stack(views).to(device) for views in zip(*items)])
     return batches
 
@@ -296,16 +378,26 @@ def explora(params: Params, device: torch.device, steps: int, peak_tflops: float
     micro = params.explora.batch_size // (params.train.processes * params.explora.grad_accum_steps)
     estimate = explora_estimate(params, params.explora, micro, False)
     if checkpointing == "auto":
-        fits = device.type != "cuda" or estimate["total"] + 3 * GIB <= torch.cuda.get_device_properties(device).total_memory
+        fits = (
+            device.type != "cuda"
+            or estimate["total"] + 3 * GIB <= torch.cuda.get_device_properties(device).total_memory
+        )
         use_checkpointing = params.explora.grad_checkpointing or not fits
     else:
         use_checkpointing = checkpointing == "on"
     if use_checkpointing:
         estimate = explora_estimate(params, params.explora, micro, True)
     # The schedules compressed into the check's updates (no warm-ups; prototype layer trained from update 0).
-    cfg = ExploraParams.model_validate({**params.explora.model_dump(), "epochs": 1, "warmup_epochs": 0,
-                                        "freeze_last_layer_epochs": 0, "teacher_temp_warmup_epochs": 0,
-                                        "grad_checkpointing": use_checkpointing})
+    cfg = ExploraParams.model_validate(
+        {
+            **params.explora.model_dump(),
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "freeze_last_layer_epochs": 0,
+            "teacher_temp_warmup_epochs": 0,
+            "grad_checkpointing": use_checkpointing,
+        }
+    )
     reset_memory(device)
     seed_everything(params.train.seed)
     with torch.device(device):
@@ -318,20 +410,29 @@ def explora(params: Params, device: torch.device, steps: int, peak_tflops: float
     losses, flops, seconds = timed_updates(lambda step: trainer.step(iter(batches), step), steps, device)
     memory, source = peak_memory(device)
     counts = ssl.trainable_counts()
-    del ssl, trainer, batches
+    ssl = trainer = batches = None
     first, last = losses[0], losses[-1]
     values = [s["loss"] for s in losses]
     return {
-        "micro_batch": micro, "grad_accum_steps": cfg.grad_accum_steps, "images_per_update": micro * cfg.grad_accum_steps,
+        "micro_batch": micro,
+        "grad_accum_steps": cfg.grad_accum_steps,
+        "images_per_update": micro * cfg.grad_accum_steps,
         "views": f"2 x {cfg.global_crop_size} px + {cfg.local_crops_number} x {cfg.local_crop_size} px",
-        "grad_checkpointing": use_checkpointing, "parameters": counts,
+        "grad_checkpointing": use_checkpointing,
+        "parameters": counts,
         **rates(micro * cfg.grad_accum_steps, steps, seconds, flops, peak_tflops),
-        "peak_memory_gib": memory / GIB, "peak_memory_source": source,
-        "estimate_gib": estimate["total"] / GIB, "estimate_static_gib": estimate["static"] / GIB,
+        "peak_memory_gib": memory / GIB,
+        "peak_memory_source": source,
+        "estimate_gib": estimate["total"] / GIB,
+        "estimate_static_gib": estimate["static"] / GIB,
         "estimate_activations_gib": estimate["activations"] / GIB,
-        "losses": values, "loss_first": first["loss"], "loss_last": last["loss"],
-        "teacher_entropy_last": last["teacher_entropy"], "embedding_std_last": last["embedding_std"],
-        "loss_finite": all(math.isfinite(v) for v in values), "loss_decreased": last["loss"] < first["loss"],
+        "losses": values,
+        "loss_first": first["loss"],
+        "loss_last": last["loss"],
+        "teacher_entropy_last": last["teacher_entropy"],
+        "embedding_std_last": last["embedding_std"],
+        "loss_finite": all(math.isfinite(v) for v in values),
+        "loss_decreased": last["loss"] < first["loss"],
     }
 
 
@@ -350,7 +451,7 @@ def median_seconds(fn, repeats: int, device: torch.device) -> float:
 def detector_latency(params: Params, device: torch.device, repeats: int) -> dict:
     """Seconds per query at 1 view and 1 + grid^2 views (the preset's predict.*, fp32 as the detector)."""
     p = params.predict
-    views = [1, 1 + p.multiview_grid ** 2]
+    views = [1, 1 + p.multiview_grid**2]
     seed_everything(params.train.seed)
     with torch.device(device):  # random init on the device: seconds instead of a minute for ViT-H on the CPU
         classifier = build_model(params.model).eval()
@@ -367,23 +468,34 @@ def detector_latency(params: Params, device: torch.device, repeats: int) -> dict
             bundle.mkdir()
             _write_hf_layout(stock_model(classifier, 1.0, 0.0), description, bundle)
             del classifier
-            out = measure_latency(bundle, grid=p.multiview_grid, overlap=p.multiview_overlap, topk=p.multiview_topk,
-                                  flip_tta=False, repeats=repeats, device=str(device))
-        return {"source": "roadwork.miner.latency.measure_latency (RoadworkTimmDetector: decoded 224 px JPEG in, "
-                          "probability out; fp32)",
-                "seconds_per_query": {str(v): out["views"][str(v)]["detector_s"] for v in views},
-                "timm_forward_1_image_s": out["timm_forward_1_image_s"]}
+            out = measure_latency(
+                bundle,
+                grid=p.multiview_grid,
+                overlap=p.multiview_overlap,
+                topk=p.multiview_topk,
+                flip_tta=False,
+                repeats=repeats,
+                device=str(device),
+            )
+        return {
+            "source": "roadwork.miner.latency.measure_latency (RoadworkTimmDetector: decoded 224 px JPEG in, "
+            "probability out; fp32)",
+            "seconds_per_query": {str(v): out["views"][str(v)]["detector_s"] for v in views},
+            "timm_forward_1_image_s": out["timm_forward_1_image_s"],
+        }
     classifier.to(device)
     size = params.model.img_size
     seconds = {}
     for n in views:
         x = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n)).to(device)
         with torch.inference_mode():
-            seconds[str(n)] = median_seconds(lambda: classifier(x), repeats, device)
+            seconds[str(n)] = median_seconds(lambda x=x, classifier=classifier: classifier(x), repeats, device)
     del classifier
-    return {"source": "stand-in: roadwork.miner is not on this branch; the classifier's fp32 eval forward of 1 and "
-                      "1 + grid^2 views in one batch (no decode, no preprocessing)",
-            "seconds_per_query": seconds}
+    return {
+        "source": "stand-in: roadwork.miner is not on this branch; the classifier's fp32 eval forward of 1 and "
+        "1 + grid^2 views in one batch (no decode, no preprocessing)",
+        "seconds_per_query": seconds,
+    }
 
 
 # ------------------------------------------------------------------------------ SDXL (issue 18)
@@ -391,46 +503,89 @@ def build_sdxl(device: torch.device, dtype=torch.float16):
     """SDXL base 1.0's t2i and i2i pipelines from ``synthesize_rehearsal.py``'s transcribed configs, random
     weights (the hub is not reachable from the lent machine either), the project's offline tokenizer
     (token ids only; CLIP's vocabulary size), SDXL base's Euler scheduler settings, no watermarker."""
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    import synthesize_rehearsal as sr  # benchmarks/ is on sys.path
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from roadwork.synthesize.models import tiny_tokenizer
 
-    import synthesize_rehearsal as sr  # benchmarks/ is on sys.path
-
     torch.manual_seed(0)
     with torch.device(device):
-        modules = dict(unet=UNet2DConditionModel(**sr.SDXL_UNET), vae=AutoencoderKL(**sr.SDXL_VAE),
-                       text_encoder=CLIPTextModel(CLIPTextConfig(**sr.SDXL_TEXT_ENCODER)),
-                       text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**sr.SDXL_TEXT_ENCODER_2)))
+        modules = dict(
+            unet=UNet2DConditionModel(**sr.SDXL_UNET),
+            vae=AutoencoderKL(**sr.SDXL_VAE),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**sr.SDXL_TEXT_ENCODER)),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**sr.SDXL_TEXT_ENCODER_2)),
+        )
     for module in modules.values():
         module.to(dtype).eval()
     scheduler = EulerDiscreteScheduler(  # stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        prediction_type="epsilon", steps_offset=1, timestep_spacing="leading", interpolation_type="linear",
-        use_karras_sigmas=False)
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type="epsilon",
+        steps_offset=1,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+    )
     tokenizer = tiny_tokenizer(model_max_length=77)
-    t2i = StableDiffusionXLPipeline(**modules, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler,
-                                    add_watermarker=False)
+    t2i = StableDiffusionXLPipeline(
+        **modules, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler, add_watermarker=False
+    )
     i2i = StableDiffusionXLImg2ImgPipeline(**t2i.components, add_watermarker=False)
     for pipe in (t2i, i2i):
         pipe.set_progress_bar_config(disable=True)
     return t2i, i2i
 
 
-def time_sdxl(t2i, i2i, device: torch.device, steps: int, size: int, repeats: int, unet_flops_per_step: float | None,
-              peak_tflops: float | None) -> dict:
+def time_sdxl(
+    t2i,
+    i2i,
+    device: torch.device,
+    steps: int,
+    size: int,
+    repeats: int,
+    unet_flops_per_step: float | None,
+    peak_tflops: float | None,
+) -> dict:
     """Seconds per image of the validators' t2i (``steps`` steps) and i2i (strength 0.7 from a ``size`` px
     image) calls: guidance 8, one image, ``output_type="pt"`` (no PIL conversion); one warm-up call each,
     then the median of ``repeats``. UNet TFLOP/s from the counted FLOPs per step (``unet_flops_per_step``)."""
     prompt, negative = "Photorealistic dashcam footage of a road", "cartoon, anime, painting"
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     calls = {
-        "t2i": (steps, lambda: t2i(prompt=prompt, negative_prompt=negative, num_inference_steps=steps,
-                                   guidance_scale=8.0, height=size, width=size, output_type="pt")),
-        "i2i": (int(steps * 0.7), lambda: i2i(prompt=prompt, negative_prompt=negative, image=image, strength=0.7,
-                                              num_inference_steps=steps, guidance_scale=8.0, output_type="pt")),
+        "t2i": (
+            steps,
+            lambda: t2i(
+                prompt=prompt,
+                negative_prompt=negative,
+                num_inference_steps=steps,
+                guidance_scale=8.0,
+                height=size,
+                width=size,
+                output_type="pt",
+            ),
+        ),
+        "i2i": (
+            int(steps * 0.7),
+            lambda: i2i(
+                prompt=prompt,
+                negative_prompt=negative,
+                image=image,
+                strength=0.7,
+                num_inference_steps=steps,
+                guidance_scale=8.0,
+                output_type="pt",
+            ),
+        ),
     }
     out = {"size": size, "num_inference_steps": steps, "repeats": repeats}
     for kind, (unet_steps, call) in calls.items():
@@ -439,10 +594,16 @@ def time_sdxl(t2i, i2i, device: torch.device, steps: int, size: int, repeats: in
         memory, source = peak_memory(device)
         flops = unet_flops_per_step * unet_steps if unet_flops_per_step else None
         tflops = flops / seconds / 1e12 if flops else None
-        out[kind] = {"unet_steps": unet_steps, "seconds_per_image": seconds, "images_per_hour": 3600 / seconds,
-                     "gpu_hours_per_1000_images": 1000 * seconds / 3600, "peak_memory_gib": memory / GIB,
-                     "peak_memory_source": source, "unet_tflops_per_s_lower_bound": tflops,
-                     "unet_mfu_lower_bound": tflops / peak_tflops if tflops and peak_tflops else None}
+        out[kind] = {
+            "unet_steps": unet_steps,
+            "seconds_per_image": seconds,
+            "images_per_hour": 3600 / seconds,
+            "gpu_hours_per_1000_images": 1000 * seconds / 3600,
+            "peak_memory_gib": memory / GIB,
+            "peak_memory_source": source,
+            "unet_tflops_per_s_lower_bound": tflops,
+            "unet_mfu_lower_bound": tflops / peak_tflops if tflops and peak_tflops else None,
+        }
     return out
 
 
@@ -454,8 +615,10 @@ def sdxl_check(device: torch.device, steps: int, repeats: int, peak_tflops: floa
     out = time_sdxl(t2i, i2i, device, steps, 1024, repeats, flops, peak_tflops)
     out["unet_tflop_per_step_cfg"] = flops / 1e12
     out["weights"] = "random, from synthesize_rehearsal.py's transcribed SDXL base 1.0 configs, float16 (no hub)"
-    out["note"] = ("seconds include text encoders and the VAE (upcast to float32: force_upcast); TFLOP/s and MFU "
-                   "count only the UNet's FLOPs over the whole call, so they are lower bounds; no CPU offload")
+    out["note"] = (
+        "seconds include text encoders and the VAE (upcast to float32: force_upcast); TFLOP/s and MFU "
+        "count only the UNet's FLOPs over the whole call, so they are lower bounds; no CPU offload"
+    )
     del t2i, i2i
     return out
 
@@ -470,10 +633,15 @@ def print_table(report: dict) -> None:
     peak = f"{d['peak_bf16_tflops']:g} TFLOP/s" if d["peak_bf16_tflops"] else "unknown peak"
     print(f"\n== GPU check on {d['name']} (bf16 dense peak: {peak}); torch {d['torch']}, timm {d['timm']}")
     c = report["config"]
-    print(f"   {c['backbone']} {c['overrides']} at {c['img_size']} px, {c['head_type']} head, {c['precision']}, "
-          f"{r1['parameters'] / 1e6:.1f}M parameters")
+    print(
+        f"   {c['backbone']} {c['overrides']} at {c['img_size']} px, {c['head_type']} head, {c['precision']}, "
+        f"{r1['parameters'] / 1e6:.1f}M parameters"
+    )
     rows = [
-        ("images per update (micro x accum)", lambda r: f"{r['images_per_update']} ({r['micro_batch']} x {r['grad_accum_steps']})"),
+        (
+            "images per update (micro x accum)",
+            lambda r: f"{r['images_per_update']} ({r['micro_batch']} x {r['grad_accum_steps']})",
+        ),
         ("updates timed", lambda r: str(r["updates_timed"])),
         ("seconds per update", lambda r: f"{r['seconds_per_update']:.3f}"),
         ("images/s", lambda r: f"{r['images_per_s']:.1f}"),
@@ -481,39 +649,53 @@ def print_table(report: dict) -> None:
         ("achieved TFLOP/s", lambda r: f"{r['tflops_per_s']:.4g}"),
         ("MFU (of bf16 dense peak)", lambda r: "unknown peak" if r["mfu"] is None else f"{r['mfu']:.1%}"),
         ("peak memory GiB", lambda r: f"{r['peak_memory_gib']:.3g}"),
-        ("estimate GiB (static + activations)", lambda r: f"{r['estimate_gib']:.3g} ({r['estimate_static_gib']:.3g} + "
-                                                          f"{r['estimate_activations_gib']:.3g})"),
+        (
+            "estimate GiB (static + activations)",
+            lambda r: f"{r['estimate_gib']:.3g} ({r['estimate_static_gib']:.3g} + {r['estimate_activations_gib']:.3g})",
+        ),
         ("loss first -> last update", lambda r: f"{r['loss_first']:.4f} -> {r['loss_last']:.4f}"),
         ("all losses finite", lambda r: "yes" if r["loss_finite"] else "NO"),
     ]
     print(f"\n{'':38s} {'phase 1':>24s} {'ExPLoRA':>28s}")
     for name, cell in rows:
         print(f"{name:38s} {cell(r1):>24s} {cell(r4):>28s}")
-    print(f"{'fixed-batch eval loss before -> after':38s} {r1['eval_loss_before']:.4f} -> {r1['eval_loss_after']:.4f}"
-          f" ({'decreased' if r1['loss_decreased'] else 'DID NOT DECREASE'})")
-    print(f"ExPLoRA: views {r4['views']}, activation checkpointing {'on' if r4['grad_checkpointing'] else 'off'}, "
-          f"trainable {r4['parameters']['backbone_trainable']:,} of {r4['parameters']['backbone_total']:,} backbone "
-          f"parameters + DINO head {r4['parameters']['head']:,}; last teacher entropy {r4['teacher_entropy_last']:.3f}, "
-          f"embedding std {r4['embedding_std_last']:.4f}")
+    print(
+        f"{'fixed-batch eval loss before -> after':38s} {r1['eval_loss_before']:.4f} -> {r1['eval_loss_after']:.4f}"
+        f" ({'decreased' if r1['loss_decreased'] else 'DID NOT DECREASE'})"
+    )
+    print(
+        f"ExPLoRA: views {r4['views']}, activation checkpointing {'on' if r4['grad_checkpointing'] else 'off'}, "
+        f"trainable {r4['parameters']['backbone_trainable']:,} of {r4['parameters']['backbone_total']:,} backbone "
+        f"parameters + DINO head {r4['parameters']['head']:,}; last teacher entropy {r4['teacher_entropy_last']:.3f}, "
+        f"embedding std {r4['embedding_std_last']:.4f}"
+    )
     lat = report["detector_latency"]
-    print(f"detector latency on {d['name']}: "
-          + ", ".join(f"{v} view{'s' if v != '1' else ''} {s * 1000:.1f} ms" for v, s in lat["seconds_per_query"].items())
-          + f"  [{lat['source']}]")
-    print(f"peak memory: {r1['peak_memory_source']}; estimate: benchmarks/explora_memory.py's method, one process "
-          f"(no DDP buckets), CUDA context not included")
+    print(
+        f"detector latency on {d['name']}: "
+        + ", ".join(f"{v} view{'s' if v != '1' else ''} {s * 1000:.1f} ms" for v, s in lat["seconds_per_query"].items())
+        + f"  [{lat['source']}]"
+    )
+    print(
+        f"peak memory: {r1['peak_memory_source']}; estimate: benchmarks/explora_memory.py's method, one process "
+        f"(no DDP buckets), CUDA context not included"
+    )
     for note in report["notes"]:
         print(f"note: {note}")
     sdxl = report.get("sdxl")
     if sdxl:
-        print(f"SDXL base 1.0 (random fp16 weights) at {sdxl['size']} px, {sdxl['num_inference_steps']} steps, "
-              f"guidance 8, UNet {sdxl['unet_tflop_per_step_cfg']:.2f} TFLOP per CFG step:")
+        print(
+            f"SDXL base 1.0 (random fp16 weights) at {sdxl['size']} px, {sdxl['num_inference_steps']} steps, "
+            f"guidance 8, UNet {sdxl['unet_tflop_per_step_cfg']:.2f} TFLOP per CFG step:"
+        )
         for kind in ("t2i", "i2i"):
             r = sdxl[kind]
-            print(f"  {kind}: {r['seconds_per_image']:.2f} s/image ({r['unet_steps']} UNet steps), "
-                  f"{r['gpu_hours_per_1000_images']:.2f} GPU hours per 1,000 images, "
-                  f"peak {r['peak_memory_gib']:.1f} GiB, "
-                  f"UNet >= {fmt(r['unet_tflops_per_s_lower_bound'], '.0f')} TFLOP/s "
-                  f"(MFU >= {fmt(r['unet_mfu_lower_bound'], '.1%')})")
+            print(
+                f"  {kind}: {r['seconds_per_image']:.2f} s/image ({r['unet_steps']} UNet steps), "
+                f"{r['gpu_hours_per_1000_images']:.2f} GPU hours per 1,000 images, "
+                f"peak {r['peak_memory_gib']:.1f} GiB, "
+                f"UNet >= {fmt(r['unet_tflops_per_s_lower_bound'], '.0f')} TFLOP/s "
+                f"(MFU >= {fmt(r['unet_mfu_lower_bound'], '.1%')})"
+            )
     print(f"total {report['seconds_total']:.0f} s")
 
 
@@ -528,8 +710,12 @@ def main(argv=None) -> int:
     ap.add_argument("--init-values", type=float, default=1.0, help="LayerScale start of the random weights")
     ap.add_argument("--ssl-checkpointing", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--latency-repeats", type=int, default=20)
-    ap.add_argument("--sdxl-steps", type=int, default=25, help="CUDA only: time SDXL t2i/i2i at 1024 px with this "
-                                                               "many steps (the validators' 25); 0 skips")
+    ap.add_argument(
+        "--sdxl-steps",
+        type=int,
+        default=25,
+        help="CUDA only: time SDXL t2i/i2i at 1024 px with this many steps (the validators' 25); 0 skips",
+    )
     ap.add_argument("--sdxl-repeats", type=int, default=3, help="timed SDXL calls per kind (after 1 warm-up)")
     args = ap.parse_args(argv)
     if args.steps < 1:
@@ -544,18 +730,33 @@ def main(argv=None) -> int:
     if device.type == "cuda" and peak is None:
         notes.append(f"unknown peak: {name!r} is not in PEAK_BF16_TFLOPS; MFU not computed")
     report = {
-        "device": {"name": name, "peak_bf16_tflops": peak, "torch": torch.__version__, "timm": timm.__version__,
-                   "memory_gib": torch.cuda.get_device_properties(device).total_memory / GIB
-                   if device.type == "cuda" else None},
-        "config": {"preset": str(args.preset), "tiny": args.tiny, "steps": args.steps,
-                   "backbone": params.model.backbone, "overrides": dict(params.model.overrides),
-                   "img_size": params.model.img_size, "head_type": params.model.head_type,
-                   "precision": params.train.precision, "train": params.train.model_dump(mode="json"),
-                   "explora": params.explora.model_dump(mode="json")},
+        "device": {
+            "name": name,
+            "peak_bf16_tflops": peak,
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "memory_gib": torch.cuda.get_device_properties(device).total_memory / GIB
+            if device.type == "cuda"
+            else None,
+        },
+        "config": {
+            "preset": str(args.preset),
+            "tiny": args.tiny,
+            "steps": args.steps,
+            "backbone": params.model.backbone,
+            "overrides": dict(params.model.overrides),
+            "img_size": params.model.img_size,
+            "head_type": params.model.head_type,
+            "precision": params.train.precision,
+            "train": params.train.model_dump(mode="json"),
+            "explora": params.explora.model_dump(mode="json"),
+        },
         "notes": notes,
     }
-    print(f"gpu_check: {name}, {params.model.backbone} {dict(params.model.overrides)}, {args.steps} timed updates per phase",
-          flush=True)
+    print(
+        f"gpu_check: {name}, {params.model.backbone} {dict(params.model.overrides)}, {args.steps} timed updates per phase",
+        flush=True,
+    )
     report["phase1"] = phase1(params, device, args.steps, peak)
     print(f"phase 1 done ({time.perf_counter() - started:.0f} s)", flush=True)
     report["explora"] = explora(params, device, args.steps, peak, args.ssl_checkpointing)

@@ -12,11 +12,11 @@ resume checkpoints (runs/), the model directories and the bundle; the ONNX expor
 by the miner's detector (``roadwork.miner.detector.RoadworkTimmDetector``), each in its own
 process, timed and with its peak memory. Prints a Markdown table; ``--json`` also writes it.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -30,8 +30,19 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from e2e import BIN, env, git, make_clean_repo  # noqa: E402
 
-STAGES = ["scan_local", "download", "dedup", "split", "synthesize", "train_phase1", "threshold@phase1", "explora",
-          "threshold@phase4", "calibrate", "export"]
+STAGES = [
+    "scan_local",
+    "download",
+    "dedup",
+    "split",
+    "synthesize",
+    "train_phase1",
+    "threshold@phase1",
+    "explora",
+    "threshold@phase4",
+    "calibrate",
+    "export",
+]
 SIZES = ["data/raw", "runs", "data/phase1", "data/explora", "data/phase4", "data/bundle"]
 
 LOAD_CHECK = """
@@ -62,13 +73,18 @@ def timed(cmd: list[str], cwd: Path, environ: dict, log: Path) -> dict:
     """Run `cmd` under /usr/bin/time -v; its wall time, peak RSS (largest process of the tree), exit code."""
     start = time.perf_counter()
     with open(log, "w") as out:
-        result = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=environ, stdout=out,
-                                stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            ["/usr/bin/time", "-v", *cmd], cwd=cwd, env=environ, stdout=out, stderr=subprocess.STDOUT
+        )
     wall = time.perf_counter() - start
     text = log.read_text(errors="replace")
     found = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return {"wall_s": round(wall, 1), "peak_rss_gib": round(int(found[-1]) / 1024 ** 2, 2) if found else None,
-            "rc": result.returncode, "log": str(log)}
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_gib": round(int(found[-1]) / 1024**2, 2) if found else None,
+        "rc": result.returncode,
+        "log": str(log),
+    }
 
 
 class PeakSize:
@@ -102,9 +118,13 @@ def size_of(path: Path) -> dict:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
     sizes = {p: p.stat().st_size for p in files}
     largest = max(sizes, key=sizes.get) if sizes else None
-    return {"gb": round(sum(sizes.values()) / 1e9, 3), "files": len(files),
-            "largest": f"{largest.relative_to(path) if largest != path else largest.name} "
-                       f"({sizes[largest] / 1e9:.3f} GB)" if largest else None}
+    return {
+        "gb": round(sum(sizes.values()) / 1e9, 3),
+        "files": len(files),
+        "largest": f"{largest.relative_to(path) if largest != path else largest.name} ({sizes[largest] / 1e9:.3f} GB)"
+        if largest
+        else None,
+    }
 
 
 def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_stage: str = STAGES[0]) -> dict:
@@ -115,14 +135,24 @@ def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_st
     if from_stage == STAGES[0]:
         make_clean_repo(repo)
         for applied in [p for p in (base, preset) if p is not None]:
-            subprocess.run([sys.executable, "-m", "roadwork.presets", "apply", str(applied.resolve())], cwd=repo,
-                           env=environ, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "roadwork.presets", "apply", str(applied.resolve())],
+                cwd=repo,
+                env=environ,
+                check=True,
+                capture_output=True,
+            )
         git(repo, "commit", "-qam", f"apply {base.name if base else ''} {preset.name}")
         # hard links, not copies, from the DVC cache: multi-GB outputs are not written twice
-        subprocess.run([str(BIN / "dvc"), "config", "--local", "cache.type", "hardlink,symlink"], cwd=repo,
-                       env=environ, check=True, capture_output=True)
+        subprocess.run(
+            [str(BIN / "dvc"), "config", "--local", "cache.type", "hardlink,symlink"],
+            cwd=repo,
+            env=environ,
+            check=True,
+            capture_output=True,
+        )
     report = {"preset": str(preset), "base": str(base) if base else None, "repo": str(repo), "stages": {}}
-    for stage in STAGES[STAGES.index(from_stage):]:
+    for stage in STAGES[STAGES.index(from_stage) :]:
         with PeakSize(repo / "runs") as runs:
             row = timed([str(BIN / "dvc"), "repro", "-s", stage], repo, environ, logs / f"{stage}.log")
         row["runs_peak"] = runs.peak
@@ -136,10 +166,15 @@ def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_st
     report["latency"] = json.loads((repo / "metrics/export.json").read_text()).get("latency")
     raw = repo / "data/raw"
     for kind in ("predictor", "detector"):
-        row = timed([sys.executable, "-c", LOAD_CHECK, str(repo / "data/bundle"), kind, str(raw)], repo, environ,
-                    logs / f"load_{kind}.log")
-        results = [json.loads(line[7:]) for line in Path(row["log"]).read_text().splitlines()
-                   if line.startswith("RESULT ")]
+        row = timed(
+            [sys.executable, "-c", LOAD_CHECK, str(repo / "data/bundle"), kind, str(raw)],
+            repo,
+            environ,
+            logs / f"load_{kind}.log",
+        )
+        results = [
+            json.loads(line[7:]) for line in Path(row["log"]).read_text().splitlines() if line.startswith("RESULT ")
+        ]
         row.update(results[0] if results else {})
         report[kind] = row
         print(f"{kind}: {row}", flush=True)
@@ -147,8 +182,12 @@ def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_st
 
 
 def table(report: dict) -> str:
-    lines = [f"preset: {report['base'] or ''} + {report['preset']}", "",
-             "| stage | wall (s) | peak RSS (GiB) | runs/ at its largest (GB, largest file) |", "|---|---:|---:|---|"]
+    lines = [
+        f"preset: {report['base'] or ''} + {report['preset']}",
+        "",
+        "| stage | wall (s) | peak RSS (GiB) | runs/ at its largest (GB, largest file) |",
+        "|---|---:|---:|---|",
+    ]
     for stage, row in report["stages"].items():
         mark = "" if row["rc"] == 0 else f" (FAILED rc {row['rc']}, {row['log']})"
         runs = row.get("runs_peak") or {}
@@ -157,20 +196,27 @@ def table(report: dict) -> str:
     for kind in ("predictor", "detector"):
         row = report.get(kind)
         if row:
-            lines.append(f"| load bundle: {kind} (load {row.get('load_s', float('nan')):.1f} s, "
-                         f"{row.get('per_image_s', float('nan')):.2f} s/image) | {row['wall_s']} | "
-                         f"{row['peak_rss_gib']} | |")
+            lines.append(
+                f"| load bundle: {kind} (load {row.get('load_s', float('nan')):.1f} s, "
+                f"{row.get('per_image_s', float('nan')):.2f} s/image) | {row['wall_s']} | "
+                f"{row['peak_rss_gib']} | |"
+            )
     if "sizes" in report:
         lines += ["", "| output | GB | files | largest |", "|---|---:|---:|---|"]
         lines += [f"| {name} | {s['gb']} | {s['files']} | {s['largest']} |" for name, s in report["sizes"].items()]
     if report.get("onnx"):
         onnx = report["onnx"]
-        lines += ["", f"ONNX: {', '.join(onnx['files'])}, opset {onnx['opset']}, max |logit difference| vs PyTorch "
-                      f"{onnx['max_abs_logit_diff']:.3g} (tolerance {onnx['tolerance']:g}), onnxruntime {onnx['onnxruntime']}"]
+        lines += [
+            "",
+            f"ONNX: {', '.join(onnx['files'])}, opset {onnx['opset']}, max |logit difference| vs PyTorch "
+            f"{onnx['max_abs_logit_diff']:.3g} (tolerance {onnx['tolerance']:g}), onnxruntime {onnx['onnxruntime']}",
+        ]
     if report.get("latency"):
         views = report["latency"]["views"]
-        lines += [f"detector latency per query (export stage, CPU): "
-                  + ", ".join(f"{n} view(s) {v['detector_s']:.2f} s" for n, v in views.items())]
+        lines += [
+            "detector latency per query (export stage, CPU): "
+            + ", ".join(f"{n} view(s) {v['detector_s']:.2f} s" for n, v in views.items())
+        ]
     if report.get("failed"):
         lines += ["", f"FAILED at {report['failed']}"]
     return "\n".join(lines)
@@ -179,12 +225,19 @@ def table(report: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=str(REPO / "presets/rehearsal.yaml"))
-    parser.add_argument("--base", default=str(REPO / "presets/real.yaml"),
-                        help="preset applied first ('' for none; default: %(default)s)")
+    parser.add_argument(
+        "--base",
+        default=str(REPO / "presets/real.yaml"),
+        help="preset applied first ('' for none; default: %(default)s)",
+    )
     parser.add_argument("--workdir", default=None, help="where the throwaway repo goes (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the report here")
-    parser.add_argument("--from-stage", default=STAGES[0], choices=STAGES,
-                        help="resume an earlier rehearsal in --workdir at this stage (default: a new one)")
+    parser.add_argument(
+        "--from-stage",
+        default=STAGES[0],
+        choices=STAGES,
+        help="resume an earlier rehearsal in --workdir at this stage (default: a new one)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rehearsal-"))
     logs = workdir / "logs"

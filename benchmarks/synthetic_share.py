@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from augment_protocol import detector_for  # noqa: E402
+
 from roadwork.config import load_params  # noqa: E402
 from roadwork.evaluate import per_kind  # noqa: E402
 from roadwork.evaluate.compare import mcc_difference, reward_difference  # noqa: E402
@@ -53,8 +54,17 @@ def train(config, out_dir: Path, run_dir: Path) -> None:
         print(f"reusing {out_dir}", file=sys.stderr)
         return
     seed_everything(config.train.seed)
-    fit(config, build_model(config.model), ROOT / "data/raw", ROOT / "data/split/splits.csv", out_dir, run_dir,
-        Dist(rank=0, world_size=1, device=torch.device("cpu")), None, synthetic_dir=SYNTHETIC)
+    fit(
+        config,
+        build_model(config.model),
+        ROOT / "data/raw",
+        ROOT / "data/split/splits.csv",
+        out_dir,
+        run_dir,
+        Dist(rank=0, world_size=1, device=torch.device("cpu")),
+        None,
+        synthetic_dir=SYNTHETIC,
+    )
 
 
 def main(argv=None) -> int:
@@ -84,27 +94,46 @@ def main(argv=None) -> int:
         config = base.model_copy(update={"train": base.train.model_copy(update={"synthetic_share": share})})
         train(config, workdir / name, workdir / "runs" / name)
         detector, thresholds[name] = detector_for(workdir / name, base.threshold.target_prior, workdir / f"b_{name}")
-        run = protocol_over_draws(lambda i: load_image(examples[i].path), y,
-                                  lambda images: np.asarray(detector.batch(images)), base.export.protocol_seed,
-                                  args.draws, n_boot=args.n_boot, chunk=32, progress=True)
+        run = protocol_over_draws(
+            lambda i: load_image(examples[i].path),
+            y,
+            lambda images, detector=detector: np.asarray(detector.batch(images)),
+            base.export.protocol_seed,
+            args.draws,
+            n_boot=args.n_boot,
+            chunk=32,
+            progress=True,
+        )
         decisions[name] = np.stack([run["_probs"][level] for level in run["_probs"]], axis=1) > 0.5
     reference, candidate = decisions
     mix = reward_difference(y, decisions[reference], decisions[candidate], weights=weights, n_boot=args.n_boot)
-    labels, z_ref, z_cand = paired_split_logits(workdir / reference / "logits.csv", workdir / candidate / "logits.csv",
-                                                "val_test")
-    real = mcc_difference(labels, z_ref > thresholds[reference], z_cand > thresholds[candidate],
-                          weights=prior_sample_weights(labels, 0.5), n_boot=args.n_boot)
+    labels, z_ref, z_cand = paired_split_logits(
+        workdir / reference / "logits.csv", workdir / candidate / "logits.csv", "val_test"
+    )
+    real = mcc_difference(
+        labels,
+        z_ref > thresholds[reference],
+        z_cand > thresholds[candidate],
+        weights=prior_sample_weights(labels, 0.5),
+        n_boot=args.n_boot,
+    )
     keys = ("difference", "ci95_low", "ci95_high", "verdict")
-    results = {"command": "python benchmarks/synthetic_share.py " + " ".join(argv or sys.argv[1:]),
-               "synthetic_backend": base.synthesize.backend, "n_images": {k: int((kinds == k).sum()) for k in shares},
-               "mix_shares": shares, "protocol_mix_reward": {k: mix[k] for k in keys},
-               "real_val_test_mcc_prior_0.5": {k: real[k] for k in keys}}
+    results = {
+        "command": "python benchmarks/synthetic_share.py " + " ".join(argv or sys.argv[1:]),
+        "synthetic_backend": base.synthesize.backend,
+        "n_images": {k: int((kinds == k).sum()) for k in shares},
+        "mix_shares": shares,
+        "protocol_mix_reward": {k: mix[k] for k in keys},
+        "real_val_test_mcc_prior_0.5": {k: real[k] for k in keys},
+    }
     if base.synthesize.backend == "tiny":
         results["note"] = per_kind.NOT_A_MEASUREMENT
     for what in ("protocol_mix_reward", "real_val_test_mcc_prior_0.5"):
         d = results[what]
-        print(f"{what}, share {args.share:g} minus 0: {d['difference']:+.4f} [{d['ci95_low']:+.4f}, "
-              f"{d['ci95_high']:+.4f}] {d['verdict']}")
+        print(
+            f"{what}, share {args.share:g} minus 0: {d['difference']:+.4f} [{d['ci95_low']:+.4f}, "
+            f"{d['ci95_high']:+.4f}] {d['verdict']}"
+        )
     if "note" in results:
         print(results["note"])
     if args.out:

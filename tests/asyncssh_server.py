@@ -14,9 +14,16 @@ import asyncssh
 
 
 async def serve(port: int, host_key: str, authorized_keys: str) -> None:
-    server = await asyncssh.listen("127.0.0.1", port, server_host_keys=[host_key],
-                                   authorized_client_keys=authorized_keys, password_auth=False,
-                                   kbdint_auth=False, sftp_factory=True, allow_scp=False)
+    server = await asyncssh.listen(
+        "127.0.0.1",
+        port,
+        server_host_keys=[host_key],
+        authorized_client_keys=authorized_keys,
+        password_auth=False,
+        kbdint_auth=False,
+        sftp_factory=True,
+        allow_scp=False,
+    )
     await server.wait_closed()
 
 

@@ -15,8 +15,9 @@ BIN = Path(sys.executable).parent
 
 def tracked_files() -> list[str]:
     """Files git tracks or would track (untracked but not ignored): what a commit would hold."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     return sorted(p for p in out.split("\0") if p and (REPO / p).is_file())
 
 
@@ -46,9 +47,15 @@ def merge(base: dict, patch: dict) -> dict:
 
 
 def env(repo: Path) -> dict:
-    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", ROADWORK_CACHE=str(repo / ".cache"),
-                GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
-                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost")
+    return dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        ROADWORK_CACHE=str(repo / ".cache"),
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@localhost",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@localhost",
+    )
 
 
 def git(repo: Path, *args: str) -> str:
@@ -64,8 +71,17 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 # Small enough for CI: a few hundred 64x64 scenes and a tiny model, a couple of epochs.
 TINY = {
-    "data": {"synthetic": {"count": 160, "width": 64, "height": 64, "exact_duplicates": 4,
-                           "pixel_duplicates": 3, "near_duplicates": 8, "broken_files": 4}},
+    "data": {
+        "synthetic": {
+            "count": 160,
+            "width": 64,
+            "height": 64,
+            "exact_duplicates": 4,
+            "pixel_duplicates": 3,
+            "near_duplicates": 8,
+            "broken_files": 4,
+        }
+    },
     "model": {"overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_size": 32},
     "train": {"epochs": 2, "batch_size": 16, "num_workers": 0},
     # the tiny random-weight generator on one source per (split, label), 2 steps: the stage's code path, quickly
@@ -75,11 +91,19 @@ TINY = {
 
 # --- helpers for remotes, experiments and concurrent runs (tests/test_remote.py, tests/test_experiments.py)
 
-def dvc_env(repo: Path, extra_env: dict, *args: str, check: bool = True,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
+
+def dvc_env(
+    repo: Path, extra_env: dict, *args: str, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
     """`dvc(...)` with extra environment variables (e.g. HOME for ~/.ssh/known_hosts)."""
-    result = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=dict(env(repo), **extra_env),
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [str(BIN / "dvc"), *args],
+        cwd=repo,
+        env=dict(env(repo), **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
@@ -128,9 +152,13 @@ def pipeline_paths(dvc_yaml: Path) -> dict[str, dict[str, list[str]]]:
     def names(entries):
         return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
 
-    return {name: {"deps": names(stage.get("deps")),
-                   "outs": names(stage.get("outs")) + names(stage.get("metrics")) + names(stage.get("plots"))}
-            for name, stage in stages.items()}
+    return {
+        name: {
+            "deps": names(stage.get("deps")),
+            "outs": names(stage.get("outs")) + names(stage.get("metrics")) + names(stage.get("plots")),
+        }
+        for name, stage in stages.items()
+    }
 
 
 def experiments(show: list) -> list[dict]:
@@ -140,11 +168,18 @@ def experiments(show: list) -> list[dict]:
         for exp in commit.get("experiments") or []:
             for rev in exp.get("revs") or []:
                 data = rev.get("data") or {}
-                found.append({"name": rev.get("name") or exp.get("name"), "rev": rev.get("rev"),
-                              "baseline": commit.get("rev"), "error": rev.get("error"),
-                              "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
-                              "metrics": {path: m.get("data") for path, m in (data.get("metrics") or {}).items()
-                                          if "data" in m}})
+                found.append(
+                    {
+                        "name": rev.get("name") or exp.get("name"),
+                        "rev": rev.get("rev"),
+                        "baseline": commit.get("rev"),
+                        "error": rev.get("error"),
+                        "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                        "metrics": {
+                            path: m.get("data") for path, m in (data.get("metrics") or {}).items() if "data" in m
+                        },
+                    }
+                )
     return found
 
 

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_export import make_model_dir
 
 from roadwork.data.synthetic import render_scene, scene_rng
 from roadwork.evaluate.protocol import query_rng, validator_challenge_image
@@ -65,7 +66,6 @@ from roadwork.export.bundle import build_bundle
 from roadwork.miner import publish
 from roadwork.miner.decision import inference_config, write_inference_config
 from roadwork.predict import Predictor, load_image
-from test_export import make_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SUBNET = os.environ.get("ROADWORK_SUBNET")  # a checkout of natixnetwork/streetvision-subnet, or None
@@ -114,9 +114,9 @@ HARNESS = {
 
         DETECTOR_REGISTRY = Registry()
         ''',
-    "base_miner/detectors/__init__.py": '''
+    "base_miner/detectors/__init__.py": """
         from .feature_detector import FeatureDetector
-        ''',
+        """,
     "base_miner/detectors/feature_detector.py": '''
         """The base class a miner's detector derives from: built once with
         ``(model_name, config_name, device)``, then called with a PIL image, returning a float in [0, 1]."""
@@ -152,7 +152,7 @@ def readme_block(marker: str) -> str:
     """The fenced block that follows ``<!-- marker -->`` in the README (Route 1's commands, its miner.env)."""
     text = (ROOT / "README.md").read_text()
     start = text.index(f"<!-- {marker} -->\n```bash\n") + len(f"<!-- {marker} -->\n```bash\n")
-    return text[start:text.index("```", start)]
+    return text[start : text.index("```", start)]
 
 
 def install_route1(subnet: Path, bundle: Path, root: Path) -> Path:
@@ -163,8 +163,14 @@ def install_route1(subnet: Path, bundle: Path, root: Path) -> Path:
     commands = readme_block("route1")
     for name in (publish.DETECTOR_FILE, publish.CONFIG_FILE):  # the README copies what publish writes
         assert f'"$PUBLISH/{name}"' in commands, f"README Route 1 does not copy {name}"
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=subnet, capture_output=True, text=True,
-                          env={**os.environ, "PUBLISH": str(folder)}, timeout=300)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=subnet,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PUBLISH": str(folder)},
+        timeout=300,
+    )
     assert done.returncode == 0, f"README Route 1 commands failed in {subnet}:\n{commands}\n{done.stderr}"
     return folder
 
@@ -173,8 +179,9 @@ def fresh_subnet(root: Path) -> Path:
     """Our harness, or a copy of ROADWORK_SUBNET (a fresh checkout: no base_miner/RoadworkTimm)."""
     subnet = root / "subnet"
     if REAL_SUBNET:
-        assert (Path(REAL_SUBNET) / "base_miner/registry.py").is_file(), \
+        assert (Path(REAL_SUBNET) / "base_miner/registry.py").is_file(), (
             f"ROADWORK_SUBNET={REAL_SUBNET}: not a streetvision-subnet checkout (no base_miner/registry.py)"
+        )
         shutil.copytree(REAL_SUBNET, subnet, ignore=shutil.ignore_patterns(".git", "RoadworkTimm"))
     else:
         write_harness(subnet)
@@ -198,8 +205,15 @@ def project_scores(bundle: Path, paths: list[Path], multiview: dict | None) -> n
     pictures = [load_image(p) for p in paths]
     if multiview is None:
         return Predictor(bundle, device="cpu").predict(pictures)
-    return Predictor(bundle, multiview["overlap"], multiview["topk"], multiview["grid"], multiview["flip_tta"],
-                     multiview_threshold=multiview["threshold"], device="cpu").predict(pictures, multiview=True)
+    return Predictor(
+        bundle,
+        multiview["overlap"],
+        multiview["topk"],
+        multiview["grid"],
+        multiview["flip_tta"],
+        multiview_threshold=multiview["threshold"],
+        device="cpu",
+    ).predict(pictures, multiview=True)
 
 
 @pytest.fixture(scope="module")
@@ -210,13 +224,24 @@ def deployed(tmp_path_factory):
     subnet = fresh_subnet(root)
     bundle = root / "bundle"
     model_dir = make_model_dir(root / "model", "linear")
-    build_bundle(model_dir, 1.3, 0.05, bundle, model_name="roadwork-ci", version="1.0.0", submitted_by=HOTKEY,
-                 metrics={}, provenance={}, onnx=False)
+    build_bundle(
+        model_dir,
+        1.3,
+        0.05,
+        bundle,
+        model_name="roadwork-ci",
+        version="1.0.0",
+        submitted_by=HOTKEY,
+        metrics={},
+        provenance={},
+        onnx=False,
+    )
     scenes = [render_scene(scene_rng(7, i), 320, 240, label=i % 2)[0] for i in range(16)]
     paths = challenges(scenes, root)
     pictures = [load_image(p) for p in paths]
-    aggregate = Predictor(bundle, MULTIVIEW["overlap"], MULTIVIEW["topk"], MULTIVIEW["grid"], MULTIVIEW["flip_tta"],
-                          device="cpu").predict(pictures, multiview=True)
+    aggregate = Predictor(
+        bundle, MULTIVIEW["overlap"], MULTIVIEW["topk"], MULTIVIEW["grid"], MULTIVIEW["flip_tta"], device="cpu"
+    ).predict(pictures, multiview=True)
     tau = float(np.median(aggregate))  # stands in for the export's fit on val_select
     decision = {"threshold": tau, "use_multiview": True, "val_test": {}, "val_select": {}}
     write_inference_config(bundle, inference_config(decision, **MULTIVIEW))
@@ -227,11 +252,16 @@ def deployed(tmp_path_factory):
         (detectors / f"configs/roadwork_timm_{views}.yaml").write_text(yaml.safe_dump(config))
     weights = subnet / "base_miner" / "RoadworkTimm" / "weights"  # where Route 1 put the bundle
     if REAL_SUBNET:  # the subnet's stock ViT detector reads hf_repo from its YAML
-        (detectors / "configs/ViT_bundle.yaml").write_text(yaml.safe_dump({"hf_repo": str(weights),
-                                                                          "config_name": "none"}))
-    return {"subnet": subnet, "bundle": weights, "paths": [str(p) for p in paths],
-            "single": project_scores(bundle, paths, None),
-            "multi": project_scores(bundle, paths, {**MULTIVIEW, "threshold": tau})}
+        (detectors / "configs/ViT_bundle.yaml").write_text(
+            yaml.safe_dump({"hf_repo": str(weights), "config_name": "none"})
+        )
+    return {
+        "subnet": subnet,
+        "bundle": weights,
+        "paths": [str(p) for p in paths],
+        "single": project_scores(bundle, paths, None),
+        "multi": project_scores(bundle, paths, {**MULTIVIEW, "threshold": tau}),
+    }
 
 
 MINER_SCRIPT = textwrap.dedent("""
@@ -291,8 +321,15 @@ START_MINER = """set -a; source miner.env; set +a
 """
 
 
-def run_in_miner(python: Path, deployed: dict, name: str = "", config: str = "", overlay: Path | None = None,
-                 kind: str = "registry", env_file: str | None = None) -> dict:
+def run_in_miner(
+    python: Path,
+    deployed: dict,
+    name: str = "",
+    config: str = "",
+    overlay: Path | None = None,
+    kind: str = "registry",
+    env_file: str | None = None,
+) -> dict:
     """``kind="registry"``: our detector as the miner loads it, from ``env_file`` (miner.env; default: the
     README's) through start_miner.sh's steps; ``kind="stock"``: the stock steps on the bundle folder ``name``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -304,19 +341,26 @@ def run_in_miner(python: Path, deployed: dict, name: str = "", config: str = "",
     paths = json.dumps(deployed["paths"])
     if kind == "registry" and env_file is not None:
         (deployed["subnet"] / "miner.env").write_text(env_file)
-        env.update(MINER_PYTHON=str(python), MINER_SCRIPT=MINER_SCRIPT, MINER_PATHS=paths, MINER_RESULT=str(result_file))
+        env.update(
+            MINER_PYTHON=str(python), MINER_SCRIPT=MINER_SCRIPT, MINER_PATHS=paths, MINER_RESULT=str(result_file)
+        )
         command = ["bash", "-c", START_MINER]
     else:
         command = [str(python), "-c", MINER_SCRIPT, kind, name, config, "cpu", paths, str(result_file)]
     done = subprocess.run(command, cwd=deployed["subnet"], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and result_file.is_file(), \
+    assert done.returncode == 0 and result_file.is_file(), (
         f"miner process failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return json.loads(result_file.read_text())
 
 
 # the lock's; MINER_TORCH=TORCH:TORCHVISION: the pair the environment was built with instead (scripts/miner_env.sh)
-PINNED = {"transformers": "4.45.2", "timm": "1.0.22", "pillow": "10.4.0",
-          **dict(zip(("torch", "torchvision"), os.environ.get("MINER_TORCH", "2.6.0:0.21.0").split(":")))}
+PINNED = {
+    "transformers": "4.45.2",
+    "timm": "1.0.22",
+    "pillow": "10.4.0",
+    **dict(zip(("torch", "torchvision"), os.environ.get("MINER_TORCH", "2.6.0:0.21.0").split(":"))),
+}
 
 
 @pytest.mark.parametrize("device", ["as written", None, "None", "auto"], ids=["readme", "missing", "None", "auto"])
@@ -343,9 +387,14 @@ def test_route1_literally_with_the_shipped_yaml(miner_python, deployed):
 def test_timms_own_local_dir_loading_fails_on_the_pinned_torch(miner_python, deployed):
     """Why the detector reads the weights with safetensors: timm 1.0.22's ``local-dir:`` loading goes through
     torch.load, which cannot read model.safetensors on torch 2.6.0 (the miner would exit at start-up)."""
-    code = ("import sys, timm; timm.create_model('local-dir:' + sys.argv[1], pretrained=True)")
-    done = subprocess.run([str(miner_python), "-c", code, str(deployed["bundle"])], capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, timeout=300)
+    code = "import sys, timm; timm.create_model('local-dir:' + sys.argv[1], pretrained=True)"
+    done = subprocess.run(
+        [str(miner_python), "-c", code, str(deployed["bundle"])],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        timeout=300,
+    )
     assert done.returncode != 0 and "UnpicklingError" in done.stderr, done.stderr[-2000:]
 
 
@@ -390,12 +439,15 @@ def repro_deployed(tmp_path_factory):
     published bundle of a fresh clone's `dvc repro` (a tiny configuration of the real pipeline), scored
     by the project on that run's val_test images as validator challenges (levels 0-3) with the bundle's views."""
     from e2e import TINY, dvc, make_clean_repo, merge
+
     from roadwork.data.examples import load_split
     from roadwork.miner.detector import read_inference_config
 
     root = tmp_path_factory.mktemp("repro_deployed")
-    repo = make_clean_repo(root / "repo", merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0},
-                                                         "export": {"bootstrap": 100, "protocol_draws": 1}}))
+    repo = make_clean_repo(
+        root / "repo",
+        merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0}, "export": {"bootstrap": 100, "protocol_draws": 1}}),
+    )
     dvc(repo, "repro", "export")
     subnet = fresh_subnet(root)
     bundle = repo / "data" / "bundle"
@@ -407,8 +459,7 @@ def repro_deployed(tmp_path_factory):
     return {"subnet": subnet, "paths": [str(p) for p in paths], "expected": expected, "views": inference["views"]}
 
 
-def test_a_bundle_from_a_fresh_clones_dvc_repro_equals_the_projects_scores_in_the_miner(miner_python,
-                                                                                          repro_deployed):
+def test_a_bundle_from_a_fresh_clones_dvc_repro_equals_the_projects_scores_in_the_miner(miner_python, repro_deployed):
     """Route 1 literally (the README's commands and miner.env, the published YAML: views as the export
     decided), the whole val_test of the run."""
     result = run_in_miner(miner_python, repro_deployed, env_file=miner_env())

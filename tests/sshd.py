@@ -40,8 +40,10 @@ import asyncssh
 import pytest
 
 SSHD = os.environ.get("ROADWORK_TEST_SSHD", "/usr/sbin/sshd")
-INSTALL_HINT = ("openssh-server is not installed (no {sshd}): install it with "
-                "`apt-get update && apt-get install -y openssh-server` (.ci/run does this)")
+INSTALL_HINT = (
+    "openssh-server is not installed (no {sshd}): install it with "
+    "`apt-get update && apt-get install -y openssh-server` (.ci/run does this)"
+)
 ASYNCSSH_SERVER = Path(__file__).with_name("asyncssh_server.py")
 
 
@@ -104,23 +106,27 @@ class SSHServer:
         if os.geteuid() == 0:
             # privilege separation directory; Debian's init script creates it, we start sshd ourselves
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.config.write_text("\n".join([
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key}",
-            f"PidFile {self.folder / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
-            f"AllowUsers {self.user}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "UsePAM no",
-            "StrictModes no",          # the test's folders live under /tmp with loose modes
-            "UseDNS no",
-            "Subsystem sftp internal-sftp",  # dvc-ssh talks SFTP; no dependency on sftp-server's path
-            "LogLevel VERBOSE",
-            "",
-        ]))
+        self.config.write_text(
+            "\n".join(
+                [
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.folder / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    f"AllowUsers {self.user}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "StrictModes no",  # the test's folders live under /tmp with loose modes
+                    "UseDNS no",
+                    "Subsystem sftp internal-sftp",  # dvc-ssh talks SFTP; no dependency on sftp-server's path
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
         check = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"sshd rejects the generated config:\n{check.stderr}")
@@ -131,8 +137,16 @@ class SSHServer:
         if self.backend == "openssh":
             command = [SSHD, "-D", "-e", "-f", str(self.config), "-p", str(self.port)]
         else:
-            command = [sys.executable, str(ASYNCSSH_SERVER), "--port", str(self.port), "--host-key", str(self.host_key),
-                       "--authorized-keys", str(self.authorized_keys)]
+            command = [
+                sys.executable,
+                str(ASYNCSSH_SERVER),
+                "--port",
+                str(self.port),
+                "--host-key",
+                str(self.host_key),
+                "--authorized-keys",
+                str(self.authorized_keys),
+            ]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + self.start_timeout
@@ -146,8 +160,10 @@ class SSHServer:
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"sshd did not answer on {self.host}:{self.port} within {self.start_timeout}s:\n"
-                           f"{self.log.read_text(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"sshd did not answer on {self.host}:{self.port} within {self.start_timeout}s:\n"
+            f"{self.log.read_text(errors='replace')[-3000:]}"
+        )
 
     def start(self) -> "SSHServer":
         self._prepare()
@@ -182,11 +198,18 @@ class SSHServer:
     def check(self) -> str | None:
         """Log in with the client key, checking the host key, and list / over SFTP (what dvc-ssh
         does), independently of DVC. None if that works, else the error."""
+
         async def sftp_listing():
-            async with asyncssh.connect(self.host, self.port, username=self.user, client_keys=[str(self.client_key)],
-                                        known_hosts=str(self.known_hosts)) as connection:
+            async with asyncssh.connect(
+                self.host,
+                self.port,
+                username=self.user,
+                client_keys=[str(self.client_key)],
+                known_hosts=str(self.known_hosts),
+            ) as connection:
                 async with connection.start_sftp_client() as sftp:
                     return await sftp.listdir("/")
+
         try:
             asyncio.run(asyncio.wait_for(sftp_listing(), 30))
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as error:

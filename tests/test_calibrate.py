@@ -14,10 +14,6 @@ import yaml
 from scipy.special import expit
 
 from roadwork.config import CalibrateParams
-from roadwork.evaluate.calibration import apply_temperature, ece, fit_temperature
-from roadwork.evaluate.compare import BETTER, SUMMARY_KEYS, TIE, WORSE
-from roadwork.evaluate.metrics import prior_sample_weights
-from roadwork.io import read_csv, read_json, write_csv
 from roadwork.evaluate.calibrate import (
     ECE_AIM,
     RELIABILITY_COLUMNS,
@@ -27,6 +23,10 @@ from roadwork.evaluate.calibrate import (
     choose_model,
     write_outputs,
 )
+from roadwork.evaluate.calibration import apply_temperature, ece, fit_temperature
+from roadwork.evaluate.compare import BETTER, SUMMARY_KEYS, TIE, WORSE
+from roadwork.evaluate.metrics import prior_sample_weights
+from roadwork.io import read_csv, read_json, write_csv
 from roadwork.stages.calibrate import candidates as default_candidates
 
 SPLITS = {"val_select": 600, "val_calib": 600, "val_test": 600}
@@ -41,8 +41,10 @@ def logits_rows(seed: int, separation: float = 1.5, overconfidence: float = 3.0)
     for split, n in SPLITS.items():
         z = rng.normal(-1.5, separation, n)
         y = (rng.random(n) < expit(z)).astype(int)
-        rows += [{"split": split, "id": f"{split}{i:04d}", "label": int(label), "logit": float(overconfidence * v)}
-                 for i, (label, v) in enumerate(zip(y, z))]
+        rows += [
+            {"split": split, "id": f"{split}{i:04d}", "label": int(label), "logit": float(overconfidence * v)}
+            for i, (label, v) in enumerate(zip(y, z))
+        ]
     return rows
 
 
@@ -55,11 +57,14 @@ def make_model(root: Path, name: str, rows: list[dict]) -> Path:
     (model_dir / "model.safetensors").write_bytes(f"weights of {name}".encode())
     (model_dir / "model.json").write_text("{}")
     (root / "params.yaml").write_text(yaml.safe_dump({"threshold": {"target_prior": 0.5}}))
-    done = subprocess.run([sys.executable, "-m", "roadwork.stages.threshold", name], cwd=root, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.threshold", name], cwd=root, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert set(read_json(root / "data" / "threshold" / f"{name}.json")) == {"space", "target_prior", "threshold"}
-    assert (root / "metrics" / f"threshold_{name}.json").exists() and (root / "plots" / f"threshold_{name}.csv").exists()
+    assert (root / "metrics" / f"threshold_{name}.json").exists() and (
+        root / "plots" / f"threshold_{name}.csv"
+    ).exists()
     return model_dir
 
 
@@ -135,8 +140,16 @@ def test_calibration_under_the_prior_improves_and_reports_both_ece_definitions(p
     for split in ("val_calib", "val_test"):
         for prior in ("raw_prior", "prior_0.5"):
             before, after = metrics[split][prior]["before"], metrics[split][prior]["after"]
-            for key in ("ece_positive_uniform", "ece_top_label_uniform", "ece_positive_quantile",
-                        "ece_top_label_quantile", "nll", "brier", "accuracy_at_0.5", "mean_prob"):
+            for key in (
+                "ece_positive_uniform",
+                "ece_top_label_uniform",
+                "ece_positive_quantile",
+                "ece_top_label_quantile",
+                "nll",
+                "brier",
+                "accuracy_at_0.5",
+                "mean_prob",
+            ):
                 assert key in before and key in after
         balanced = metrics[split]["prior_0.5"]
         assert balanced["after"]["nll"] < balanced["before"]["nll"]
@@ -151,7 +164,8 @@ def test_calibration_under_the_prior_improves_and_reports_both_ece_definitions(p
     assert metrics["headline"]["ece"] == pytest.approx(headline, abs=1e-6)
     assert metrics["headline"]["aim"] == ECE_AIM and metrics["headline"]["meets_aim"] == (headline < ECE_AIM)
     assert metrics["val_test"]["raw_prior"]["after"]["ece_positive_uniform"] == pytest.approx(
-        ece(y, shipped, 15), abs=1e-6)
+        ece(y, shipped, 15), abs=1e-6
+    )
 
 
 def test_shipped_minus_raw_ece_is_a_paired_comparison_at_both_priors(phase1):
@@ -160,7 +174,8 @@ def test_shipped_minus_raw_ece_is_a_paired_comparison_at_both_priors(phase1):
         paired = metrics["ece_shipped_minus_raw"][prior]
         figures = metrics["val_test"][prior]
         assert paired["difference"] == pytest.approx(
-            figures["after"]["ece_positive_uniform"] - figures["before"]["ece_positive_uniform"], abs=2e-6)
+            figures["after"]["ece_positive_uniform"] - figures["before"]["ece_positive_uniform"], abs=2e-6
+        )
         assert paired["ci95_low"] <= paired["difference"] <= paired["ci95_high"]
         assert all(not isinstance(v, (dict, list)) for v in paired.values())  # scalar leaves
     # the network's own sigmoid(z) is far off under the 50/50 prior; the shipped map is not
@@ -201,7 +216,8 @@ def test_conflict_when_the_data_cross_elsewhere_ships_the_calibrated_crossing(tm
         decision = conflict["decision"][split]
         assert decision["decisions_changed"] > 0
         assert decision["difference"] == pytest.approx(
-            decision["mcc_at_calibrated_crossing"] - decision["mcc_at_tuned_threshold"], abs=2e-6)
+            decision["mcc_at_calibrated_crossing"] - decision["mcc_at_tuned_threshold"], abs=2e-6
+        )
         assert decision["ci95_low"] <= decision["difference"] <= decision["ci95_high"]
         assert decision["verdict"] in ("better", "worse", "not distinguishable")
     assert conflict["decision"]["val_select"]["verdict"] != "worse"
@@ -213,7 +229,8 @@ def test_conflict_when_the_data_cross_elsewhere_ships_the_calibrated_crossing(tm
     assert calibration["tuned_threshold_logit"] == pytest.approx(t + 4.0, abs=1e-6)
     assert calibration["threshold_probability"] == pytest.approx(0.5, abs=1e-12)
     assert metrics["val_test"]["prior_0.5"]["after"]["ece_positive_uniform"] == pytest.approx(
-        gap["ece_temperature_bias"], abs=2e-6)
+        gap["ece_temperature_bias"], abs=2e-6
+    )
 
 
 def test_the_decision_wins_when_the_calibrated_crossing_decides_worse(tmp_path):
@@ -246,8 +263,9 @@ def test_reliability_rows_cover_both_priors(phase1, tmp_path, n_bins):
     calibration, metrics, rows = run(phase1, n_bins=n_bins)
     assert calibration["n_bins"] == n_bins
     groups = {(r["split"], r["prior"], r["calibration"]) for r in rows}
-    assert groups == {(s, p, w) for s in ("val_calib", "val_test") for p in ("raw", "target")
-                      for w in ("before", "after")}
+    assert groups == {
+        (s, p, w) for s in ("val_calib", "val_test") for p in ("raw", "target") for w in ("before", "after")
+    }
     for split, n in (("val_calib", SPLITS["val_calib"]), ("val_test", SPLITS["val_test"])):
         for prior, label in (("raw", "raw_prior"), ("target", "prior_0.5")):
             for when in ("before", "after"):
@@ -273,7 +291,7 @@ def test_the_dvc_plots_draw_every_reliability_series():
     plots = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["plots"]
     drawn = []
     for plot in plots:
-        (title, spec), = plot.items() if isinstance(plot, dict) else ((plot, None),)
+        ((title, spec),) = plot.items() if isinstance(plot, dict) else ((plot, None),)
         if spec and "plots/reliability.csv" in spec.get("y", {}):
             assert spec["x"] == "confidence" and spec["template"] == "scatter", title
             drawn += spec["y"]["plots/reliability.csv"]
@@ -288,8 +306,10 @@ def test_n_bins_sets_the_bins_of_every_ece_and_the_diagram(phase1):
     # (the shipped map at the raw 25% prior over-predicts in every bin, so its ECE is the global gap
     # |mean p - mean y| for any binning: not a case that shows the bins)
     for prior, when in (("raw_prior", "before"), ("prior_0.5", "before"), ("prior_0.5", "after")):
-        assert (fifteen["val_test"][prior][when]["ece_positive_uniform"]
-                != five["val_test"][prior][when]["ece_positive_uniform"])
+        assert (
+            fifteen["val_test"][prior][when]["ece_positive_uniform"]
+            != five["val_test"][prior][when]["ece_positive_uniform"]
+        )
     test = fifteen["val_test"]
     gap = test["raw_prior"]["after"]["mean_prob"] - test["n_pos"] / test["n"]
     assert test["raw_prior"]["after"]["ece_positive_uniform"] == pytest.approx(gap, abs=2e-6)
@@ -326,7 +346,9 @@ def test_best_ships_phase4_only_when_distinguishably_better(tmp_path):
     # the MCC compared is the one each threshold was chosen for (50/50 prior), at that threshold
     report = read_json(tmp_path / "metrics" / "threshold_phase4.json")  # the report beside the decision
     assert scores["phase4"]["selection_mcc"] == pytest.approx(report["val_select"]["target_prior"]["mcc_at_optimum"])
-    assert comparison["difference"] == pytest.approx(scores["phase4"]["selection_mcc"] - scores["phase1"]["selection_mcc"])
+    assert comparison["difference"] == pytest.approx(
+        scores["phase4"]["selection_mcc"] - scores["phase1"]["selection_mcc"]
+    )
     calibration, metrics, _ = run(tmp_path)
     assert calibration["model"] == "phase4" and calibration["model_dir"].endswith("data/phase4")
     recorded = metrics["selection"]["phase4_vs_phase1"]  # metrics/calibrate.json: one dvc exp show column each
@@ -354,8 +376,13 @@ def test_a_model_compared_with_itself_is_not_distinguishable(tmp_path):
     make_model(tmp_path, "phase4", logits_rows(0))
     chosen, scores = choose_model("best", default_candidates(tmp_path))
     assert chosen.name == "phase1"
-    assert scores["phase4_vs_phase1"] == {"difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "verdict": TIE,
-                                          "n": SPLITS["val_select"]}
+    assert scores["phase4_vs_phase1"] == {
+        "difference": 0.0,
+        "ci95_low": 0.0,
+        "ci95_high": 0.0,
+        "verdict": TIE,
+        "n": SPLITS["val_select"],
+    }
 
 
 def test_bootstrap_and_seed_set_the_selection_interval(tmp_path):
@@ -398,7 +425,9 @@ def test_phase4_requested_without_its_data_fails_clearly(phase1):
 
 def test_stage_end_to_end_and_its_failure_message(phase1):
     (phase1 / "params.yaml").write_text(yaml.safe_dump({"calibrate": {"model": "phase1", "n_bins": 10}}))
-    done = subprocess.run([sys.executable, "-m", "roadwork.stages.calibrate"], cwd=phase1, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.calibrate"], cwd=phase1, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     calibration = read_json(phase1 / "data" / "calibrate" / "calibration.json")
     metrics = read_json(phase1 / "metrics" / "calibrate.json")
@@ -407,6 +436,8 @@ def test_stage_end_to_end_and_its_failure_message(phase1):
     assert (phase1 / "plots" / "reliability.csv").exists()
 
     (phase1 / "params.yaml").write_text(yaml.safe_dump({"calibrate": {"model": "phase4"}}))
-    failed = subprocess.run([sys.executable, "-m", "roadwork.stages.calibrate"], cwd=phase1, capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.calibrate"], cwd=phase1, capture_output=True, text=True
+    )
     assert failed.returncode != 0
     assert "data/phase4" in failed.stderr and "Traceback" not in failed.stderr

@@ -143,8 +143,12 @@ def test_ece_variants_are_the_four_eces():
         "ece_top_label_uniform": ece(y, p, 10, "uniform", "top_label"),
         "ece_top_label_quantile": ece(y, p, 10, "quantile", "top_label"),
     }
-    assert list(variants) == ["ece_positive_uniform", "ece_positive_quantile",
-                              "ece_top_label_uniform", "ece_top_label_quantile"]  # the reports' key order
+    assert list(variants) == [
+        "ece_positive_uniform",
+        "ece_positive_quantile",
+        "ece_top_label_uniform",
+        "ece_top_label_quantile",
+    ]  # the reports' key order
 
 
 def test_calibration_report_structure():
@@ -154,8 +158,15 @@ def test_calibration_report_structure():
     assert rep["n"] == 3000 and rep["map"] == {"kind": "temperature", "scale": 1 / t, "bias": 0.0}
     assert rep["weighted"] is False
     for part in ("before", "after"):
-        for k in ("nll", "brier", "ece_positive_uniform", "ece_positive_quantile", "ece_top_label_uniform",
-                  "ece_top_label_quantile", "reliability"):
+        for k in (
+            "nll",
+            "brier",
+            "ece_positive_uniform",
+            "ece_positive_quantile",
+            "ece_top_label_uniform",
+            "ece_top_label_quantile",
+            "reliability",
+        ):
             assert k in rep[part]
     assert rep["before"]["nll"] == pytest.approx(nll_from_logits(y, logits))  # before = the network's sigmoid(z)
     assert rep["after"]["ece_positive_uniform"] < rep["before"]["ece_positive_uniform"]
@@ -201,7 +212,8 @@ def test_weighted_temperature_recovers_t_calibrated_under_the_50_50_prior(seed):
     assert raw.crossing_logit == pytest.approx(1.0 + 2.0 * np.log(4.0), abs=0.3)
     # weights 0.5 / 0.2 and 0.5 / 0.8 are what the weighted NLL uses, not a resampled set
     assert nll_from_logits(y, z, w) == pytest.approx(
-        0.5 * nll_from_logits(y[y == 1], z[y == 1]) + 0.5 * nll_from_logits(y[y == 0], z[y == 0]))
+        0.5 * nll_from_logits(y[y == 1], z[y == 1]) + 0.5 * nll_from_logits(y[y == 0], z[y == 0])
+    )
 
 
 def test_temperature_map_crosses_one_half_at_the_threshold():
@@ -240,9 +252,11 @@ def test_cross_validation_prefers_temperature_when_the_crossing_is_the_threshold
     z, y, w, choice = _map_choice(seed, crossing=1.0)
     assert choice["better"] == "temperature"
     assert choice["nll_cv"]["temperature"] == pytest.approx(
-        cross_validated_nll("temperature", z, y, threshold=1.0, sample_weight=w))
+        cross_validated_nll("temperature", z, y, threshold=1.0, sample_weight=w)
+    )
     assert choice["nll_cv_difference"] == pytest.approx(
-        choice["nll_cv"]["temperature_bias"] - choice["nll_cv"]["temperature"])
+        choice["nll_cv"]["temperature_bias"] - choice["nll_cv"]["temperature"]
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -259,15 +273,19 @@ def test_cross_validation_prefers_temperature_bias_when_the_data_cross_elsewhere
 
 def test_cross_validation_needs_two_examples_of_each_class():
     choice = compare_maps([0.1, 0.5, 2.0, -1.0], [0, 0, 0, 1], threshold=0.0)
-    assert choice == {"nll_cv": {"temperature": None, "temperature_bias": None}, "nll_cv_difference": None,
-                      "standard_error": None, "better": "temperature"}
+    assert choice == {
+        "nll_cv": {"temperature": None, "temperature_bias": None},
+        "nll_cv_difference": None,
+        "standard_error": None,
+        "better": "temperature",
+    }
 
 
 # ------------------------------------------------------------------------------ weighted ECE
 def test_weighted_ece_equals_ece_of_the_duplicated_data():
     rng = np.random.default_rng(7)
     p = rng.random(60)
-    y = (rng.random(60) < p ** 2).astype(int)
+    y = (rng.random(60) < p**2).astype(int)
     copies = rng.integers(1, 6, size=60)
     for strategy in ("uniform", "quantile"):
         for definition in ("positive", "top_label"):

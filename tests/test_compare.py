@@ -111,8 +111,9 @@ def test_reward_difference_is_the_mean_over_draws_of_the_protocols_reward():
     pooled_ref, pooled_cand = np.stack([reference, candidate], axis=1), np.stack([candidate, candidate], axis=1)
     mix = compare.reward_difference(y, pooled_ref, pooled_cand, weights=w, n_boot=50)
     y2, w2 = np.tile(y, 2), prior_sample_weights(np.tile(y, 2), 0.5)
-    expected = np.mean([reward_of(y2, pooled_cand[d].ravel(), w2) - reward_of(y2, pooled_ref[d].ravel(), w2)
-                        for d in range(3)])
+    expected = np.mean(
+        [reward_of(y2, pooled_cand[d].ravel(), w2) - reward_of(y2, pooled_ref[d].ravel(), w2) for d in range(3)]
+    )
     assert mix["difference"] == pytest.approx(expected, abs=1e-12)
 
 

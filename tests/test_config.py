@@ -47,7 +47,11 @@ def test_every_section_of_the_schema_is_in_params_yaml():
         ({"data": {"source": "local", "local": {"path": ""}}}, "data.local.path", "at least 1 character"),
         ({"model": {"img_size": 72, "overrides": {}}}, "model", "multiple of the patch size 16, got 72"),
         ({"model": {"img_size": 68, "overrides": {"patch_size": 8}}}, "model", "multiple of the patch size 8, got 68"),
-        ({"explora": {"epochs": 1, "warmup_epochs": 1}}, "explora", "explora.warmup_epochs (1) must be smaller than explora.epochs (1)"),
+        (
+            {"explora": {"epochs": 1, "warmup_epochs": 1}},
+            "explora",
+            "explora.warmup_epochs (1) must be smaller than explora.epochs (1)",
+        ),
     ],
 )
 def test_invalid_values_fail_naming_the_key(patch, key, expected):
@@ -98,10 +102,14 @@ def test_code_defaults_are_the_params_yaml_values():
         ({"train": {"weight_decay": float("nan")}}, "  train.weight_decay: Input should be a finite number (got nan)"),
         ({"train": {"lr": True}}, "  train.lr: Value error, expected a number, not a boolean (true) (got True)"),
         ({"train": {"balanced_sampler": 1}}, "  train.balanced_sampler: Input should be a valid boolean (got 1)"),
-        ({"data": {"local": {"class_folders": {"maybe": 2}}}},
-         "  data.local.class_folders.maybe: Input should be 0 or 1 (got 2)"),
-        ({"data": {"local": {"class_folders": {"yes": True}}}},
-         "  data.local.class_folders.yes: Value error, expected a number, not a boolean (true) (got True)"),
+        (
+            {"data": {"local": {"class_folders": {"maybe": 2}}}},
+            "  data.local.class_folders.maybe: Input should be 0 or 1 (got 2)",
+        ),
+        (
+            {"data": {"local": {"class_folders": {"yes": True}}}},
+            "  data.local.class_folders.yes: Value error, expected a number, not a boolean (true) (got True)",
+        ),
         ({"model": {"overrides": {"depth": True}}}, "model.overrides.depth"),
     ],
 )
@@ -135,8 +143,10 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_params(bomb)
     assert time.monotonic() - started < 5
-    assert str(caught.value) == (f"{bomb}: not valid YAML: line 2: alias *a0 refused; params.yaml may not use YAML "
-                                 "anchors and aliases (write the value out)")
+    assert str(caught.value) == (
+        f"{bomb}: not valid YAML: line 2: alias *a0 refused; params.yaml may not use YAML "
+        "anchors and aliases (write the value out)"
+    )
 
 
 def test_a_parameter_file_that_is_not_a_regular_file_is_refused(tmp_path):

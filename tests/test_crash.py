@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-
 from e2e import BIN, TINY, digest_tree, dvc, env, make_clean_repo, merge
 
 
@@ -21,8 +20,14 @@ def test_killed_dvc_repro_leaves_no_output_and_resumes_from_the_checkpoint(tmp_p
 
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("epochs: 2\n", "epochs: 12\n", 1))
-    run = subprocess.Popen([str(BIN / "dvc"), "repro", "train_phase1"], cwd=repo, env=env(repo),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "train_phase1"],
+        cwd=repo,
+        env=env(repo),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not list(repo.glob("runs/phase1/*/checkpoint.pt")) and time.monotonic() < deadline:
         time.sleep(0.2)

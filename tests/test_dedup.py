@@ -14,8 +14,15 @@ from scipy.fft import dctn
 from roadwork.data.dedup import DedupResult, ImageRecord, UnionFind, conflict_warnings, deduplicate, diameter
 from roadwork.data.hamming import find_near_duplicate_pairs, hamming_distance
 from roadwork.data.phash import phash64, phash_from_hex, phash_hex
-from roadwork.data.recall import (chaining_report, false_pair_rate, false_pairs, pair_metrics, pair_recall, planted_pairs,
-                                  planted_truth)
+from roadwork.data.recall import (
+    chaining_report,
+    false_pair_rate,
+    false_pairs,
+    pair_metrics,
+    pair_recall,
+    planted_pairs,
+    planted_truth,
+)
 
 
 # ------------------------------------------------------------------------------ image helpers
@@ -28,11 +35,18 @@ def street_scene(seed: int, width: int = 256, height: int = 192) -> Image.Image:
     image = Image.fromarray(sky.astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
     horizon = int(height * rng.uniform(0.35, 0.6))
-    road = [(int(width * rng.uniform(0.3, 0.5)), horizon), (int(width * rng.uniform(0.5, 0.7)), horizon), (width, height), (0, height)]
+    road = [
+        (int(width * rng.uniform(0.3, 0.5)), horizon),
+        (int(width * rng.uniform(0.5, 0.7)), horizon),
+        (width, height),
+        (0, height),
+    ]
     draw.polygon(road, fill=tuple(int(v) for v in rng.integers(40, 110, 3)))
     for _ in range(int(rng.integers(4, 9))):
         x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, horizon))
-        draw.rectangle([x0, y0, x0 + int(rng.integers(10, 80)), horizon], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        draw.rectangle(
+            [x0, y0, x0 + int(rng.integers(10, 80)), horizon], fill=tuple(int(v) for v in rng.integers(0, 256, 3))
+        )
     for _ in range(int(rng.integers(2, 6))):
         x0, y0, r = int(rng.integers(0, width - 20)), int(rng.integers(horizon, height - 10)), int(rng.integers(5, 25))
         draw.ellipse([x0, y0, x0 + r, y0 + 2 * r], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
@@ -382,7 +396,9 @@ def test_dedup_is_order_independent():
             records.append(rec(f"near{k:03d}", rng.random() < 0.3, flip(parent, rng.randint(0, 8), rng)))
         if k % 17 == 0:
             records.append(rec(f"copy{k:03d}", records[-1]["label"], records[-1]["phash"], file=f"F{k}", pixel=f"P{k}"))
-            records.append(rec(f"copyb{k:03d}", records[-2]["label"], records[-2]["phash"], file=f"F{k}", pixel=f"P{k}"))
+            records.append(
+                rec(f"copyb{k:03d}", records[-2]["label"], records[-2]["phash"], file=f"F{k}", pixel=f"P{k}")
+            )
     for policy in ("drop", "majority"):
         for near in ("group", "drop"):
             reference = deduplicate(records, 10, policy, near)
@@ -479,7 +495,10 @@ def test_planted_truth_measures_the_synthetic_plants(tmp_path):
     assert truth["near_duplicate_recall"] >= 0.8  # mild transforms (re-encode, resize, crop, brightness)
     assert truth["false_pairs"] <= 2 and truth["false_pair_rate"] < 1e-3
     # distance 0 finds only the copies whose pHash did not move (60% here): recall drops
-    assert planted_truth(tmp_path / "raw", records, max_hamming=0)["near_duplicate_recall"] < truth["near_duplicate_recall"]
+    assert (
+        planted_truth(tmp_path / "raw", records, max_hamming=0)["near_duplicate_recall"]
+        < truth["near_duplicate_recall"]
+    )
     (tmp_path / "raw" / "truth.csv").unlink()
     assert planted_truth(tmp_path / "raw", records, max_hamming=12) is None
 
@@ -525,20 +544,32 @@ def test_dedup_stage_writes_the_warning_to_metrics_and_stderr(tmp_path):
 
     from roadwork.io import format_csv
 
-    rows = [{"id": f"i{k}", "sha256": f"s{k}", "file_sha256": f"f{k}", "pixel_sha256": f"p{k}",
-             "phash": phash_hex(0xF0F0 if k < 2 else random.Random(k).getrandbits(64)), "label": k % 2}
-            for k in range(10)]
+    rows = [
+        {
+            "id": f"i{k}",
+            "sha256": f"s{k}",
+            "file_sha256": f"f{k}",
+            "pixel_sha256": f"p{k}",
+            "phash": phash_hex(0xF0F0 if k < 2 else random.Random(k).getrandbits(64)),
+            "label": k % 2,
+        }
+        for k in range(10)
+    ]
     (tmp_path / "data" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "raw" / "manifest.csv").write_text(format_csv(rows, list(rows[0])))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     for share, warned in ((0.1, True), (0.2, False)):
         (tmp_path / "params.yaml").write_text(f"dedup: {{max_conflict_share: {share}}}\n")
-        run = subprocess.run([sys.executable, "-m", "roadwork.stages.dedup"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "roadwork.stages.dedup"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
         assert run.returncode == 0, run.stderr
         metrics = json.loads((tmp_path / "metrics" / "dedup.json").read_text())
         assert metrics["removed_label_conflict"] == 2
-        assert len(metrics["warnings"]) == warned and ("WARNING: dedup: label conflicts dropped 2 of 10" in run.stderr) == warned
+        assert (
+            len(metrics["warnings"]) == warned
+            and ("WARNING: dedup: label conflicts dropped 2 of 10" in run.stderr) == warned
+        )
         if warned:
             assert "dedup.max_conflict_share=0.1" in metrics["warnings"][0]
 

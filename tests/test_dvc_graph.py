@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import yaml
-
 from e2e import REPO, dvc, expand_stages, make_repo
+
 from roadwork import depgraph
 from roadwork.stages.common import STAGE_FILES
 
@@ -30,8 +30,9 @@ def importers(module: str) -> set[str]:
 
 def test_dvc_yaml_lists_exactly_the_modules_each_stage_imports():
     problems = depgraph.differences(REPO)
-    assert not problems, "dvc.yaml is out of step with the code; run `python -m roadwork.depgraph --write`:\n" + \
-        "\n".join(problems)
+    assert not problems, (
+        "dvc.yaml is out of step with the code; run `python -m roadwork.depgraph --write`:\n" + "\n".join(problems)
+    )
 
 
 def test_the_check_names_the_stage_and_module_of_a_new_import_even_inside_a_function(tmp_path):
@@ -42,7 +43,10 @@ def test_the_check_names_the_stage_and_module_of_a_new_import_even_inside_a_func
     assert "threshold: imports src/roadwork/predict.py but dvc.yaml does not list it" in problems
     assert all(p.startswith("threshold: imports ") for p in problems), problems  # nothing else is flagged
     assert depgraph.rewrite(root) and not depgraph.differences(root)
-    assert "src/roadwork/predict.py" in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["threshold"]["do"]["deps"]
+    assert (
+        "src/roadwork/predict.py"
+        in yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["threshold"]["do"]["deps"]
+    )
 
 
 def test_the_check_names_a_listed_module_no_stage_imports(tmp_path):
@@ -50,7 +54,9 @@ def test_the_check_names_a_listed_module_no_stage_imports(tmp_path):
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     spec["stages"]["split"]["deps"].append("src/roadwork/predict.py")
     (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    assert depgraph.differences(root) == ["split: dvc.yaml lists src/roadwork/predict.py but the stage does not import it"]
+    assert depgraph.differences(root) == [
+        "split: dvc.yaml lists src/roadwork/predict.py but the stage does not import it"
+    ]
 
 
 def test_rewrite_keeps_data_deps_and_comments(tmp_path):
@@ -82,8 +88,11 @@ def test_dvc_yaml_files_are_the_paths_table():
 
 
 def test_no_stage_reads_a_metrics_file():
-    metrics = {next(iter(m)) if isinstance(m, dict) else m
-               for stage in expand_stages(REPO / "dvc.yaml").values() for m in stage.get("metrics") or []}
+    metrics = {
+        next(iter(m)) if isinstance(m, dict) else m
+        for stage in expand_stages(REPO / "dvc.yaml").values()
+        for m in stage.get("metrics") or []
+    }
     for name, stage in expand_stages(REPO / "dvc.yaml").items():
         assert not metrics & set(stage.get("deps") or []), f"{name} reads a metrics file: a later stage reads data"
 
@@ -111,7 +120,12 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(tmp_path):
     for module in (only_one[0], "src/roadwork/config.py"):
         (repo / module).write_text((repo / module).read_text() + "\n# edited\n")
         status = json.loads(dvc(repo, "status", "--json").stdout or "{}")
-        reported = {stage for stage, changes in status.items() for change in changes if isinstance(change, dict)
-                    if change.get("changed deps", {}).get(module) == "modified"}
+        reported = {
+            stage
+            for stage, changes in status.items()
+            for change in changes
+            if isinstance(change, dict)
+            if change.get("changed deps", {}).get(module) == "modified"
+        }
         assert reported == importers(module), (module, reported)
         assert len(reported) == (1 if module == only_one[0] else len(STAGE_FILES))

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from e2e import BIN, REPO, TINY, dvc, env, experiments, git, make_clean_repo, merge, pipeline_paths
 
 # later stages kept small too, so the one full-pipeline run here stays around a minute on 2 cores
@@ -21,15 +20,28 @@ SWEEP = merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0}, "export": {"b
 
 # The README's `dvc exp show` command for the headline columns. DVC prefixes a metric with its file
 # ("metrics/phase1.json:val_select.mcc") only where the same key is in several files.
-HEADLINE_KEEP = (r"Experiment|train\.lr$|metrics/phase1\.json:val_select\.mcc$|metrics/export\.json:val_test\.mcc$"
-                 r"|(.*:)?val_test\.mcc_ci95_(low|high)$"
-                 r"|(.*:)?val_test\.prior_0\.5\.ece_positive_uniform$|(.*:)?protocol\.reward(_ci95_low|_ci95_high)?$"
-                 r"|(.*:)?comparisons\.[a-z0-9_]+\.verdict$|(.*:)?ece_shipped_minus_raw\.prior_0\.5\.verdict$")
-HEADLINE_COLUMNS = {"Experiment", "train.lr", "metrics/phase1.json:val_select.mcc", "metrics/export.json:val_test.mcc",
-                    "val_test.mcc_ci95_low", "val_test.mcc_ci95_high", "val_test.prior_0.5.ece_positive_uniform",
-                    "protocol.reward", "protocol.reward_ci95_low", "protocol.reward_ci95_high",
-                    "comparisons.phase4_vs_phase1.verdict", "comparisons.multiview_vs_single_view.verdict",
-                    "comparisons.model_vs_colour_baseline.verdict", "ece_shipped_minus_raw.prior_0.5.verdict"}
+HEADLINE_KEEP = (
+    r"Experiment|train\.lr$|metrics/phase1\.json:val_select\.mcc$|metrics/export\.json:val_test\.mcc$"
+    r"|(.*:)?val_test\.mcc_ci95_(low|high)$"
+    r"|(.*:)?val_test\.prior_0\.5\.ece_positive_uniform$|(.*:)?protocol\.reward(_ci95_low|_ci95_high)?$"
+    r"|(.*:)?comparisons\.[a-z0-9_]+\.verdict$|(.*:)?ece_shipped_minus_raw\.prior_0\.5\.verdict$"
+)
+HEADLINE_COLUMNS = {
+    "Experiment",
+    "train.lr",
+    "metrics/phase1.json:val_select.mcc",
+    "metrics/export.json:val_test.mcc",
+    "val_test.mcc_ci95_low",
+    "val_test.mcc_ci95_high",
+    "val_test.prior_0.5.ece_positive_uniform",
+    "protocol.reward",
+    "protocol.reward_ci95_low",
+    "protocol.reward_ci95_high",
+    "comparisons.phase4_vs_phase1.verdict",
+    "comparisons.multiview_vs_single_view.verdict",
+    "comparisons.model_vs_colour_baseline.verdict",
+    "ece_shipped_minus_raw.prior_0.5.verdict",
+}
 
 
 def metric(exp, path, *keys):
@@ -41,6 +53,7 @@ def metric(exp, path, *keys):
 
 # -- everything a stage needs is in git or made by a stage ---------------------------------------
 
+
 def input_problems(repo):
     """Stage inputs (deps) that a copy of the commit would lack: neither in `git ls-files` nor made
     by another stage."""
@@ -48,8 +61,13 @@ def input_problems(repo):
     stages = pipeline_paths(repo / "dvc.yaml")
 
     def produced_by(path, this):
-        return [name for name, paths in stages.items() if name != this
-                for out in paths["outs"] if path == out or path.startswith(out.rstrip("/") + "/")]
+        return [
+            name
+            for name, paths in stages.items()
+            if name != this
+            for out in paths["outs"]
+            if path == out or path.startswith(out.rstrip("/") + "/")
+        ]
 
     problems = []
     for name, paths in stages.items():
@@ -86,8 +104,10 @@ def test_python_bytecode_in_code_dependencies_is_dvc_ignored(tmp_path):
     repo = make_clean_repo(tmp_path / "clone")
     deps = [dep for paths in pipeline_paths(repo / "dvc.yaml").values() for dep in paths["deps"]]
     # the folders Python writes __pycache__ into: those of the code files, and any folder dep
-    folders = sorted({dep for dep in deps if (repo / dep).is_dir()}
-                     | {Path(dep).parent.as_posix() for dep in deps if dep.endswith(".py")})
+    folders = sorted(
+        {dep for dep in deps if (repo / dep).is_dir()}
+        | {Path(dep).parent.as_posix() for dep in deps if dep.endswith(".py")}
+    )
     assert "src/roadwork" in folders and "src/roadwork/data" in folders, folders
     probes = []
     for folder in folders:
@@ -101,6 +121,7 @@ def test_python_bytecode_in_code_dependencies_is_dvc_ignored(tmp_path):
 
 
 # -- sweeps and experiments ---------------------------------------------------------------------
+
 
 def wait_for_queue(repo, timeout=900):
     deadline = time.monotonic() + timeout
@@ -121,12 +142,24 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
     queued = dvc(repo, "exp", "run", "--queue", "-S", "train.lr=1e-4,3e-4", "threshold@phase1")
     assert queued.stdout.count("Queued experiment") == 2, queued.stdout
     # `dvc queue start` detaches a worker that inherits stdout: don't wait on a pipe it holds open
-    subprocess.run([str(BIN / "dvc"), "queue", "start"], cwd=repo, env=env(repo), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(BIN / "dvc"), "queue", "start"],
+        cwd=repo,
+        env=env(repo),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     status = wait_for_queue(repo)
-    assert status.count("Success") == 2, status + "\n" + "\n".join(
-        dvc(repo, "queue", "logs", line.split()[0], check=False).stdout[-3000:]
-        for line in status.splitlines() if "Failed" in line)
+    assert status.count("Success") == 2, (
+        status
+        + "\n"
+        + "\n".join(
+            dvc(repo, "queue", "logs", line.split()[0], check=False).stdout[-3000:]
+            for line in status.splitlines()
+            if "Failed" in line
+        )
+    )
 
     exps = experiments(json.loads(dvc(repo, "exp", "show", "--json").stdout))
     assert len(exps) == 2, exps
@@ -135,12 +168,15 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
     for exp in exps:
         assert not exp["error"], exp["error"]
         assert exp["params"]["data"]["synthetic"]["count"] == SWEEP["data"]["synthetic"]["count"]
-        for path, keys in {"metrics/phase1.json": ("val_select", "mcc"),
-                           "metrics/threshold_phase1.json": ("val_select", "target_prior", "mcc_at_optimum")}.items():
+        for path, keys in {
+            "metrics/phase1.json": ("val_select", "mcc"),
+            "metrics/threshold_phase1.json": ("val_select", "target_prior", "mcc_at_optimum"),
+        }.items():
             assert isinstance(metric(exp, path, *keys), (int, float)), (path, exp["metrics"].get(path))
     low, high = by_lr[1e-4], by_lr[3e-4]
-    assert low["metrics"]["metrics/phase1.json"] != high["metrics"]["metrics/phase1.json"], \
+    assert low["metrics"]["metrics/phase1.json"] != high["metrics"]["metrics/phase1.json"], (
         "two learning rates gave identical phase-1 metrics"
+    )
     assert low["rev"] != high["rev"]
 
     # a workspace experiment with -S, the whole pipeline: the headline metrics are all there
@@ -150,10 +186,12 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
     assert len(exps) == 3, [e["name"] for e in exps]
     full = next(e for e in exps if e["name"] not in {low["name"], high["name"]})
     assert full["params"]["train"]["lr"] == 3e-4
-    for path, *keys in [("metrics/phase1.json", "val_select", "mcc"),       # val_select MCC
-                        ("metrics/export.json", "val_test", "mcc"),         # val_test MCC of the bundle
-                        ("metrics/export.json", "val_test", "prior_0.5", "ece_positive_uniform"),  # ECE, 50/50
-                        ("metrics/export.json", "protocol", "reward")]:     # validators'-protocol reward
+    for path, *keys in [
+        ("metrics/phase1.json", "val_select", "mcc"),  # val_select MCC
+        ("metrics/export.json", "val_test", "mcc"),  # val_test MCC of the bundle
+        ("metrics/export.json", "val_test", "prior_0.5", "ece_positive_uniform"),  # ECE, 50/50
+        ("metrics/export.json", "protocol", "reward"),
+    ]:  # validators'-protocol reward
         assert isinstance(metric(full, path, *keys), (int, float)), (path, keys)
     # same commit, same params: the workspace run and the queued one (in a temp copy) agree
     assert full["metrics"]["metrics/phase1.json"] == high["metrics"]["metrics/phase1.json"]
@@ -196,8 +234,15 @@ def test_a_second_dvc_repro_fails_fast_while_one_runs(tmp_path):
 
     # 1. while a stage's command runs, DVC has released the repository lock but holds the stage's
     #    outputs in .dvc/tmp/rwlock: a second repro of it fails at once, naming the first process
-    first = subprocess.Popen([str(BIN / "dvc"), "repro", "sleeper"], cwd=repo, env=env(repo),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "sleeper"],
+        cwd=repo,
+        env=env(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (repo / "started").exists():
@@ -222,8 +267,15 @@ def test_a_second_dvc_repro_fails_fast_while_one_runs(tmp_path):
     for name in ("started", "release"):
         (repo / name).unlink()
     controller, terminal = pty.openpty()
-    first = subprocess.Popen([str(BIN / "dvc"), "repro", "-i", "-f", "sleeper"], cwd=repo, env=env(repo),
-                             stdin=subprocess.PIPE, stdout=terminal, stderr=terminal, start_new_session=True)
+    first = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", "-i", "-f", "sleeper"],
+        cwd=repo,
+        env=env(repo),
+        stdin=subprocess.PIPE,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
     os.close(terminal)
     try:
         shown, deadline = b"", time.monotonic() + 60
@@ -237,8 +289,14 @@ def test_a_second_dvc_repro_fails_fast_while_one_runs(tmp_path):
         assert "Unable to acquire lock" in message, message
 
         # `dvc --wait-for-lock` queues behind the holder instead of failing
-        waiter = subprocess.Popen([str(BIN / "dvc"), "--wait-for-lock", "status", "sleeper"], cwd=repo,
-                                  env=env(repo), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        waiter = subprocess.Popen(
+            [str(BIN / "dvc"), "--wait-for-lock", "status", "sleeper"],
+            cwd=repo,
+            env=env(repo),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         time.sleep(5)
         assert waiter.poll() is None, "`dvc --wait-for-lock status` did not wait for the lock"
         first.stdin.write(b"n\n")  # decline: the first releases the lock

@@ -18,27 +18,37 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
+from trainkit import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 
 from roadwork.config import ExploraParams, TrainParams, parse_params
+from roadwork.data.examples import load_split
 from roadwork.io import read_csv, read_json
 from roadwork.models.backbone import create_backbone
-from roadwork.data.examples import load_split
 from roadwork.train.data import ImageCache, ImageDataset
-from roadwork.train.distributed import Dist
 from roadwork.train.dino_loss import dino_loss, ibot_loss, koleo_loss, teacher_softmax, updated_center
+from roadwork.train.distributed import Dist
 from roadwork.train.multicrop import MultiCropTransform, make_masks
 from roadwork.train.ssl import SSLTrainer, pretrain, teacher_momentum, teacher_temperature, unlabeled_examples
 from roadwork.train.student_teacher import ExploraSSL
-from trainkit import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 
 CPU = Dist(0, 1, torch.device("cpu"))
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # LayerScale starts at 1e-5 in DINOv3: a random tiny model would give every image the same CLS
 # embedding; init_values=1 makes the unit tests sensitive (as in test_models.py).
 TINY = {"embed_dim": 32, "depth": 3, "num_heads": 2, "init_values": 1.0}
-SMALL_SSL = dict(batch_size=8, global_crop_size=32, local_crop_size=16, local_crops_number=2, head_prototypes=32,
-                 head_hidden_dim=16, head_bottleneck_dim=8, warmup_epochs=0, freeze_last_layer_epochs=0,
-                 lora_rank=4, clip_grad=None)
+SMALL_SSL = dict(
+    batch_size=8,
+    global_crop_size=32,
+    local_crop_size=16,
+    local_crops_number=2,
+    head_prototypes=32,
+    head_hidden_dim=16,
+    head_bottleneck_dim=8,
+    warmup_epochs=0,
+    freeze_last_layer_epochs=0,
+    lora_rank=4,
+    clip_grad=None,
+)
 
 
 def tiny_backbone(seed: int = 0):
@@ -98,8 +108,10 @@ def test_center_update_and_sharpening():
     assert all(a > b for a, b in zip(entropies, entropies[1:])), entropies  # lower temperature, sharper
     # centering: a constant shift of every logit does nothing; the centre removes a shared bias
     biased = logits + torch.tensor([[5.0, 0, 0, 0, 0, 0]])
-    torch.testing.assert_close(teacher_softmax(biased, torch.tensor([[5.0, 0, 0, 0, 0, 0]]), 0.1),
-                               teacher_softmax(logits, torch.zeros(1, 6), 0.1))
+    torch.testing.assert_close(
+        teacher_softmax(biased, torch.tensor([[5.0, 0, 0, 0, 0, 0]]), 0.1),
+        teacher_softmax(logits, torch.zeros(1, 6), 0.1),
+    )
 
 
 def test_dino_loss_equals_the_formula():
@@ -109,8 +121,17 @@ def test_dino_loss_equals_the_formula():
     tau = 0.1
 
     def h(t, s):  # cross-entropy of teacher probs t against student logits s, mean over the batch
-        return float(np.mean([-sum(t[i, k] * math.log(math.exp(s[i, k] / tau) / sum(math.exp(v / tau) for v in s[i]))
-                                   for k in range(4)) for i in range(3)]))
+        return float(
+            np.mean(
+                [
+                    -sum(
+                        t[i, k] * math.log(math.exp(s[i, k] / tau) / sum(math.exp(v / tau) for v in s[i]))
+                        for k in range(4)
+                    )
+                    for i in range(3)
+                ]
+            )
+        )
 
     t_g1, t_g2, s_g1, s_g2, s_l = (x.double() for x in (t_g1, t_g2, s_g1, s_g2, s_l))
     expected = (h(t_g2, s_g1) + h(t_g1, s_g2) + h(t_g1, s_l) + h(t_g2, s_l)) / 4  # no same-view pairs
@@ -129,7 +150,6 @@ def test_schedules():
     assert teacher_temperature(0, cfg) == pytest.approx(0.04)
     assert teacher_temperature(1, cfg) == pytest.approx(0.055)
     assert teacher_temperature(2, cfg) == teacher_temperature(3.5, cfg) == 0.07
-
 
 
 def test_learning_rate_warms_up_then_cosine_to_min_lr_and_weight_decay_groups():
@@ -157,11 +177,20 @@ def test_learning_rate_warms_up_then_cosine_to_min_lr_and_weight_decay_groups():
     no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
     names = {id(p): n for n, p in ssl.student.named_parameters()}
     assert decay | no_decay == {id(p) for p in ssl.student.parameters() if p.requires_grad} and not decay & no_decay
-    for name in ("backbone.norm.weight", "backbone.blocks.2.attn.proj.bias", "backbone.blocks.2.gamma_1",
-                 "head.mlp.0.bias", "mask_token"):
+    for name in (
+        "backbone.norm.weight",
+        "backbone.blocks.2.attn.proj.bias",
+        "backbone.blocks.2.gamma_1",
+        "head.mlp.0.bias",
+        "mask_token",
+    ):
         assert id(dict(ssl.student.named_parameters())[name]) in no_decay, name
-    assert {names[i] for i in decay} >= {"backbone.blocks.2.attn.qkv.weight", "backbone.blocks.0.attn.qkv.lora_A",
-                                         "head.mlp.0.weight", "head.last_layer.weight"}
+    assert {names[i] for i in decay} >= {
+        "backbone.blocks.2.attn.qkv.weight",
+        "backbone.blocks.0.attn.qkv.lora_A",
+        "head.mlp.0.weight",
+        "head.last_layer.weight",
+    }
 
 
 def test_koleo_and_ibot_formulas():
@@ -207,9 +236,16 @@ def test_one_step_frozen_bit_identical_trainable_moved_teacher_is_ema():
     assert "backbone.patch_embed.proj.weight" in frozen and "backbone.blocks.0.attn.qkv.base.weight" in frozen
     for name in frozen:
         assert torch.equal(student[name], before[name]), name
-    for name in ("backbone.blocks.0.attn.qkv.lora_B", "backbone.blocks.1.attn.qkv.lora_B",
-                 "backbone.blocks.2.attn.qkv.weight", "backbone.blocks.2.mlp.fc1.weight", "backbone.norm.weight",
-                 "backbone.blocks.0.norm1.weight", "head.mlp.0.weight", "head.last_layer.weight"):
+    for name in (
+        "backbone.blocks.0.attn.qkv.lora_B",
+        "backbone.blocks.1.attn.qkv.lora_B",
+        "backbone.blocks.2.attn.qkv.weight",
+        "backbone.blocks.2.mlp.fc1.weight",
+        "backbone.norm.weight",
+        "backbone.blocks.0.norm1.weight",
+        "head.mlp.0.weight",
+        "head.last_layer.weight",
+    ):
         assert student[name].requires_grad and not torch.equal(student[name], before[name]), name
 
     m = stats["teacher_momentum"]
@@ -321,8 +357,13 @@ def test_ssl_loader_never_reads_val_or_test_images(dataset, tmp_path):
     (extra / "broken.jpg").write_bytes(b"not an image")
 
     examples, counts = unlabeled_examples(raw, splits, extra, max_hamming=10)
-    assert counts == {"train": len(by_split["train"]), "extra": 1, "extra_excluded_eval_duplicates": 3,
-                      "extra_undecodable": 1, "extra_duplicates": 0}
+    assert counts == {
+        "train": len(by_split["train"]),
+        "extra": 1,
+        "extra_excluded_eval_duplicates": 3,
+        "extra_undecodable": 1,
+        "extra_duplicates": 0,
+    }
     assert [e.id for e in examples if e.label == -1] == ["extra:sub/new.png"]
     assert not {e.sha256 for e in examples} & held_out
     assert len(unlabeled_examples(raw, splits)[0]) == len(by_split["train"])  # default: the train split only
@@ -330,8 +371,13 @@ def test_ssl_loader_never_reads_val_or_test_images(dataset, tmp_path):
     cfg = ExploraParams(**{**SMALL_SSL, "batch_size": 10, "epochs": 1})
     cache = RecordingCache(32, tmp_path / "cache")
     data = ImageDataset(examples, cache, MultiCropTransform(cfg, MEAN, STD))
-    pretrain(tiny_ssl(**{**SMALL_SSL, "batch_size": 10, "epochs": 1}), data, TrainParams(num_workers=0),
-             tmp_path / "run", CPU)
+    pretrain(
+        tiny_ssl(**{**SMALL_SSL, "batch_size": 10, "epochs": 1}),
+        data,
+        TrainParams(num_workers=0),
+        tmp_path / "run",
+        CPU,
+    )
     read = set(cache.read)
     assert len(read) >= len(examples) - 10  # the whole epoch went through this cache
     assert not read & held_out
@@ -340,20 +386,28 @@ def test_ssl_loader_never_reads_val_or_test_images(dataset, tmp_path):
 
 def test_multicrop_views_follow_params():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    for sizes in ({"global_crop_size": 32, "local_crop_size": 16, "local_crops_number": 3},
-                  {"global_crop_size": 48, "local_crop_size": 32, "local_crops_number": 0}):
+    for sizes in (
+        {"global_crop_size": 32, "local_crop_size": 16, "local_crops_number": 3},
+        {"global_crop_size": 48, "local_crop_size": 32, "local_crops_number": 0},
+    ):
         views = MultiCropTransform(ExploraParams(**sizes), MEAN, STD)(image)
         assert len(views) == 2 + sizes["local_crops_number"]
-        g, l = sizes["global_crop_size"], sizes["local_crop_size"]
-        assert [tuple(v.shape) for v in views] == [(3, g, g)] * 2 + [(3, l, l)] * sizes["local_crops_number"]
+        g, loc = sizes["global_crop_size"], sizes["local_crop_size"]
+        assert [tuple(v.shape) for v in views] == [(3, g, g)] * 2 + [(3, loc, loc)] * sizes["local_crops_number"]
 
 
 # -------------------------------------------------------------------------------------- resume
 def test_interrupted_pretraining_resumes_to_identical_state(dataset, tmp_path):
     raw, splits = dataset / "data" / "raw", dataset / "data" / "split" / "splits.csv"
     examples = load_split(raw, splits, "train")[:16]
-    cfg = {**SMALL_SSL, "epochs": 3, "ibot_weight": 0.5, "koleo_weight": 0.1, "warmup_epochs": 1,
-           "freeze_last_layer_epochs": 1}
+    cfg = {
+        **SMALL_SSL,
+        "epochs": 3,
+        "ibot_weight": 0.5,
+        "koleo_weight": 0.1,
+        "warmup_epochs": 1,
+        "freeze_last_layer_epochs": 1,
+    }
     train = TrainParams(num_workers=0)
 
     def run(run_dir, on_epoch_end=None):
@@ -442,16 +496,22 @@ def ssl_fingerprint(cfg: dict, examples, cache_dir: Path, run_dir: Path, monkeyp
     data = ImageDataset(examples, ImageCache(48, cache_dir), MultiCropTransform(ssl.cfg, MEAN, STD))
     state = pretrain(ssl, data, TrainParams(num_workers=0), run_dir, CPU)
     teacher = ssl.resumable_state()["teacher"]
-    return {"shapes": shapes, "history": state.history, "counts": ssl.trainable_counts(),
-            "teacher": {k: round(float(v.double().abs().sum()), 9) for k, v in teacher.items()},
-            "checkpointed": len(calls)}
+    return {
+        "shapes": shapes,
+        "history": state.history,
+        "counts": ssl.trainable_counts(),
+        "teacher": {k: round(float(v.double().abs().sum()), 9) for k, v in teacher.items()},
+        "checkpointed": len(calls),
+    }
 
 
 def test_every_ssl_key_changes_the_run(dataset, tmp_path, monkeypatch):
     examples = load_split(dataset / "data" / "raw", dataset / "data" / "split" / "splits.csv", "train")[:16]
     runs = iter(range(1000))
-    fingerprint = lambda cfg: ssl_fingerprint(cfg, examples, tmp_path / "cache", tmp_path / f"run{next(runs)}",  # noqa: E731
-                                              monkeypatch)
+
+    def fingerprint(cfg):
+        return ssl_fingerprint(cfg, examples, tmp_path / "cache", tmp_path / f"run{next(runs)}", monkeypatch)
+
     base = fingerprint(BASE)
     assert base == fingerprint(BASE)  # deterministic: a difference below is the key's doing
     assert base["checkpointed"] == 0
@@ -464,17 +524,31 @@ def test_every_ssl_key_changes_the_run(dataset, tmp_path, monkeypatch):
 
 
 def test_trainable_counts_follow_unfrozen_blocks_and_rank():
-    counts = {(u, r): tiny_ssl(unfrozen_blocks=u, lora_rank=r).trainable_counts()["backbone_trainable"]
-              for u in (0, 1, 2) for r in (2, 4)}
+    counts = {
+        (u, r): tiny_ssl(unfrozen_blocks=u, lora_rank=r).trainable_counts()["backbone_trainable"]
+        for u in (0, 1, 2)
+        for r in (2, 4)
+    }
     assert counts[(0, 2)] < counts[(0, 4)] < counts[(1, 4)] < counts[(2, 4)]
     d = TINY["embed_dim"]
     assert counts[(0, 4)] - counts[(0, 2)] == 3 * 2 * 2 * (2 * d)  # 3 LoRA blocks, q and v, (A, B) per rank
 
 
 # ----------------------------------------------------------------------------- the stage
-STAGE_EXPLORA = {"epochs": 2, "batch_size": 16, "global_crop_size": 48, "local_crop_size": 16, "local_crops_number": 2,
-                 "head_prototypes": 64, "head_hidden_dim": 32, "head_bottleneck_dim": 16, "adapter": "lora",
-                 "adapter_rank": 4, "ibot_weight": 1.0, "koleo_weight": 0.1}
+STAGE_EXPLORA = {
+    "epochs": 2,
+    "batch_size": 16,
+    "global_crop_size": 48,
+    "local_crop_size": 16,
+    "local_crops_number": 2,
+    "head_prototypes": 64,
+    "head_hidden_dim": 32,
+    "head_bottleneck_dim": 16,
+    "adapter": "lora",
+    "adapter_rank": 4,
+    "ibot_weight": 1.0,
+    "koleo_weight": 0.1,
+}
 
 
 def stage_params(**explora):
@@ -502,14 +576,15 @@ def stage_run(dataset, tmp_path_factory) -> Path:
 
 def test_stage_end_to_end(stage_run):
     cwd = stage_run
-    from roadwork.train.augment import eval_transform
     from roadwork.models.classifier import build_model
     from roadwork.models.model_dir import load_trained
+    from roadwork.train.augment import eval_transform
 
     # the adapted backbone: a stock timm state dict (strict), changed where ExPLoRA trains only
     weights = load_file(cwd / "data" / "explora" / "backbone.safetensors")
-    stock = timm.create_model(TINY_MODEL["backbone"], num_classes=0, global_pool="token", img_size=32,
-                              **TINY_MODEL["overrides"])
+    stock = timm.create_model(
+        TINY_MODEL["backbone"], num_classes=0, global_pool="token", img_size=32, **TINY_MODEL["overrides"]
+    )
     stock.load_state_dict(weights, strict=True)
     config = stage_params()
     from roadwork.train.distributed import seed_everything
@@ -539,7 +614,9 @@ def test_stage_end_to_end(stage_run):
     compared = metrics["val_select"]
     for phase in ("phase1", "phase4"):
         assert set(compared[phase]) == {"mcc", "accuracy", "auc", "n"} and compared[phase]["n"] == 12
-    assert compared["phase4_minus_phase1"]["mcc"] == pytest.approx(compared["phase4"]["mcc"] - compared["phase1"]["mcc"])
+    assert compared["phase4_minus_phase1"]["mcc"] == pytest.approx(
+        compared["phase4"]["mcc"] - compared["phase1"]["mcc"]
+    )
     interval = compared["phase4_vs_phase1"]  # the same difference, with its paired interval and verdict
     assert interval["difference"] == pytest.approx(compared["phase4_minus_phase1"]["mcc"], abs=2e-6)
     assert interval["ci95_low"] <= interval["difference"] <= interval["ci95_high"] and interval["n"] == 12
@@ -570,8 +647,10 @@ def test_phase_comparison_pairs_the_same_val_select_images(tmp_path):
     weak, strong = (np.where(rng.uniform(size=400) < accuracy, labels, 1 - labels) for accuracy in (0.7, 0.9))
     paths = {}
     for name, decisions in (("weak", weak), ("strong", strong)):
-        rows = [{"split": "val_select", "id": f"v{i:03d}", "label": int(y), "logit": float(2 * d - 1)}
-                for i, (y, d) in enumerate(zip(labels, decisions))]
+        rows = [
+            {"split": "val_select", "id": f"v{i:03d}", "label": int(y), "logit": float(2 * d - 1)}
+            for i, (y, d) in enumerate(zip(labels, decisions))
+        ]
         rows = rows[::-1] if name == "strong" else rows  # other row order: pairing is by id
         paths[name] = tmp_path / f"{name}.csv"
         write_csv(paths[name], rows, ["split", "id", "label", "logit"])
@@ -601,7 +680,9 @@ def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
         config = stage_params(adapter=adapter, adapter_rank=rank)
         ft = stage.finetune_params(config)
         model, extra = stage.finetune_model(config, weights)
-        trainable[(adapter, rank)] = apply_freeze_policy(model.backbone, ft.model.freeze, ft.model.freeze_last_n).trainable
+        trainable[(adapter, rank)] = apply_freeze_policy(
+            model.backbone, ft.model.freeze, ft.model.freeze_last_n
+        ).trainable
         assert ("adapter" in extra) == (adapter != "none")
         assert ft.model.freeze == ("full" if adapter == "none" else "frozen")
     assert len(set(trainable.values())) == len(trainable)  # every adapter / rank trains something else

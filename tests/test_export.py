@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from trainkit import TINY_MODEL
 
 from roadwork.config import parse_params
 from roadwork.export.bundle import (
@@ -29,10 +30,9 @@ from roadwork.export.bundle import (
 )
 from roadwork.io import sha256_file
 from roadwork.models.adapters import add_qv_adapters, has_adapters
-from roadwork.train.augment import eval_transform
 from roadwork.models.classifier import build_model
 from roadwork.models.model_dir import load_trained, model_description
-from trainkit import TINY_MODEL
+from roadwork.train.augment import eval_transform
 
 TEMPERATURE = 1.7
 CARD = dict(model_name="roadwork-test", version="9.8.7", submitted_by="5FakeHotkey")
@@ -43,8 +43,10 @@ PROVENANCE = {"data/split": "md5-of-splits.dir", "params": {"model": "abc"}}
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
 
@@ -52,8 +54,7 @@ def no_network(monkeypatch):
 def make_model_dir(path: Path, head_type: str, adapter: dict | None = None, seed: int = 0) -> Path:
     """A trained-model directory in the format of roadwork.train.run (random but non-trivial weights)."""
     torch.manual_seed(seed)
-    params = parse_params({"model": {**TINY_MODEL, "head_type": head_type,
-                                     "head": {"rank": 2, "hidden": 8}}}).model
+    params = parse_params({"model": {**TINY_MODEL, "head_type": head_type, "head": {"rank": 2, "hidden": 8}}}).model
     classifier = build_model(params)
     extra = {"best_epoch": 1}
     if adapter:
@@ -112,8 +113,7 @@ def built(request, tmp_path_factory):
     assert np.abs(z - t).min() > 1e-5, "test images too close to the threshold for an exact comparison"
     out = root / "bundle"
     manifest = build_bundle(model_dir, TEMPERATURE, t, out, metrics=METRICS, provenance=PROVENANCE, **CARD)
-    return dict(model_dir=model_dir, out=out, manifest=manifest, images=images, z=z, batch=batch, t=t,
-                adapter=adapter)
+    return dict(model_dir=model_dir, out=out, manifest=manifest, images=images, z=z, batch=batch, t=t, adapter=adapter)
 
 
 def test_stock_miner_loading_and_decision_match(built, no_network):
@@ -223,8 +223,14 @@ def test_manifest_and_model_card(built, tmp_path):
 
 def test_temperature_changes_only_the_head(tmp_path):
     model_dir = make_model_dir(tmp_path / "model", "linear", seed=3)
-    common = dict(metrics=METRICS, provenance=PROVENANCE, onnx=False, check_transformers=False,
-                  submission_time="2026-01-01T00:00:00Z", **CARD)
+    common = dict(
+        metrics=METRICS,
+        provenance=PROVENANCE,
+        onnx=False,
+        check_transformers=False,
+        submission_time="2026-01-01T00:00:00Z",
+        **CARD,
+    )
     one = build_bundle(model_dir, 1.0, 0.25, tmp_path / "t1", **common)
     two = build_bundle(model_dir, 2.0, 0.25, tmp_path / "t2", **common)
     a, b = load_file(tmp_path / "t1" / "model.safetensors"), load_file(tmp_path / "t2" / "model.safetensors")
@@ -294,8 +300,9 @@ def test_onnx_external_data_is_consolidated(built, tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     proto = onnx.load(str(built["out"] / "model.onnx"))
-    onnx.save_model(proto, str(scratch / "model.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=False, size_threshold=0)
+    onnx.save_model(
+        proto, str(scratch / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0
+    )
     assert len(list(scratch.iterdir())) > 2
     final = tmp_path / "final"
     final.mkdir()
@@ -305,5 +312,6 @@ def test_onnx_external_data_is_consolidated(built, tmp_path):
     batch = built["batch"].numpy()
     reference = ort.InferenceSession(str(built["out"] / "model.onnx"), providers=["CPUExecutionProvider"])
     moved = ort.InferenceSession(str(final / "model.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(moved.run(None, {"pixel_values": batch})[0],
-                                  reference.run(None, {"pixel_values": batch})[0])
+    np.testing.assert_array_equal(
+        moved.run(None, {"pixel_values": batch})[0], reference.run(None, {"pixel_values": batch})[0]
+    )

@@ -13,8 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 RESULT_SECTIONS = ("device", "phase1", "explora", "detector_latency")
 # Reported as null on the CPU, and only these: no bf16 peak (so no MFU), no card memory.
-NOT_APPLICABLE_ON_CPU = {("device", "peak_bf16_tflops"), ("device", "memory_gib"), ("phase1", "mfu"),
-                         ("explora", "mfu")}
+NOT_APPLICABLE_ON_CPU = {
+    ("device", "peak_bf16_tflops"),
+    ("device", "memory_gib"),
+    ("phase1", "mfu"),
+    ("explora", "mfu"),
+}
 
 
 def load_script():
@@ -40,12 +44,31 @@ def test_tiny_cpu_run_reports_finite_numbers_and_overfits_the_fixed_batch(tmp_pa
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--steps", "3", "--latency-repeats", "2",
-         "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--steps",
+            "3",
+            "--latency-repeats",
+            "2",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
 
-    leaves = [(path, value) for section in RESULT_SECTIONS for path, value in numeric_leaves(report[section], (section,))]
+    leaves = [
+        (path, value) for section in RESULT_SECTIONS for path, value in numeric_leaves(report[section], (section,))
+    ]
     assert {path[:2] for path, value in leaves if value is None} == NOT_APPLICABLE_ON_CPU
     not_finite = [path for path, value in leaves if value is not None and not math.isfinite(value)]
     assert not not_finite
@@ -53,8 +76,15 @@ def test_tiny_cpu_run_reports_finite_numbers_and_overfits_the_fixed_batch(tmp_pa
         r = report[phase]
         assert r["loss_finite"] and len(r["losses"]) == 4  # the FLOP-counted warm-up update + 3 timed ones
         assert r["updates_timed"] == 3
-        for key in ("images_per_s", "tflop_per_update", "tflops_per_s", "peak_memory_gib", "estimate_gib",
-                    "estimate_static_gib", "estimate_activations_gib"):
+        for key in (
+            "images_per_s",
+            "tflop_per_update",
+            "tflops_per_s",
+            "peak_memory_gib",
+            "estimate_gib",
+            "estimate_static_gib",
+            "estimate_activations_gib",
+        ):
             assert r[key] > 0, (phase, key)
     phase1 = report["phase1"]
     assert phase1["loss_decreased"] and phase1["eval_loss_after"] < phase1["eval_loss_before"]
@@ -70,12 +100,22 @@ def test_settings_are_the_real_preset_at_real_size():
     params, notes = gpu_check.check_params(REPO / "presets" / "real.yaml", REPO / "params.yaml", False, 1.0)
     model = params.model
     assert (model.backbone, model.img_size, model.head_type, model.pooling) == (
-        "vit_huge_plus_patch16_dinov3", 224, "doran", "token")
+        "vit_huge_plus_patch16_dinov3",
+        224,
+        "doran",
+        "token",
+    )
     assert dict(model.overrides) == {"init_values": 1.0}  # full width and depth; only the LayerScale start
     assert model.pretrained == "none"
     train = params.train
-    assert (train.precision, train.lr, train.backbone_lr, train.batch_size, train.grad_accum_steps, train.processes) == (
-        "bf16", 3e-4, 3e-5, 64, 2, 2)
+    assert (
+        train.precision,
+        train.lr,
+        train.backbone_lr,
+        train.batch_size,
+        train.grad_accum_steps,
+        train.processes,
+    ) == ("bf16", 3e-4, 3e-5, 64, 2, 2)
     for key, value in gpu_check.PAPER_SCALE_EXPLORA.items():
         assert getattr(params.explora, key) == value, key
     assert any("random initial weights" in note for note in notes)

@@ -102,11 +102,13 @@ def natix_cache(root: Path, make_jpeg) -> Path:
         ({"bytes": b"\xff\xd8\xff garbage", "path": "e.jpg"}, 0, ""),  # broken
     ]
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    table = pa.table({
-        "image": pa.array([r[0] for r in rows], type=image_type),
-        "label": pa.array([r[1] for r in rows], type=pa.int64()),
-        "scene_description": [r[2] for r in rows],
-    })
+    table = pa.table(
+        {
+            "image": pa.array([r[0] for r in rows], type=image_type),
+            "label": pa.array([r[1] for r in rows], type=pa.int64()),
+            "scene_description": [r[2] for r in rows],
+        }
+    )
     pq.write_table(table, shard)
     return root
 
@@ -118,8 +120,9 @@ def test_natix_source_through_huggingface_hub_offline_cache(tmp_path, make_jpeg,
         f"data: {{source: natix, natix: {{revision: {REVISION}, label_text_conflict: {policy}}}}}\n"
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
-    run = subprocess.run([sys.executable, "-m", "roadwork.stages.download"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.download"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     manifest = read_csv(tmp_path / "data" / "raw" / "manifest.csv")
     conflicts = read_csv(tmp_path / "data" / "raw" / "label_conflicts.csv")
@@ -133,8 +136,9 @@ def test_natix_unreachable_revision_fails_clearly(tmp_path, make_jpeg):
     cache = natix_cache(tmp_path / "hub", make_jpeg)
     (tmp_path / "params.yaml").write_text("data: {source: natix, natix: {revision: v9}}\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
-    run = subprocess.run([sys.executable, "-m", "roadwork.stages.download"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.download"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert run.returncode != 0
     assert "natix-network-org/roadwork" in run.stderr and "'v9'" in run.stderr and "HF_TOKEN" in run.stderr
 
@@ -156,18 +160,26 @@ def test_a_utf8_byte_order_mark_is_read(tmp_path, make_jpeg):
     assert summary["images"] == 2 and summary["positives"] == 1
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"path,label\n", "the manifest has a header but no rows"),
-    (b"", "the manifest is empty; it needs a header row with 'path' and 'label'"),
-    (b"path;label\na.jpg;1\n", "manifest lacks column(s) ['path', 'label']; it needs 'path' and 'label' "
-                               "(found ['path;label'])"),
-    ("path,label\na.jpg,1\n".encode("utf-16"), "the manifest is UTF-16 text; save it as UTF-8"),
-    ("path,label\ncafé.jpg,1\n".encode("latin-1"), "the manifest is not UTF-8 text (byte 14: b'\\xe9'); save it as UTF-8"),
-    (b"path,label\na.jpg,1\n\0\0\0", "the manifest contains NUL bytes (byte 19): not a text CSV file"),
-    (b"path,label\na.jpg, 1\n", "row 2 ('a.jpg'): label ' 1' is not 0 or 1"),
-    (b"path,label\n,1\n", "row 2: path '' is empty, null or not a file name"),
-    (b"path,label\na.jpg\n", "row 2 ('a.jpg'): label None is not 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"path,label\n", "the manifest has a header but no rows"),
+        (b"", "the manifest is empty; it needs a header row with 'path' and 'label'"),
+        (
+            b"path;label\na.jpg;1\n",
+            "manifest lacks column(s) ['path', 'label']; it needs 'path' and 'label' (found ['path;label'])",
+        ),
+        ("path,label\na.jpg,1\n".encode("utf-16"), "the manifest is UTF-16 text; save it as UTF-8"),
+        (
+            "path,label\ncafé.jpg,1\n".encode("latin-1"),
+            "the manifest is not UTF-8 text (byte 14: b'\\xe9'); save it as UTF-8",
+        ),
+        (b"path,label\na.jpg,1\n\0\0\0", "the manifest contains NUL bytes (byte 19): not a text CSV file"),
+        (b"path,label\na.jpg, 1\n", "row 2 ('a.jpg'): label ' 1' is not 0 or 1"),
+        (b"path,label\n,1\n", "row 2: path '' is empty, null or not a file name"),
+        (b"path,label\na.jpg\n", "row 2 ('a.jpg'): label None is not 0 or 1"),
+    ],
+)
 def test_defective_csv_manifests_are_refused_naming_the_file_and_what_is_wrong(tmp_path, make_jpeg, content, expected):
     (tmp_path / "a.jpg").write_bytes(make_jpeg(1))
     (tmp_path / "m.csv").write_bytes(content)
@@ -192,7 +204,8 @@ def test_defective_parquet_manifests_are_refused_naming_the_file_and_what_is_wro
 def test_a_manifest_that_is_not_a_regular_file_is_refused_unopened(tmp_path):
     os.mkfifo(tmp_path / "m.csv")  # opening it for reading would block forever
     assert manifest_error(tmp_path / "m.csv", tmp_path) == (
-        f"data.local.path: {tmp_path / 'm.csv'} is a FIFO (named pipe), not a folder or a .csv/.parquet manifest")
+        f"data.local.path: {tmp_path / 'm.csv'} is a FIFO (named pipe), not a folder or a .csv/.parquet manifest"
+    )
 
 
 def test_a_killed_download_leaves_a_temporary_folder_the_next_run_removes(tmp_path, make_jpeg):
@@ -201,14 +214,16 @@ def test_a_killed_download_leaves_a_temporary_folder_the_next_run_removes(tmp_pa
     make_class_folders(tmp_path / "src", make_jpeg)
     params = data_params(source="local", local={"path": str(tmp_path / "src")})
     out = tmp_path / "data" / "raw"
-    script = (f"import os, sys; sys.path.insert(0, {str(REPO / 'src')!r})\n"
-              "import roadwork.data.ingest as ingest_module\n"
-              "from roadwork.config import parse_params\n"
-              "real = ingest_module.format_csv\n"
-              "def die(*args, **kwargs):\n"
-              "    os.kill(os.getpid(), 9)\n"  # a SIGKILL after the images were written, before the manifest
-              "ingest_module.format_csv = die\n"
-              f"ingest_module.ingest(parse_params({{'data': {params.model_dump()!r}}}).data, __import__('pathlib').Path({str(out)!r}))\n")
+    script = (
+        f"import os, sys; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+        "import roadwork.data.ingest as ingest_module\n"
+        "from roadwork.config import parse_params\n"
+        "real = ingest_module.format_csv\n"
+        "def die(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), 9)\n"  # a SIGKILL after the images were written, before the manifest
+        "ingest_module.format_csv = die\n"
+        f"ingest_module.ingest(parse_params({{'data': {params.model_dump()!r}}}).data, __import__('pathlib').Path({str(out)!r}))\n"
+    )
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert killed.returncode == -9
     leftovers = list(out.parent.glob(".raw.*.tmp"))
@@ -223,5 +238,6 @@ def test_a_killed_download_leaves_a_temporary_folder_the_next_run_removes(tmp_pa
     ingest(params, out)
     assert not leftovers[0].exists() and not legacy.exists()
     assert running.exists() and all(path.exists() for path in mine)
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted([".raw.keep.tmp", "raw.abcd1234.tmp",
-                                                                    running.name, "raw"])
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [".raw.keep.tmp", "raw.abcd1234.tmp", running.name, "raw"]
+    )

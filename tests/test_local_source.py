@@ -13,8 +13,9 @@ from roadwork.io import read_csv
 
 
 def local(path, **extra):
-    return parse_params({"data": {"source": "local", "local": {"path": str(path), **extra.pop("local", {})},
-                                  **extra}}).data
+    return parse_params(
+        {"data": {"source": "local", "local": {"path": str(path), **extra.pop("local", {})}, **extra}}
+    ).data
 
 
 def quarantine(raw: Path) -> dict[str, dict]:
@@ -46,17 +47,23 @@ def test_manifest_rows_outside_the_root_are_refused_unread(tmp_path, make_jpeg, 
     root.mkdir()
     (root / "ok.jpg").write_bytes(make_jpeg(1))
     (root / "inside.jpg").write_bytes(make_jpeg(2))
-    manifest = write_manifest(root / "list.csv", [
-        ("ok.jpg", "1"), ("../elsewhere/secret.txt", "0"), (str(outside / "photo.jpg"), "0"),
-        (str(root / "inside.jpg"), "0"),  # absolute, but inside the root: fine
-    ])
+    manifest = write_manifest(
+        root / "list.csv",
+        [
+            ("ok.jpg", "1"),
+            ("../elsewhere/secret.txt", "0"),
+            (str(outside / "photo.jpg"), "0"),
+            (str(root / "inside.jpg"), "0"),  # absolute, but inside the root: fine
+        ],
+    )
     summary = ingest(local(manifest), tmp_path / "raw")
     assert summary["images"] == 2
     refused = quarantine(tmp_path / "raw")
     assert set(refused) == {"../elsewhere/secret.txt", str(outside / "photo.jpg")}
     assert refused["../elsewhere/secret.txt"]["reason"] == (
         "outside data.local.path: ../elsewhere/secret.txt resolves outside the root "
-        "(data.local.allow_outside_root: true allows it)")
+        "(data.local.allow_outside_root: true allows it)"
+    )
     assert refused[str(outside / "photo.jpg")]["reason"].startswith(f"outside data.local.path: {outside / 'photo.jpg'}")
     assert all(row["path"] == "" and row["file_sha256"] == "" for row in refused.values())
     kept = stored_files(tmp_path / "raw")
@@ -77,7 +84,8 @@ def test_symlinks_leaving_the_root_are_refused_unless_allowed(tmp_path, make_jpe
     assert summary["images"] == 3 and set(refused) == {"none/passwd.jpg", "roadwork/library.jpg"}
     assert refused["none/passwd.jpg"]["reason"] == (
         "outside data.local.path: none/passwd.jpg resolves outside the root (data.local.allow_outside_root: true "
-        "allows it)")  # the target is not named: nothing from outside the root reaches an output
+        "allows it)"
+    )  # the target is not named: nothing from outside the root reaches an output
     assert (outside / "photo.jpg").read_bytes() not in stored_files(tmp_path / "raw")
 
     allowed = ingest(local(root, local={"allow_outside_root": True}), tmp_path / "raw2")
@@ -92,7 +100,10 @@ def test_missing_files_are_reported_as_missing(tmp_path, make_jpeg):
     (root / "roadwork" / "a.jpg").write_bytes(make_jpeg(1))
     (root / "roadwork" / "gone.jpg").symlink_to(root / "nowhere.jpg")
     ingest(local(root), tmp_path / "raw")
-    assert quarantine(tmp_path / "raw")["roadwork/gone.jpg"]["reason"] == "missing file: roadwork/gone.jpg (a dangling symlink)"
+    assert (
+        quarantine(tmp_path / "raw")["roadwork/gone.jpg"]["reason"]
+        == "missing file: roadwork/gone.jpg (a dangling symlink)"
+    )
 
     manifest = write_manifest(tmp_path / "m" / "list.csv", [("there.jpg", "0"), ("not-there.jpg", "1")])
     (tmp_path / "m" / "there.jpg").write_bytes(make_jpeg(2))
@@ -113,7 +124,10 @@ def test_quarantine_keeps_bytes_only_of_image_like_files_within_the_cap(tmp_path
     assert summary["images"] == 1 and set(rows) == {"none/truncated.jpg", "none/notes.txt", "none/huge.jpg"}
     assert rows["none/truncated.jpg"]["path"] and (tmp_path / "raw" / rows["none/truncated.jpg"]["path"]).exists()
     assert rows["none/notes.txt"]["path"] == "" and rows["none/notes.txt"]["reason"].startswith("not an image")
-    assert rows["none/huge.jpg"]["reason"] == "file too large: none/huge.jpg has 5003 bytes, more than data.max_file_bytes (4000)"
+    assert (
+        rows["none/huge.jpg"]["reason"]
+        == "file too large: none/huge.jpg has 5003 bytes, more than data.max_file_bytes (4000)"
+    )
     assert rows["none/huge.jpg"]["path"] == ""
     assert {p.name for p in (tmp_path / "raw" / "quarantine").iterdir()} == {rows["none/truncated.jpg"]["path"][11:]}
 
@@ -139,7 +153,9 @@ def test_a_file_is_read_once_and_refused_files_never(tmp_path, make_jpeg, monkey
     (root / "none" / "small.jpg").write_bytes(make_jpeg(5))
     opened = []
     real = sources.read_regular
-    monkeypatch.setattr(sources, "read_regular", lambda path, cap=None: opened.append(Path(path).name) or real(path, cap))
+    monkeypatch.setattr(
+        sources, "read_regular", lambda path, cap=None: opened.append(Path(path).name) or real(path, cap)
+    )
     ingest(local(root, max_file_bytes=50_000), tmp_path / "raw")
     assert opened == ["small.jpg"]
 
@@ -161,19 +177,28 @@ def test_hostile_entries_are_quarantined_with_their_reason_and_nothing_from_outs
     os.mkfifo(photos / "stray")  # beside the class folders
     (tmp_path / "params.yaml").write_text(f"data: {{source: local, local: {{path: {photos}}}}}\n")
     for stage in ("scan_local", "download"):
-        done = subprocess.run([sys.executable, "-m", f"roadwork.stages.{stage}"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", f"roadwork.stages.{stage}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     reasons = {ref: row["reason"] for ref, row in quarantine(tmp_path / "data" / "raw").items()}
     inventory = {row["ref"]: row["problem"] for row in read_csv(tmp_path / "data" / "local_inventory.csv")}
     hint = "(data.local.allow_outside_root: true allows it)"
-    assert reasons == {ref: problem for ref, problem in inventory.items() if problem} == {
-        "1": f"outside data.local.path: class folder 1 is a symlink to a folder outside the root; not walked {hint}",
-        "none/loop.jpg": "symlink loop: none/loop.jpg",
-        "none/pipe.jpg": "not a regular file: none/pipe.jpg is a FIFO (named pipe)",
-        "none/root": f"outside data.local.path: none/root is a symlink to a folder outside the root; not walked {hint}",
-        "stray": "not a regular file: stray is a FIFO (named pipe)",
-    }
+    assert (
+        reasons
+        == {ref: problem for ref, problem in inventory.items() if problem}
+        == {
+            "1": f"outside data.local.path: class folder 1 is a symlink to a folder outside the root; not walked {hint}",
+            "none/loop.jpg": "symlink loop: none/loop.jpg",
+            "none/pipe.jpg": "not a regular file: none/pipe.jpg is a FIFO (named pipe)",
+            "none/root": f"outside data.local.path: none/root is a symlink to a folder outside the root; not walked {hint}",
+            "stray": "not a regular file: stray is a FIFO (named pipe)",
+        }
+    )
     assert set(inventory) == set(reasons) | {"none/ok.jpg", "roadwork/ok.jpg"}
     written = [p for p in (tmp_path / "data").rglob("*") if p.is_file()] + [tmp_path / "metrics" / "download.json"]
     assert not any(name in p.read_bytes() for p in written for name in (b"passwd", b"/etc", b"hostname"))
@@ -205,9 +230,11 @@ def test_adding_changing_or_removing_one_image_reruns_download(tmp_path, make_jp
     assert repro_download(repo)
     assert not repro_download(repo)  # nothing changed: scan_local ran, its inventory is the same
     image = repo / "inputs" / "photos" / "roadwork" / "new.jpg"
-    for change in (lambda: image.write_bytes(make_jpeg(77)),      # add
-                   lambda: image.write_bytes(make_jpeg(78)),      # change (same name)
-                   lambda: image.unlink()):                       # remove
+    for change in (
+        lambda: image.write_bytes(make_jpeg(77)),  # add
+        lambda: image.write_bytes(make_jpeg(78)),  # change (same name)
+        lambda: image.unlink(),
+    ):  # remove
         change()
         assert repro_download(repo)
         assert not repro_download(repo)

@@ -29,6 +29,7 @@ def _data(seed=0, n=500):
 
 # --- the one definition of labels, confusion counts, MCC and prior weights ---------------
 
+
 def test_check_binary_labels():
     np.testing.assert_array_equal(check_binary_labels([[1, 0], [0, 1]]), [True, False, False, True])
     np.testing.assert_array_equal(check_binary_labels([0.0, 1.0, True]), [False, True, True])
@@ -50,12 +51,17 @@ def test_confusion_and_mcc_at_match_sklearn(seed, weighted):
         pred = z > t  # strict: a score equal to the threshold is negative
         ww = np.ones(y.size) if w is None else w
         c = confusion_at(z, y, t, sample_weight=w)
-        assert c == (ww[pred & (y == 1)].sum(), ww[pred & (y == 0)].sum(),
-                     ww[~pred & (y == 0)].sum(), ww[~pred & (y == 1)].sum())
+        assert c == (
+            ww[pred & (y == 1)].sum(),
+            ww[pred & (y == 0)].sum(),
+            ww[~pred & (y == 0)].sum(),
+            ww[~pred & (y == 1)].sum(),
+        )
         assert all(type(v) is (float if weighted else int) for v in c)
         assert mcc_at(z, y, t, sample_weight=w) == float(mcc_from_counts(*c))
         assert mcc_at(z, y, t, sample_weight=w) == pytest.approx(
-            matthews_corrcoef(y, pred.astype(int), sample_weight=w), abs=1e-12)
+            matthews_corrcoef(y, pred.astype(int), sample_weight=w), abs=1e-12
+        )
 
 
 def test_mcc_at_edges():
@@ -119,7 +125,8 @@ def test_every_place_uses_the_same_mcc():
     # weighted: the sweep's counts are running sums, so equal up to rounding
     w = prior_sample_weights(y, 0.5)
     assert res["reweighted"]["mcc"] == pytest.approx(
-        mcc_at(z, y, res["reweighted"]["threshold"], sample_weight=w), abs=1e-12)
+        mcc_at(z, y, res["reweighted"]["threshold"], sample_weight=w), abs=1e-12
+    )
 
 
 def test_binary_metrics_matches_sklearn():

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_predict import make_bundle, pictures
 
 from roadwork.evaluate.threshold import best_threshold
-from roadwork.io import read_csv
 from roadwork.export.bundle import verify_manifest
+from roadwork.io import read_csv
 from roadwork.miner import decision, detector, latency
 from roadwork.miner.detector import DetectorConfigError, RoadworkTimmDetector, fold_threshold
 from roadwork.predict import Predictor, topk_mean
-from test_predict import make_bundle, pictures
 
 MULTIVIEW = {"grid": 2, "overlap": 0.2, "topk": 3, "flip_tta": False}
 
@@ -54,8 +54,9 @@ def test_single_view_equals_predictor(bundle):
 def test_multi_view_equals_predictor_with_its_threshold_folded(bundle, tmp_path, flip_tta):
     images = pictures(10, seed=4)
     settings = {**MULTIVIEW, "flip_tta": flip_tta}
-    aggregate = Predictor(bundle, settings["overlap"], settings["topk"], settings["grid"], flip_tta,
-                          device="cpu").predict(images, multiview=True)
+    aggregate = Predictor(
+        bundle, settings["overlap"], settings["topk"], settings["grid"], flip_tta, device="cpu"
+    ).predict(images, multiview=True)
     tau = float(np.median(aggregate))
     copy = with_inference(bundle, tmp_path, {"views": "multi", "multiview": {**settings, "threshold": tau}})
     found = RoadworkTimmDetector(config_name=None, bundle=str(copy))
@@ -88,13 +89,16 @@ def reference_scores(bundle: Path, images, multiview: bool, flip: bool, settings
 
     out = []
     for image in images:
-        crops = [image] + ([image.crop(b) for b in detector.tile_boxes(*image.size, settings["grid"],
-                                                                       settings["overlap"])] if multiview else [])
+        crops = [image] + (
+            [image.crop(b) for b in detector.tile_boxes(*image.size, settings["grid"], settings["overlap"])]
+            if multiview
+            else []
+        )
         pixels = processor([c.convert("RGB") for c in crops], return_tensors="pt")["pixel_values"]
         p = probabilities(pixels)
         if multiview and flip:
             p = (p + probabilities(torch.flip(pixels, dims=[-1]))) / 2
-        out.append(float(p[0]) if not multiview else float(p.sort(descending=True).values[:settings["topk"]].mean()))
+        out.append(float(p[0]) if not multiview else float(p.sort(descending=True).values[: settings["topk"]].mean()))
     return np.array(out)
 
 
@@ -126,8 +130,11 @@ def test_one_engine_for_every_views_and_flip_combination(bundle, tmp_path, multi
         assert 0 < (expected > 0.5).sum() < len(expected)
     else:
         tau, expected = None, raw
-    copy = with_inference(bundle, tmp_path, {"views": "multi" if multiview else "single",
-                                             "multiview": {**settings, "threshold": float(np.median(raw))}})
+    copy = with_inference(
+        bundle,
+        tmp_path,
+        {"views": "multi" if multiview else "single", "multiview": {**settings, "threshold": float(np.median(raw))}},
+    )
     args = (settings["overlap"], settings["topk"], settings["grid"], flip)
 
     # Predictor: raw top-k mean without a threshold, the miner's answer with it
@@ -135,8 +142,9 @@ def test_one_engine_for_every_views_and_flip_combination(bundle, tmp_path, multi
     predictor = Predictor(copy, *args, multiview_threshold=tau, device="cpu")
     assert np.abs(predictor.predict(small, multiview) - expected).max() < 1e-5
     # the export's scoring (no threshold yet: it is fitted on these)
-    scores = score_views(Predictor(copy, *args, device="cpu"), [SimpleNamespace(path=p) for p in originals],
-                         progress=False)
+    scores = score_views(
+        Predictor(copy, *args, device="cpu"), [SimpleNamespace(path=p) for p in originals], progress=False
+    )
     assert np.abs(scores["v224_multi" if multiview else "v224_single"] - raw).max() < 1e-5
     # the miner's detector, views and threshold from inference.json
     found = RoadworkTimmDetector(config_name=None, bundle=str(copy), device="None")
@@ -149,10 +157,19 @@ def test_one_engine_for_every_views_and_flip_combination(bundle, tmp_path, multi
     for i, image in enumerate(small):
         image.save(pngs / f"{i}.png")
     out = tmp_path / "predictions.csv"
-    options = ["--multiview", "--grid", str(settings["grid"]), "--overlap", str(settings["overlap"]), "--topk",
-               str(settings["topk"])] * multiview + ["--flip-tta"] * (multiview and flip)
-    assert main(["predict", str(pngs), "--bundle", str(copy), "--out", str(out), "--quiet", "--device", "cpu",
-                 *options]) == 0
+    options = [
+        "--multiview",
+        "--grid",
+        str(settings["grid"]),
+        "--overlap",
+        str(settings["overlap"]),
+        "--topk",
+        str(settings["topk"]),
+    ] * multiview + ["--flip-tta"] * (multiview and flip)
+    assert (
+        main(["predict", str(pngs), "--bundle", str(copy), "--out", str(out), "--quiet", "--device", "cpu", *options])
+        == 0
+    )
     rows = sorted(read_csv(out), key=lambda r: int(Path(r["path"]).stem))
     assert np.abs(np.array([float(r["probability"]) for r in rows]) - expected).max() < 1e-5
 
@@ -192,9 +209,11 @@ def test_importing_the_predictor_loads_no_model_library():
     import subprocess
     import sys
 
-    code = ("import sys, roadwork.predict, roadwork.miner.detector as d; "
-            "print(sorted(m for m in ('timm', 'transformers', 'huggingface_hub', 'base_miner') if m in sys.modules), "
-            "d.DETECTOR_REGISTRY)")
+    code = (
+        "import sys, roadwork.predict, roadwork.miner.detector as d; "
+        "print(sorted(m for m in ('timm', 'transformers', 'huggingface_hub', 'base_miner') if m in sys.modules), "
+        "d.DETECTOR_REGISTRY)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.split() == ["[]", "None"], done.stdout + done.stderr
 
@@ -244,8 +263,12 @@ def test_cuda_only_where_it_is_available():
 def test_detector_needs_only_what_the_miners_lock_has():
     """Self-contained (copied into base_miner/detectors/): no roadwork, no transformers."""
     tree = ast.parse(Path(detector.__file__).read_text())
-    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    modules |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     allowed_third_party = {"torch", "timm", "yaml", "PIL", "huggingface_hub", "safetensors", "base_miner"}
     stdlib = {"__future__", "importlib", "json", "math", "pathlib"}
     assert modules - stdlib <= allowed_third_party, modules - stdlib - allowed_third_party

@@ -1,4 +1,5 @@
 """Tests for roadwork.models: DINOv3 backbones, q/v adapters, heads, classifier (tiny CPU models)."""
+
 from __future__ import annotations
 
 import copy
@@ -63,6 +64,7 @@ def assert_same_state(a: nn.Module, b: nn.Module):
 # backbone
 # ---------------------------------------------------------------------------------------------
 
+
 def test_rejects_non_dinov3_names():
     with pytest.raises(ValueError, match="vit_huge_plus_patch16_dinov3") as err:
         create_backbone("vit_base_patch16_224", None, {}, "token", IMG)
@@ -81,7 +83,7 @@ def test_random_backbone_pooled_features(pooling):
     pooled = bb(x)
     assert pooled.shape == (2, D)
     tokens = bb.forward_features(x)  # (B, CLS + registers + patches, D)
-    patches = tokens[:, bb.num_prefix_tokens:]
+    patches = tokens[:, bb.num_prefix_tokens :]
     # avg: timm skips the final norm in forward_features and norms the mean instead (fc_norm)
     expected = {"token": tokens[:, 0], "avg": bb.fc_norm(patches.mean(dim=1)), "max": patches.amax(dim=1)}[pooling]
     torch.testing.assert_close(pooled, expected)
@@ -157,6 +159,7 @@ def test_local_file_errors(tmp_path):
 
 def test_hub_download_failure_is_explained(tmp_path, monkeypatch):
     import huggingface_hub.constants as hf_constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
@@ -211,6 +214,7 @@ def test_freeze_policies():
 # adapters
 # ---------------------------------------------------------------------------------------------
 
+
 def _perturb_B(bb, std=0.3):
     """LoRA-style inits start with B = 0 (no-op adapter); move B away from zero."""
     with torch.no_grad():
@@ -243,13 +247,17 @@ def test_qv_adapters_really_act(name, kind):
     wrapper = bb.blocks[0].attn.qkv
     t = torch.randn(2, 5, D)
     out, ref = wrapper(t), wrapper.base(t)
-    torch.testing.assert_close(out[..., D:2 * D], ref[..., D:2 * D])
-    assert (out[..., :D] - ref[..., :D]).abs().max() > 1e-3 and (out[..., 2 * D:] - ref[..., 2 * D:]).abs().max() > 1e-3
+    torch.testing.assert_close(out[..., D : 2 * D], ref[..., D : 2 * D])
+    assert (out[..., :D] - ref[..., :D]).abs().max() > 1e-3 and (
+        out[..., 2 * D :] - ref[..., 2 * D :]
+    ).abs().max() > 1e-3
 
     # gradients: every adapter parameter gets a non-zero gradient, nothing else is trainable
     adapter_params = {
-        f"blocks.{i}.attn.qkv.{n}" for i in (0, 2)
-        for n, _ in bb.blocks[i].attn.qkv.named_parameters() if not n.startswith("base.")
+        f"blocks.{i}.attn.qkv.{n}"
+        for i in (0, 2)
+        for n, _ in bb.blocks[i].attn.qkv.named_parameters()
+        if not n.startswith("base.")
     }
     trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
     assert trainable == adapter_params and adapter_params
@@ -311,8 +319,15 @@ def test_explora_trainable_count(name, unfrozen, rank):
 
     hidden = 4 * D
     qkv_bias = name == QKVB
-    full_block = (2 * D) + (2 * 2 * D) + (3 * D * D) + (D * D + D) + (D * hidden + hidden) + (hidden * D + D) \
+    full_block = (
+        (2 * D)
+        + (2 * 2 * D)
+        + (3 * D * D)
+        + (D * D + D)
+        + (D * hidden + hidden)
+        + (hidden * D + D)
         + (2 * D if qkv_bias else 0)
+    )
     #             gammas     norm1, norm2    qkv           proj          fc1                   fc2
     lora_block = 2 * (rank * D + D * rank) + 2 * 2 * D  # A, B for q and v; norm1 + norm2
     final_norm = 2 * D
@@ -320,18 +335,32 @@ def test_explora_trainable_count(name, unfrozen, rank):
     assert n == count_trainable(bb).trainable
 
     named = dict(bb.named_parameters())
-    for frozen in ["patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "reg_token",
-                   "blocks.0.attn.qkv.base.weight", "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight",
-                   "blocks.0.gamma_1"] + (["blocks.0.attn.q_bias", "blocks.0.attn.v_bias"] if qkv_bias else []):
+    for frozen in [
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "cls_token",
+        "reg_token",
+        "blocks.0.attn.qkv.base.weight",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.mlp.fc1.weight",
+        "blocks.0.gamma_1",
+    ] + (["blocks.0.attn.q_bias", "blocks.0.attn.v_bias"] if qkv_bias else []):
         assert not named[frozen].requires_grad, frozen
-    for trainable in ["norm.weight", "blocks.0.norm1.weight", "blocks.0.norm2.bias", "blocks.0.attn.qkv.lora_A",
-                      f"blocks.{DEPTH - 1}.attn.qkv.weight", f"blocks.{DEPTH - 1}.mlp.fc2.weight"]:
+    for trainable in [
+        "norm.weight",
+        "blocks.0.norm1.weight",
+        "blocks.0.norm2.bias",
+        "blocks.0.attn.qkv.lora_A",
+        f"blocks.{DEPTH - 1}.attn.qkv.weight",
+        f"blocks.{DEPTH - 1}.mlp.fc2.weight",
+    ]:
         assert named[trainable].requires_grad, trainable
 
 
 # ---------------------------------------------------------------------------------------------
 # heads and classifier
 # ---------------------------------------------------------------------------------------------
+
 
 def test_linear_head_single_logit():
     head = LinearHead(D)
@@ -415,11 +444,17 @@ def test_model_dir_round_trip(tmp_path, adapter):
 
     from roadwork.config import parse_params
     from roadwork.models.classifier import architecture, build_model
-    from roadwork.models.model_dir import (backbone_weights, eval_data_config, load_trained, model_description,
-                                           save_model_dir)
+    from roadwork.models.model_dir import (
+        backbone_weights,
+        eval_data_config,
+        load_trained,
+        model_description,
+        save_model_dir,
+    )
 
-    params = parse_params({"model": {"backbone": PLAIN, "overrides": TINY_LS, "img_size": IMG, "head_type": "doran",
-                                     "head": HEAD_PARAMS}}).model
+    params = parse_params(
+        {"model": {"backbone": PLAIN, "overrides": TINY_LS, "img_size": IMG, "head_type": "doran", "head": HEAD_PARAMS}}
+    ).model
     torch.manual_seed(0)
     model = build_model(params)
     extra = {"best_epoch": 3}

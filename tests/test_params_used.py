@@ -10,7 +10,6 @@ without showing what it does.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -23,11 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from PIL import Image
-
 from e2e import merge
-from roadwork.config import parse_params
+from PIL import Image
 from trainkit import make_dataset
+
+from roadwork.config import parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -105,11 +104,16 @@ def natix_cache(root: Path) -> Path:
             shard.parent.mkdir(parents=True)
             image_type = pa.struct([("bytes", pa.binary())])
             n = rows + (revision == "b" * 40)
-            pq.write_table(pa.table({
-                "image": pa.array([{"bytes": jpeg_bytes(i)} for i in range(n)], type=image_type),
-                "label": pa.array([i % 2 for i in range(n)], type=pa.int64()),
-                "scene_description": ["cones" if i % 2 else ("stray text" if i == 0 else "") for i in range(n)],
-            }), shard)
+            pq.write_table(
+                pa.table(
+                    {
+                        "image": pa.array([{"bytes": jpeg_bytes(i)} for i in range(n)], type=image_type),
+                        "label": pa.array([i % 2 for i in range(n)], type=pa.int64()),
+                        "scene_description": ["cones" if i % 2 else ("stray text" if i == 0 else "") for i in range(n)],
+                    }
+                ),
+                shard,
+            )
     return cache
 
 
@@ -122,8 +126,9 @@ def probe_natix(params, ws):
     raw = {"data": {**params.data.model_dump(), "source": "natix"}}
     (run_dir / "params.yaml").write_text(yaml.safe_dump(raw))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
-    result = subprocess.run([sys.executable, "-m", "roadwork.stages.download"], cwd=run_dir, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.download"], cwd=run_dir, env=env, capture_output=True, text=True
+    )
     if result.returncode:
         return "failed: " + result.stderr.strip().splitlines()[-1]
     return (run_dir / "data" / "raw" / "manifest.csv").read_text(), (run_dir / "metrics" / "download.json").read_text()
@@ -133,9 +138,18 @@ def dedup_records():
     base = [0x0F0F0F0F0F0F0F0F, 0x00FF00FF00FF00FF, 0x123456789ABCDEF0, 0xFFFF0000FFFF0000]
     records = []
     for i, value in enumerate(base):
-        records.append({"id": f"r{i}a", "file_sha256": f"f{i}a", "pixel_sha256": f"p{i}a", "phash": value, "label": i % 2})
-        records.append({"id": f"r{i}b", "file_sha256": f"f{i}b", "pixel_sha256": f"p{i}b",
-                        "phash": value ^ (0b111 << i * 3), "label": (i % 2) if i else 1})
+        records.append(
+            {"id": f"r{i}a", "file_sha256": f"f{i}a", "pixel_sha256": f"p{i}a", "phash": value, "label": i % 2}
+        )
+        records.append(
+            {
+                "id": f"r{i}b",
+                "file_sha256": f"f{i}b",
+                "pixel_sha256": f"p{i}b",
+                "phash": value ^ (0b111 << i * 3),
+                "label": (i % 2) if i else 1,
+            }
+        )
     records.append({"id": "r0c", "file_sha256": "f0c", "pixel_sha256": "p0c", "phash": base[0] ^ 1, "label": 0})
     return records
 
@@ -179,8 +193,8 @@ def probe_model(params, ws):
 
 def probe_training(params, ws):
     """A real (tiny) phase-1 run in-process; the observable is the weights and the history."""
-    from roadwork.train.distributed import Dist, seed_everything
     from roadwork.models.classifier import build_model
+    from roadwork.train.distributed import Dist, seed_everything
     from roadwork.train.run import fit
 
     run_dir = ws / "runs" / digest(params.model_dump())[:12]
@@ -189,8 +203,15 @@ def probe_training(params, ws):
     cwd = os.getcwd()
     os.chdir(ws)
     try:
-        metrics = fit(params, model, ws / "data" / "raw", ws / "data" / "split" / "splits.csv",
-                      run_dir / "out", run_dir / "ckpt", Dist(0, 1, torch.device("cpu")))
+        metrics = fit(
+            params,
+            model,
+            ws / "data" / "raw",
+            ws / "data" / "split" / "splits.csv",
+            run_dir / "out",
+            run_dir / "ckpt",
+            Dist(0, 1, torch.device("cpu")),
+        )
     finally:
         os.chdir(cwd)
     return metrics, digest(model.state_dict())
@@ -240,7 +261,10 @@ def probe_threshold(params, ws):
     for split in ("val_select", "val_test"):
         labels = (rng.random(300) < 0.2).astype(int)
         logits = rng.normal(labels * 1.5, 1.0)
-        rows += [{"split": split, "id": str(i), "label": int(y), "logit": float(z)} for i, (y, z) in enumerate(zip(labels, logits))]
+        rows += [
+            {"split": split, "id": str(i), "label": int(y), "logit": float(z)}
+            for i, (y, z) in enumerate(zip(labels, logits))
+        ]
     path = ws / "probe_logits.csv"
     write_csv(path, rows, ["split", "id", "label", "logit"])
     report = choose_threshold(path, params.threshold.target_prior)
@@ -248,11 +272,25 @@ def probe_threshold(params, ws):
     return report
 
 
-TINY_DATA = {"synthetic": {"count": 12, "width": 32, "height": 32, "exact_duplicates": 1, "pixel_duplicates": 1,
-                           "near_duplicates": 2, "broken_files": 1}}
+TINY_DATA = {
+    "synthetic": {
+        "count": 12,
+        "width": 32,
+        "height": 32,
+        "exact_duplicates": 1,
+        "pixel_duplicates": 1,
+        "near_duplicates": 2,
+        "broken_files": 1,
+    }
+}
 TINY_MODEL = {"overrides": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_size": 32}
-TINY_TRAIN = {"epochs": 2, "batch_size": 8, "num_workers": 0, "warmup_epochs": 1,
-              "augment": {"mode": "standard", "auto_augment": None}}
+TINY_TRAIN = {
+    "epochs": 2,
+    "batch_size": 8,
+    "num_workers": 0,
+    "warmup_epochs": 1,
+    "augment": {"mode": "standard", "auto_augment": None},
+}
 
 FLIP = object()  # new value = the opposite of the boolean's current value
 # key -> (probe, new value, base patch applied before both runs)
@@ -260,15 +298,34 @@ PROBES = {
     "data.source": (probe_ingest, "local", {"data": {"local": {"path": "{ws}/local"}}}),
     "data.limit": (probe_ingest, 5, {}),
     "data.max_pixels": (probe_ingest, 1000, {}),
-    "data.local.path": (probe_ingest, "{ws}/other_local", {"data": {"source": "local", "local": {"path": "{ws}/local"}}}),
-    "data.local.class_folders": (probe_ingest, {"none": 0, "roadwork": 1, "1": 0},
-                                 {"data": {"source": "local", "local": {"path": "{ws}/local"}}}),
+    "data.local.path": (
+        probe_ingest,
+        "{ws}/other_local",
+        {"data": {"source": "local", "local": {"path": "{ws}/local"}}},
+    ),
+    "data.local.class_folders": (
+        probe_ingest,
+        {"none": 0, "roadwork": 1, "1": 0},
+        {"data": {"source": "local", "local": {"path": "{ws}/local"}}},
+    ),
     "data.natix.repo_id": (probe_natix, "someone/roadwork-fork", {"data": {"natix": {"revision": "a" * 40}}}),
     "data.natix.revision": (probe_natix, "b" * 40, {"data": {"natix": {"revision": "a" * 40}}}),
     "data.natix.label_text_conflict": (probe_natix, "keep", {"data": {"natix": {"revision": "a" * 40}}}),
-    **{f"data.synthetic.{key}": (probe_synthetic, value, {}) for key, value in {
-        "count": 13, "width": 40, "height": 40, "positive_fraction": 0.6, "jpeg_quality": 60,
-        "exact_duplicates": 2, "pixel_duplicates": 2, "near_duplicates": 3, "broken_files": 2, "seed": 1}.items()},
+    **{
+        f"data.synthetic.{key}": (probe_synthetic, value, {})
+        for key, value in {
+            "count": 13,
+            "width": 40,
+            "height": 40,
+            "positive_fraction": 0.6,
+            "jpeg_quality": 60,
+            "exact_duplicates": 2,
+            "pixel_duplicates": 2,
+            "near_duplicates": 3,
+            "broken_files": 2,
+            "seed": 1,
+        }.items()
+    },
     "dedup.max_hamming": (probe_dedup, 1, {}),
     "dedup.label_conflict": (probe_dedup, "majority", {}),
     "dedup.near_duplicates": (probe_dedup, "drop", {}),
@@ -289,23 +346,44 @@ PROBES = {
     "model.head.dropout": (probe_model, 0.5, {}),
     "train.processes": (probe_launch, 2, {"train": {"batch_size": 8}}),
     "threshold.target_prior": (probe_threshold, 0.2, {}),
-    **{f"train.augment.{key}": (probe_augment, value, base) for key, (value, base) in {
-        "mode": ("none", {}), "scale": ([0.2, 0.3], {}), "hflip": (1.0, {}), "color_jitter": (0.8, {}),
-        "brightness": (0.0, {}), "contrast": (0.0, {}), "auto_augment": ("rand-m9-mstd0.5", {}),
-        "rotation_degrees": (30.0, {}), "gaussian_blur_prob": (1.0, {}),
-        "mixup_alpha": (0.4, {"train": {"augment": {"mixup_alpha": 0.2}}}),
-        "cutmix_alpha": (1.0, {"train": {"augment": {"mixup_alpha": 0.2}}}),
-        "mix_prob": (0.5, {"train": {"augment": {"mixup_alpha": 0.2}}}),
-        "validator_levels": ([0], {"train": {"augment": {"mode": "validator"}}}),
-    }.items()},
-    **{f"train.{key}": (probe_training, value, base) for key, (value, base) in {
-        "epochs": (3, {}), "batch_size": (16, {}), "grad_accum_steps": (2, {}), "lr": (1e-2, {}),
-        "backbone_lr": (1e-2, {}), "weight_decay": (0.5, {"train": {"lr": 1e-2, "backbone_lr": 1e-2}}),
-        "warmup_epochs": (0, {}), "min_lr": (1e-3, {}), "clip_grad": (1e-3, {}),
-        "label_smoothing": (0.3, {}), "early_stopping_patience": (1, {"train": {"epochs": 4}}),
-        "precision": ("bf16", {}), "balanced_sampler": (FLIP, {}),
-        "feature_cache": (True, {"model": {"freeze": "frozen"}}), "seed": (1, {}),
-    }.items()},
+    **{
+        f"train.augment.{key}": (probe_augment, value, base)
+        for key, (value, base) in {
+            "mode": ("none", {}),
+            "scale": ([0.2, 0.3], {}),
+            "hflip": (1.0, {}),
+            "color_jitter": (0.8, {}),
+            "brightness": (0.0, {}),
+            "contrast": (0.0, {}),
+            "auto_augment": ("rand-m9-mstd0.5", {}),
+            "rotation_degrees": (30.0, {}),
+            "gaussian_blur_prob": (1.0, {}),
+            "mixup_alpha": (0.4, {"train": {"augment": {"mixup_alpha": 0.2}}}),
+            "cutmix_alpha": (1.0, {"train": {"augment": {"mixup_alpha": 0.2}}}),
+            "mix_prob": (0.5, {"train": {"augment": {"mixup_alpha": 0.2}}}),
+            "validator_levels": ([0], {"train": {"augment": {"mode": "validator"}}}),
+        }.items()
+    },
+    **{
+        f"train.{key}": (probe_training, value, base)
+        for key, (value, base) in {
+            "epochs": (3, {}),
+            "batch_size": (16, {}),
+            "grad_accum_steps": (2, {}),
+            "lr": (1e-2, {}),
+            "backbone_lr": (1e-2, {}),
+            "weight_decay": (0.5, {"train": {"lr": 1e-2, "backbone_lr": 1e-2}}),
+            "warmup_epochs": (0, {}),
+            "min_lr": (1e-3, {}),
+            "clip_grad": (1e-3, {}),
+            "label_smoothing": (0.3, {}),
+            "early_stopping_patience": (1, {"train": {"epochs": 4}}),
+            "precision": ("bf16", {}),
+            "balanced_sampler": (FLIP, {}),
+            "feature_cache": (True, {"model": {"freeze": "frozen"}}),
+            "seed": (1, {}),
+        }.items()
+    },
     "train.num_workers": (lambda params, ws: probe_loader(params), 1, {}),
 }
 EXPLORA_SSL_KEYS = [k for k in PARAMS["explora"] if k not in ("init", "adapter", "adapter_rank", "extra_unlabeled")]
@@ -315,9 +393,19 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "calibrate.bootstrap": "test_calibrate.py::test_bootstrap_and_seed_set_the_selection_interval",
     "calibrate.seed": "test_calibrate.py::test_bootstrap_and_seed_set_the_selection_interval",
     "calibrate.n_bins": "test_calibrate.py::test_n_bins_sets_the_bins_of_every_ece_and_the_diagram",
-    **{f"export.{key}": "test_protocol.py::test_export_stage_end_to_end"
-       for key in ("model_name", "version", "submitted_by", "onnx", "bootstrap", "protocol_seed", "protocol_draws",
-                   "latency_budget_s")},
+    **{
+        f"export.{key}": "test_protocol.py::test_export_stage_end_to_end"
+        for key in (
+            "model_name",
+            "version",
+            "submitted_by",
+            "onnx",
+            "bootstrap",
+            "protocol_seed",
+            "protocol_draws",
+            "latency_budget_s",
+        )
+    },
     "data.local.allow_outside_root": "test_local_source.py::test_symlinks_leaving_the_root_are_refused_unless_allowed",
     "data.max_file_bytes": "test_local_source.py::test_quarantine_keeps_bytes_only_of_image_like_files_within_the_cap",
     **{f"explora.{key}": "test_explora.py::test_every_ssl_key_changes_the_run" for key in EXPLORA_SSL_KEYS},
@@ -325,27 +413,52 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "explora.adapter": "test_explora.py::test_init_phase1_and_finetuning_adapters",
     "explora.adapter_rank": "test_explora.py::test_init_phase1_and_finetuning_adapters",
     "explora.extra_unlabeled": "test_explora.py::test_ssl_loader_never_reads_val_or_test_images",
-    **{f"predict.{key}": "test_predict.py::test_each_predict_param_changes_the_multiview_output"
-       for key in ("multiview_overlap", "multiview_topk", "multiview_grid", "flip_tta")},
+    **{
+        f"predict.{key}": "test_predict.py::test_each_predict_param_changes_the_multiview_output"
+        for key in ("multiview_overlap", "multiview_topk", "multiview_grid", "flip_tta")
+    },
     # the synthesize section (tests/test_synthesize.py draws with tiny random-weight models)
-    **{f"synthesize.{key}": "test_synthesize.py::test_plan_is_seeded_and_independent_of_row_order"
-       for key in ("splits", "sources_per_label", "kinds", "seed")},
+    **{
+        f"synthesize.{key}": "test_synthesize.py::test_plan_is_seeded_and_independent_of_row_order"
+        for key in ("splits", "sources_per_label", "kinds", "seed")
+    },
     "synthesize.strength": "test_synthesize.py::test_changed_params_redraw_and_damage_is_redrawn",
-    **{f"synthesize.{key}": "test_synthesize.py::test_hub_loader_reads_saved_models_by_id"
-       for key in ("backend", "diffusion_variant", *(f"{model}_model.{part}" for model in ("caption", "rewrite",
-                                                                                        "diffusion")
-                                                     for part in ("id", "revision")))},
-    **{f"synthesize.{key}": "test_synthesize_stage.py::test_each_generation_key_changes_what_is_drawn"
-       for key in ("guidance_scale", "num_inference_steps", "negative_prompt_t2i", "negative_prompt_i2i",
-                   "t2i_width", "t2i_height", "i2i_max_width", "i2i_max_height", "caption_max_new_tokens",
-                   "rewrite_max_new_tokens", "instruction_roadwork", "instruction_clear")},
+    **{
+        f"synthesize.{key}": "test_synthesize.py::test_hub_loader_reads_saved_models_by_id"
+        for key in (
+            "backend",
+            "diffusion_variant",
+            *(f"{model}_model.{part}" for model in ("caption", "rewrite", "diffusion") for part in ("id", "revision")),
+        )
+    },
+    **{
+        f"synthesize.{key}": "test_synthesize_stage.py::test_each_generation_key_changes_what_is_drawn"
+        for key in (
+            "guidance_scale",
+            "num_inference_steps",
+            "negative_prompt_t2i",
+            "negative_prompt_i2i",
+            "t2i_width",
+            "t2i_height",
+            "i2i_max_width",
+            "i2i_max_height",
+            "caption_max_new_tokens",
+            "rewrite_max_new_tokens",
+            "instruction_roadwork",
+            "instruction_clear",
+        )
+    },
     # no effect a CPU test can show: dtype applies on a GPU only, i2i_resample has one allowed value, empty_caption
     # replaces an empty BLIP-2 caption (a random-weight captioner does not give one on demand); the values are
     # checked against the validators' code by this test
-    **{f"synthesize.{key}": "test_synthesize.py::test_defaults_are_the_validators_values"
-       for key in ("dtype", "i2i_resample", "empty_caption")},
-    **{f"synthesize.{key}": "test_synthesize_stage.py::test_the_mix_weights_each_kind_to_its_share"
-       for key in ("fake_prob", "i2i_share")},
+    **{
+        f"synthesize.{key}": "test_synthesize.py::test_defaults_are_the_validators_values"
+        for key in ("dtype", "i2i_resample", "empty_caption")
+    },
+    **{
+        f"synthesize.{key}": "test_synthesize_stage.py::test_the_mix_weights_each_kind_to_its_share"
+        for key in ("fake_prob", "i2i_share")
+    },
     "train.synthetic_share": "test_synthesize_stage.py::test_training_mixes_in_train_children_only",
 }
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from trainkit import TINY_MODEL
 
 from roadwork.config import PredictParams, parse_params
 from roadwork.io import read_csv
 from roadwork.predict import CSV_COLUMNS, Predictor, tile_boxes, topk_by_confidence, topk_mean
-from trainkit import TINY_MODEL
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
@@ -41,8 +41,19 @@ def make_bundle(root: Path, temperature: float = 1.5, threshold_logit: float = 0
     from roadwork.export.bundle import build_bundle
 
     model_dir = make_model_dir(root / "model", seed)
-    build_bundle(model_dir, temperature, threshold_logit, root / "bundle", model_name="test", version="0",
-                 submitted_by="", metrics={}, provenance={}, onnx=False, check_transformers=False)
+    build_bundle(
+        model_dir,
+        temperature,
+        threshold_logit,
+        root / "bundle",
+        model_name="test",
+        version="0",
+        submitted_by="",
+        metrics={},
+        provenance={},
+        onnx=False,
+        check_transformers=False,
+    )
     return root / "bundle"
 
 
@@ -123,8 +134,7 @@ def test_flip_tta_averages_the_mirrored_view_in_multi_view_only(bundle):
     # grid 1: the one tile is the whole image, so the top-2 mean is the whole image's probability
     expected = (plain.predict([image])[0] + plain.predict([mirrored])[0]) / 2
     assert tta.predict([image], multiview=True)[0] == pytest.approx(expected, abs=2e-3)  # odd sizes shift 1 px
-    assert tta.predict([image], multiview=True)[0] != pytest.approx(plain.predict([image], multiview=True)[0],
-                                                                    abs=1e-7)
+    assert tta.predict([image], multiview=True)[0] != pytest.approx(plain.predict([image], multiview=True)[0], abs=1e-7)
     assert tta.predict([image])[0] == plain.predict([image])[0]  # the single view is never flipped
 
 
@@ -138,8 +148,9 @@ def test_flip_tta_without_multiview_is_a_usage_error(bundle, tmp_path, capsys):
     assert "--flip-tta is part of multi-view" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("key,value", [("multiview_overlap", 0.5), ("multiview_topk", 1), ("multiview_grid", 3),
-                                       ("flip_tta", True)])
+@pytest.mark.parametrize(
+    "key,value", [("multiview_overlap", 0.5), ("multiview_topk", 1), ("multiview_grid", 3), ("flip_tta", True)]
+)
 def test_each_predict_param_changes_the_multiview_output(bundle, key, value):
     images = pictures(4, seed=5)
     base = Predictor.from_params(bundle, PredictParams())
@@ -185,9 +196,25 @@ def test_unreadable_files_are_reported_and_the_run_continues(bundle, folder):
 
 def test_cli_writes_the_csv(bundle, folder, tmp_path):
     out = tmp_path / "out" / "predictions.csv"
-    done = subprocess.run([sys.executable, "-m", "roadwork.cli", "predict", str(folder), "--bundle", str(bundle),
-                           "--out", str(out), "--multiview", "--flip-tta", "--batch-size", "2"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "roadwork.cli",
+            "predict",
+            str(folder),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--multiview",
+            "--flip-tta",
+            "--batch-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 3, done.stderr[-3000:]  # scored what it could; 2 unreadable files
     rows = read_csv(out)
     assert list(rows[0]) == CSV_COLUMNS
@@ -215,14 +242,28 @@ def test_cli_errors_and_console_script(tmp_path, bundle):
     from roadwork.cli import main
 
     assert main(["predict", str(tmp_path), "--bundle", str(tmp_path)]) == 2  # not a bundle
-    assert main(["predict", str(tmp_path / "empty_dir_does_not_matter"), "--bundle", str(bundle),
-                 "--out", str(tmp_path / "x.csv"), "--quiet"]) == 1  # a missing path is an error row: nothing scored
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "empty_dir_does_not_matter"),
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(tmp_path / "x.csv"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )  # a missing path is an error row: nothing scored
     assert read_csv(tmp_path / "x.csv")[0]["error"]
     (tmp_path / "bad").mkdir()
     for name in ("a.jpg", "b.png"):
         (tmp_path / "bad" / name).write_bytes(b"not an image")
-    assert main(["predict", str(tmp_path / "bad"), "--bundle", str(bundle), "--out", str(tmp_path / "y.csv"),
-                 "--quiet"]) == 1  # every input unreadable: non-zero, the CSV says why
+    assert (
+        main(["predict", str(tmp_path / "bad"), "--bundle", str(bundle), "--out", str(tmp_path / "y.csv"), "--quiet"])
+        == 1
+    )  # every input unreadable: non-zero, the CSV says why
     assert all(row["error"] for row in read_csv(tmp_path / "y.csv"))
     assert main(["frobnicate"]) == 2
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}

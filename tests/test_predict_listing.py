@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_predict import make_bundle, pictures
 
 from roadwork.io import read_csv
 from roadwork.predict import iter_image_paths, load_image
-from test_predict import make_bundle, pictures
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +44,19 @@ def test_folder_entries_that_cannot_be_images_are_listed_with_their_reason(tmp_p
         "pipe.jpg": "not a regular file: pipe.jpg is a FIFO (named pipe)",
         "sub/pipe_without_suffix": "not a regular file: sub/pipe_without_suffix is a FIFO (named pipe)",
         "sub/up": "listed twice: sub/up leads to a folder already listed (a symlink loop or a second path to it); "
-                  "not walked again",
+        "not walked again",
         "zero.jpg": "not a regular file: zero.jpg is a character device",
     }
     assert all(row["probability"] == "" and row["decision"] == "" for row in skipped)
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda p: os.mkfifo(p), "not a regular file: a FIFO (named pipe)"),
-    (lambda p: p.symlink_to("/dev/zero"), "not a regular file: a character device"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: os.mkfifo(p), "not a regular file: a FIFO (named pipe)"),
+        (lambda p: p.symlink_to("/dev/zero"), "not a regular file: a character device"),
+    ],
+)
 def test_load_image_refuses_special_files_unopened(tmp_path, make, reason):
     make(tmp_path / "x.jpg")
     with pytest.raises(OSError, match=re.escape(reason)):
@@ -64,14 +67,16 @@ def test_predict_on_a_fifo_and_a_hostile_folder_ends_with_rows_not_a_hang(tmp_pa
     os.mkfifo(tmp_path / "alone.jpg")
     out = tmp_path / "fifo.csv"
     run = [sys.executable, "-m", "roadwork.cli", "predict", "--bundle", str(bundle), "--quiet"]
-    done = subprocess.run([*run, str(tmp_path / "alone.jpg"), "--out", str(out)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [*run, str(tmp_path / "alone.jpg"), "--out", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1, done.stderr[-2000:]  # nothing scored
     assert [row["error"] for row in read_csv(out)] == ["NotReadable: not a regular file: a FIFO (named pipe)"]
 
     folder = hostile_folder(tmp_path / "in")
-    done = subprocess.run([*run, str(folder), "--out", str(tmp_path / "folder.csv")], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [*run, str(folder), "--out", str(tmp_path / "folder.csv")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 3, done.stderr[-2000:]  # the two images scored, the others have their reason
     rows = read_csv(tmp_path / "folder.csv")
     assert len(rows) == 8 and sum(not row["error"] for row in rows) == 2

@@ -36,15 +36,26 @@ def test_real_preset_is_the_seed_plan(monkeypatch):
     assert params.model.overrides == {}  # not params.yaml's CPU-sized overrides
     assert round(count_parameters(params.model.backbone, dict(params.model.overrides)) / 1e6, 1) == 840.5  # ViT-H/16+
     explora = params.explora
-    assert (explora.lora_rank, explora.global_crop_size, explora.local_crop_size, explora.local_crops_number,
-            explora.head_prototypes, explora.grad_checkpointing) == (64, 256, 112, 8, 65536, True)
+    assert (
+        explora.lora_rank,
+        explora.global_crop_size,
+        explora.local_crop_size,
+        explora.local_crops_number,
+        explora.head_prototypes,
+        explora.grad_checkpointing,
+    ) == (64, 256, 112, 8, 65536, True)
     assert params.model.head_type == "doran" and params.train.lr == 3e-4 and params.train.batch_size == 64
     assert params.train.precision == "bf16" and params.train.processes == 2
     assert (params.predict.multiview_topk, params.predict.multiview_overlap) == (3, 0.2)
     assert params.split.ratios.model_dump() == {"train": 0.6, "val_select": 0.15, "val_calib": 0.15, "val_test": 0.1}
     augment = params.train.augment
     assert (augment.hflip, augment.color_jitter, augment.mixup_alpha, augment.cutmix_alpha) == (0.5, 0.4, 0.2, 1.0)
-    assert (augment.rotation_degrees, augment.brightness, augment.contrast, augment.gaussian_blur_prob) == (15, 0.2, 0.2, 0.1)
+    assert (augment.rotation_degrees, augment.brightness, augment.contrast, augment.gaussian_blur_prob) == (
+        15,
+        0.2,
+        0.2,
+        0.1,
+    )
     assert augment.auto_augment
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert "--nproc_per_node=2" in launch_command("roadwork.stages.train_phase1", params.train.processes)

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_predict import make_bundle, make_model_dir
+from trainkit import TINY_MODEL, make_dataset
 
 from roadwork.config import CalibrateParams, parse_params
+from roadwork.data.examples import load_split
 from roadwork.evaluate.calibration import ece
 from roadwork.evaluate.compare import SUMMARY_KEYS, TIE, VERDICTS
 from roadwork.evaluate.metrics import binary_metrics, prior_sample_weights
@@ -25,21 +28,19 @@ from roadwork.evaluate.protocol import (
     pipeline_scores,
     protocol_comparisons,
     protocol_over_draws,
+    query_rng,
     run_protocol,
     validator_challenge_image,
-    query_rng,
 )
 from roadwork.io import read_json, write_csv
 from roadwork.predict import Predictor, load_image
-from roadwork.data.examples import load_split
-from test_predict import make_bundle, make_model_dir
-from trainkit import TINY_MODEL, make_dataset
 
 
 def pictures(n: int, seed: int = 0, size=(80, 60)) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
-            for _ in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(size, Image.BICUBIC) for _ in range(n)
+    ]
 
 
 # ------------------------------------------------------------------------------ balance & reward
@@ -103,8 +104,9 @@ def test_protocol_levels_mix_and_determinism(toy):
     again = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=3, workers=1)  # other batching
     for level in range(4):
         np.testing.assert_array_equal(again["_probs"][level], result["_probs"][level])
-    assert json.dumps({k: v for k, v in again.items() if k != "_probs"}, sort_keys=True) == \
-        json.dumps({k: v for k, v in result.items() if k != "_probs"}, sort_keys=True)
+    assert json.dumps({k: v for k, v in again.items() if k != "_probs"}, sort_keys=True) == json.dumps(
+        {k: v for k, v in result.items() if k != "_probs"}, sort_keys=True
+    )
 
     other = run_protocol(lambda i: images[i], labels, brightness_score, seed=8, chunk=4)
     np.testing.assert_array_equal(other["_probs"][0], result["_probs"][0])  # level 0 has no randomness
@@ -123,7 +125,8 @@ def test_protocol_over_draws_averages_independent_draws_with_their_interval(toy)
     assert over["reward"] == pytest.approx(np.mean(rewards))
     half = stats.t.ppf(0.975, 2) * np.std(rewards, ddof=1) / np.sqrt(3)
     assert (over["reward_draws_ci95_low"], over["reward_draws_ci95_high"]) == pytest.approx(
-        (np.mean(rewards) - half, np.mean(rewards) + half))
+        (np.mean(rewards) - half, np.mean(rewards) + half)
+    )
     # the headline interval is over images, each bringing its draws and four levels
     from roadwork.evaluate.compare import reward_interval
     from roadwork.evaluate.metrics import prior_sample_weights
@@ -158,8 +161,7 @@ def test_other_scorers_answer_the_same_challenges_made_once(toy, monkeypatch):
     made = []
     challenge = protocol.validator_challenge_image
     monkeypatch.setattr(protocol, "validator_challenge_image", lambda *a: made.append(1) or challenge(*a))
-    both = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=4,
-                        others={"dark": darkness_score})
+    both = run_protocol(lambda i: images[i], labels, brightness_score, seed=7, chunk=4, others={"dark": darkness_score})
     assert len(made) == 4 * len(images)  # each challenge image made once for both scorers
     assert without_probs(both) == without_probs(alone)  # the model's result is unchanged
     assert without_probs(both["others"]["dark"]) == without_probs(other_alone)
@@ -170,14 +172,20 @@ def test_other_scorers_answer_the_same_challenges_made_once(toy, monkeypatch):
 
 def test_protocol_comparisons_are_paired_per_level(toy):
     images, labels = toy
-    over = protocol_over_draws(lambda i: images[i], labels, brightness_score, seed=7, draws=2, chunk=4,
-                               others={"same": brightness_score, "dark": darkness_score})
+    over = protocol_over_draws(
+        lambda i: images[i],
+        labels,
+        brightness_score,
+        seed=7,
+        draws=2,
+        chunk=4,
+        others={"same": brightness_score, "dark": darkness_score},
+    )
     assert over["_probs"]["1"].shape == (2, len(images))  # draws x images
     same = protocol_comparisons(labels, over, "same", n_boot=100, seed=0)
     assert set(same["vs_same"]) == {"level_0", "level_1", "level_2", "level_3", "mix"}
     for comparison in same["vs_same"].values():  # a scorer against itself on the same challenges
-        assert comparison == {"difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "verdict": TIE,
-                              "n": len(images)}
+        assert comparison == {"difference": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "verdict": TIE, "n": len(images)}
     dark = protocol_comparisons(labels, over, "dark", n_boot=100, seed=0)
     for level in ("0", "1", "2", "3"):
         comparison = dark["vs_dark"][f"level_{level}"]
@@ -185,8 +193,9 @@ def test_protocol_comparisons_are_paired_per_level(toy):
         assert comparison["difference"] == pytest.approx(expected, abs=1e-12)
         assert comparison["ci95_low"] <= comparison["difference"] <= comparison["ci95_high"]
         assert comparison["verdict"] in VERDICTS
-    assert dark["vs_dark"]["mix"]["difference"] == pytest.approx(over["reward"] - over["others"]["dark"]["reward"],
-                                                                 abs=1e-12)
+    assert dark["vs_dark"]["mix"]["difference"] == pytest.approx(
+        over["reward"] - over["others"]["dark"]["reward"], abs=1e-12
+    )
     assert set(dark["levels_vs_level_0"]) == {"level_1", "level_2", "level_3"}
     for k, comparison in dark["levels_vs_level_0"].items():
         level = k.removeprefix("level_")
@@ -248,8 +257,11 @@ def test_pipeline_decisions_on_val_test_equal_the_predictor(tmp_path, dataset):
 
     pipe = load_pipeline(bundle)
     predictor = Predictor(bundle)
-    challenges = [validator_challenge_image(image, level, query_rng(0, level, i))
-                  for i, image in enumerate(images) for level in range(4)]
+    challenges = [
+        validator_challenge_image(image, level, query_rng(0, level, i))
+        for i, image in enumerate(images)
+        for level in range(4)
+    ]
     for batch in (images, challenges):
         ours = predictor.predict(batch)
         theirs = pipeline_scores(pipe, batch, batch_size=5)
@@ -264,9 +276,9 @@ def write_model(root: Path, name: str = "phase1", seed: int = 0) -> None:
     """data/<name> as train_phase1 (or explora) writes it: weights, model.json and logits.csv from
     those weights."""
     from roadwork.models.classifier import data_config
+    from roadwork.models.model_dir import load_trained
     from roadwork.train.augment import eval_transform
     from roadwork.train.data import ImageCache, ImageDataset
-    from roadwork.models.model_dir import load_trained
     from roadwork.train.run import EVAL_SPLITS
 
     model_dir = make_model_dir(root / "data" / name, seed)
@@ -276,12 +288,14 @@ def write_model(root: Path, name: str = "phase1", seed: int = 0) -> None:
     cache = ImageCache(description["img_size"], root / ".cache")
     rows = []
     for split in EVAL_SPLITS:
-        dataset = ImageDataset(load_split(root / "data" / "raw", root / "data" / "split" / "splits.csv", split),
-                               cache, transform)
+        dataset = ImageDataset(
+            load_split(root / "data" / "raw", root / "data" / "split" / "splits.csv", split), cache, transform
+        )
         with torch.no_grad():
             logits = classifier(torch.stack([dataset[i][0] for i in range(len(dataset))]))
-        rows += [{"split": split, "id": e.id, "label": e.label, "logit": float(v)}
-                 for e, v in zip(dataset.examples, logits)]
+        rows += [
+            {"split": split, "id": e.id, "label": e.label, "logit": float(v)} for e, v in zip(dataset.examples, logits)
+        ]
     write_csv(model_dir / "logits.csv", rows, ["split", "id", "label", "logit"])
 
 
@@ -300,23 +314,41 @@ def calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split"
     monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
     for seed, name in enumerate(("phase1", "phase4")):
         write_model(tmp_path, name, seed)
-        write_threshold_outputs(Path(f"data/{name}/logits.csv"), 0.5, Path(f"data/threshold/{name}.json"),
-                                Path(f"plots/threshold_{name}.csv"))
+        write_threshold_outputs(
+            Path(f"data/{name}/logits.csv"),
+            0.5,
+            Path(f"data/threshold/{name}.json"),
+            Path(f"plots/threshold_{name}.csv"),
+        )
     calibration, _, rows = calibrate(CalibrateParams(), candidates())
     write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
     return calibration
 
 
-EXPORT_A = {"model_name": "name-a", "version": "1.0.0", "submitted_by": "", "onnx": False, "bootstrap": 50,
-            "protocol_seed": 0, "protocol_draws": 2}
-EXPORT_B = {"model_name": "name-b", "version": "2.0.0", "submitted_by": "5Hotkey", "onnx": True, "bootstrap": 60,
-            "protocol_seed": 1, "protocol_draws": 1, "latency_budget_s": 1e-6}
+EXPORT_A = {
+    "model_name": "name-a",
+    "version": "1.0.0",
+    "submitted_by": "",
+    "onnx": False,
+    "bootstrap": 50,
+    "protocol_seed": 0,
+    "protocol_draws": 2,
+}
+EXPORT_B = {
+    "model_name": "name-b",
+    "version": "2.0.0",
+    "submitted_by": "5Hotkey",
+    "onnx": True,
+    "bootstrap": 60,
+    "protocol_seed": 1,
+    "protocol_draws": 1,
+    "latency_budget_s": 1e-6,
+}
 
 
 def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     """calibrate + export in a workspace; every export key shows in the outputs."""
     from dvclive import Live
-
     from roadwork.evaluate.metrics import mcc_at
     from roadwork.evaluate.threshold_report import split_logits
     from roadwork.export.evaluate import export, headline
@@ -329,8 +361,17 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     for tag, settings in (("a", EXPORT_A), ("b", EXPORT_B)):
         config = parse_params({"model": TINY_MODEL, "export": settings})
         live = Live("dvclive/export", dvcyaml=None, save_dvc_exp=False) if tag == "a" else None
-        metrics = export(config, Path(f"data/bundle_{tag}"), Path("data/calibrate/calibration.json"), Path("data/raw"),
-                         Path("data/split"), Path("dvc.lock"), candidates(), live=live, progress=False)
+        metrics = export(
+            config,
+            Path(f"data/bundle_{tag}"),
+            Path("data/calibrate/calibration.json"),
+            Path("data/raw"),
+            Path("data/split"),
+            Path("dvc.lock"),
+            candidates(),
+            live=live,
+            progress=False,
+        )
         if live is not None:
             live.end()
         card = read_json(f"data/bundle_{tag}/model_card.json")
@@ -339,8 +380,17 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
 
     metrics, card, manifest = results["a"]
     protocol = metrics["protocol"]
-    assert {"reward", "reward_ci95_low", "reward_ci95_high", "reward_simulated", "mcc", "accuracy", "levels",
-            "mix", "reward_per_draw"} <= protocol.keys()
+    assert {
+        "reward",
+        "reward_ci95_low",
+        "reward_ci95_high",
+        "reward_simulated",
+        "mcc",
+        "accuracy",
+        "levels",
+        "mix",
+        "reward_per_draw",
+    } <= protocol.keys()
     assert protocol["draws"] == 2 and len(protocol["reward_per_draw"]) == 2
     assert protocol["reward"] == pytest.approx(np.mean(protocol["reward_per_draw"]), abs=1e-6)
     assert protocol["reward_ci95_low"] <= protocol["reward"] <= protocol["reward_ci95_high"]
@@ -365,8 +415,13 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert "export.latency_budget_s = 1e-06 s" in warned and "predict.multiview_grid" in warned
     # every comparison: a paired interval around its difference, and a verdict
     compared = metrics["comparisons"]
-    assert set(compared) == {"phase4_vs_phase1", "multiview_vs_single_view", "model_vs_colour_baseline",
-                             "protocol_vs_colour_baseline", "protocol_levels_vs_level_0"}
+    assert set(compared) == {
+        "phase4_vs_phase1",
+        "multiview_vs_single_view",
+        "model_vs_colour_baseline",
+        "protocol_vs_colour_baseline",
+        "protocol_levels_vs_level_0",
+    }
     assert set(compared["protocol_vs_colour_baseline"]) == {"level_0", "level_1", "level_2", "level_3", "mix"}
     assert set(compared["protocol_levels_vs_level_0"]) == {"level_1", "level_2", "level_3"}
     flat = [compared[k] for k in ("phase4_vs_phase1", "multiview_vs_single_view", "model_vs_colour_baseline")]
@@ -378,9 +433,11 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert compared["multiview_vs_single_view"] == {k: difference[k] for k in SUMMARY_KEYS}
     baseline = protocol["others"]["colour_baseline"]  # the baseline answered the same challenges
     assert compared["protocol_vs_colour_baseline"]["mix"]["difference"] == pytest.approx(
-        protocol["reward"] - baseline["reward"], abs=2e-6)
+        protocol["reward"] - baseline["reward"], abs=2e-6
+    )
     assert compared["protocol_levels_vs_level_0"]["level_2"]["difference"] == pytest.approx(
-        protocol["levels"]["2"]["reward"] - protocol["levels"]["0"]["reward"], abs=2e-6)
+        protocol["levels"]["2"]["reward"] - protocol["levels"]["0"]["reward"], abs=2e-6
+    )
     phases = compared["phase4_vs_phase1"]  # saved logits at their own thresholds, 50/50
 
     def balanced_mcc(name):
@@ -393,7 +450,8 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert "80% power" in power["explanation"]
     lines = headline(metrics)
     assert lines["comparisons.protocol_vs_colour_baseline.mix"].endswith(
-        compared["protocol_vs_colour_baseline"]["mix"]["verdict"])
+        compared["protocol_vs_colour_baseline"]["mix"]["verdict"]
+    )
     assert manifest["provenance"]["data/split"] == dvc_md5(Path("data/split"))
     assert manifest["provenance"]["data/phase1"].endswith(".dir")
     assert manifest["decision"]["temperature"] == calibration["temperature"]
@@ -421,10 +479,26 @@ def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_model_dir(tmp_path / "data" / "phase1")
     Path("data/calibrate").mkdir(parents=True)
-    Path("data/calibrate/calibration.json").write_text(json.dumps(
-        {"model": "phase1", "model_dir": "data/phase1", "model_sha256": "0" * 64, "temperature": 1.0,
-         "threshold_logit": 0.0}))
+    Path("data/calibrate/calibration.json").write_text(
+        json.dumps(
+            {
+                "model": "phase1",
+                "model_dir": "data/phase1",
+                "model_sha256": "0" * 64,
+                "temperature": 1.0,
+                "threshold_logit": 0.0,
+            }
+        )
+    )
     with pytest.raises(ExportError, match="not the model that was calibrated"):
-        export(parse_params({}), Path("data/bundle"), Path("data/calibrate/calibration.json"), Path("data/raw"),
-               Path("data/split"), Path("dvc.lock"), candidates(), progress=False)
+        export(
+            parse_params({}),
+            Path("data/bundle"),
+            Path("data/calibrate/calibration.json"),
+            Path("data/raw"),
+            Path("data/split"),
+            Path("dvc.lock"),
+            candidates(),
+            progress=False,
+        )
     assert not Path("data/bundle").exists()

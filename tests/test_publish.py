@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_predict import make_bundle, pictures
 
 from roadwork.cli import main
 from roadwork.io import sha256_file
 from roadwork.miner import decision, detector, publish
 from roadwork.miner.detector import RoadworkTimmDetector
 from roadwork.predict import Predictor
-from test_predict import make_bundle, pictures
 
 HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"  # Substrate's well-known dev account "Alice"
 MULTIVIEW = {"grid": 2, "overlap": 0.2, "topk": 3, "flip_tta": False, "threshold": 0.6}
@@ -48,6 +48,7 @@ def good(*extra) -> list[str]:
 
 def snapshot(root: Path) -> dict:
     """Every entry under ``root`` (not following links) with its kind and content hash, ``root`` itself included."""
+
     def entry(path: Path):
         if path.is_symlink():
             return ("link", os.readlink(path))
@@ -66,8 +67,9 @@ def miners_detectors(root: Path) -> Path:
     """base_miner/detectors/ of a subnet checkout after Route 1: our detector beside the miner's own files."""
     folder = root / "base_miner" / "detectors"
     (folder / "configs").mkdir(parents=True)
-    (folder / "__init__.py").write_text("from .vit_detector import ViTImageDetector\n"
-                                        "from .roadwork_detector_timm import RoadworkTimmDetector\n")
+    (folder / "__init__.py").write_text(
+        "from .vit_detector import ViTImageDetector\nfrom .roadwork_detector_timm import RoadworkTimmDetector\n"
+    )
     (folder / "vit_detector.py").write_text("class ViTImageDetector: ...\n")
     shutil.copyfile(detector.__file__, folder / publish.DETECTOR_FILE)
     (folder / "configs" / "ViT_roadwork.yaml").write_text("hf_repo: natix-network-org/roadwork\n")
@@ -90,8 +92,19 @@ def test_publish_folder_layout(bundle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not pushed: set HF_TOKEN" in err
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["config.json", "model.safetensors", "inference.json", "model_card.json", "manifest.json",
-                            "LICENSE.md", publish.DETECTOR_FILE, publish.CONFIG_FILE, publish.MARKER])
+    assert names == sorted(
+        [
+            "config.json",
+            "model.safetensors",
+            "inference.json",
+            "model_card.json",
+            "manifest.json",
+            "LICENSE.md",
+            publish.DETECTOR_FILE,
+            publish.CONFIG_FILE,
+            publish.MARKER,
+        ]
+    )
     assert f"wrote {len(names)} files to {out}: {', '.join(names)}" in err  # the count is what is there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["publish"]  # no temporary folder left
 
@@ -120,7 +133,8 @@ def test_publish_folder_layout(bundle, tmp_path, capsys):
         assert (out / name).read_bytes() == (bundle / name).read_bytes()
     # the published folder is itself a bundle the detector loads
     assert RoadworkTimmDetector(config_name=None, bundle=str(out))(pictures(1)[0]) == pytest.approx(
-        RoadworkTimmDetector(config_name=None, bundle=str(bundle))(pictures(1)[0]))
+        RoadworkTimmDetector(config_name=None, bundle=str(bundle))(pictures(1)[0])
+    )
 
 
 def test_submission_time_is_the_publish_time(bundle, tmp_path, monkeypatch):
@@ -223,9 +237,22 @@ def test_refuses_a_symlink_and_a_file(bundle, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ refusals: arguments
-@pytest.mark.parametrize("repo", ["me/road'work", "me/road\"work", "me/roadwork\nviews: multi", "me/\\1",
-                                  "me/" + "a" * 97, "me/road work", "roadwork", "a/b/c", "me/road..work",
-                                  "me/roadwork.git", "mé/roadwork"])
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "me/road'work",
+        'me/road"work',
+        "me/roadwork\nviews: multi",
+        "me/\\1",
+        "me/" + "a" * 97,
+        "me/road work",
+        "roadwork",
+        "a/b/c",
+        "me/road..work",
+        "me/roadwork.git",
+        "mé/roadwork",
+    ],
+)
 def test_refuses_a_bad_repo(bundle, tmp_path, capsys, repo):
     out = tmp_path / "publish"
     assert run(bundle, out, *good("--repo", "me/roadwork")) == 0
@@ -235,8 +262,10 @@ def test_refuses_a_bad_repo(bundle, tmp_path, capsys, repo):
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("hotkey", ["5HotKey", HOTKEY[:-1] + "Z", HOTKEY + "\n", HOTKEY[:-1] + "'", " " + HOTKEY,
-                                    HOTKEY.replace("v", "0"), ""])
+@pytest.mark.parametrize(
+    "hotkey",
+    ["5HotKey", HOTKEY[:-1] + "Z", HOTKEY + "\n", HOTKEY[:-1] + "'", " " + HOTKEY, HOTKEY.replace("v", "0"), ""],
+)
 def test_refuses_a_bad_hotkey(bundle, tmp_path, capsys, hotkey):
     out = tmp_path / "publish"
     assert run(bundle, out, *good()) == 0
@@ -247,8 +276,11 @@ def test_refuses_a_bad_hotkey(bundle, tmp_path, capsys, hotkey):
 
 
 def test_real_hotkeys_pass():
-    for hotkey in (HOTKEY, "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",  # Bob
-                   "15oF4uVJwmo4TdGW7VfQxNLavjCXviqxT9S1MgbjMNHr6Sp5"):  # Alice under Polkadot's prefix 0
+    for hotkey in (
+        HOTKEY,
+        "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",  # Bob
+        "15oF4uVJwmo4TdGW7VfQxNLavjCXviqxT9S1MgbjMNHr6Sp5",
+    ):  # Alice under Polkadot's prefix 0
         assert publish.check_hotkey(hotkey) == hotkey
 
 

@@ -10,16 +10,26 @@ from pathlib import Path
 import pytest
 import yaml
 
-from roadwork.presets import merge, load_preset, resolve
 from roadwork.config import parse_params
+from roadwork.presets import load_preset, merge, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "presets" / "real.yaml"
 REHEARSALS = [REPO / "presets" / "rehearsal.yaml", REPO / "presets" / "rehearsal_ci.yaml"]
 # what the rehearsal must not change (the model the real run trains and how it trains it)
-EXPLORA_KEPT = ("lora_rank", "unfrozen_blocks", "global_crop_size", "local_crops_number", "local_crop_size",
-                "head_prototypes", "head_hidden_dim", "head_bottleneck_dim", "ibot_weight", "koleo_weight",
-                "grad_checkpointing")
+EXPLORA_KEPT = (
+    "lora_rank",
+    "unfrozen_blocks",
+    "global_crop_size",
+    "local_crops_number",
+    "local_crop_size",
+    "head_prototypes",
+    "head_hidden_dim",
+    "head_bottleneck_dim",
+    "ibot_weight",
+    "koleo_weight",
+    "grad_checkpointing",
+)
 
 
 def real_then(preset: Path, tmp_path: Path):
@@ -33,11 +43,13 @@ def real_then(preset: Path, tmp_path: Path):
 @pytest.mark.parametrize("preset", REHEARSALS, ids=lambda p: p.stem)
 def test_rehearsal_keeps_the_real_model_and_training(preset, tmp_path):
     real, rehearsal = real_then(preset, tmp_path)
-    assert rehearsal.model.model_copy(update={"pretrained": "x", "backbone": "x"}) == \
-        real.model.model_copy(update={"pretrained": "x", "backbone": "x"})
+    assert rehearsal.model.model_copy(update={"pretrained": "x", "backbone": "x"}) == real.model.model_copy(
+        update={"pretrained": "x", "backbone": "x"}
+    )
     assert rehearsal.model.overrides == {} and rehearsal.model.head_type == "doran"
-    assert rehearsal.model.backbone == (real.model.backbone if preset.stem == "rehearsal"
-                                        else "vit_base_patch16_dinov3")
+    assert rehearsal.model.backbone == (
+        real.model.backbone if preset.stem == "rehearsal" else "vit_base_patch16_dinov3"
+    )
     assert rehearsal.model.pretrained == "none"
     assert rehearsal.train.precision == "bf16" and rehearsal.train.augment == real.train.augment
     for key in EXPLORA_KEPT:

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from e2e import TINY, digest_tree, dvc, dvc_env, git, make_clean_repo
 from sshd import SSH_BACKENDS, SSHServer, keygen
 
@@ -49,8 +48,9 @@ def assert_no_credentials_in_git(repo):
     committed = (repo / ".dvc" / "config").read_text()
     for word in ("keyfile", "password", "passphrase", "secret_access_key", "access_key_id"):
         assert word not in committed, f".dvc/config (committed) holds {word!r}:\n{committed}"
-    assert subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=repo).returncode == 0, \
+    assert subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=repo).returncode == 0, (
         ".dvc/config.local is not git-ignored"
+    )
     git(repo, "add", "-A")
     assert ".dvc/config.local" not in git(repo, "ls-files").split(), ".dvc/config.local would be committed"
 

@@ -114,10 +114,26 @@ def hashed_records(seed: int = 0):
     records = []
     for k in range(300):
         parent = rng.getrandbits(64)
-        records.append({"id": f"i{k:03d}", "file_sha256": f"f{k}", "pixel_sha256": f"p{k}", "phash": parent, "label": int(k % 4 == 0)})
+        records.append(
+            {
+                "id": f"i{k:03d}",
+                "file_sha256": f"f{k}",
+                "pixel_sha256": f"p{k}",
+                "phash": parent,
+                "label": int(k % 4 == 0),
+            }
+        )
         if k % 15 == 0:  # a near duplicate 3 bits away
             near = parent ^ 0b1011
-            records.append({"id": f"n{k:03d}", "file_sha256": f"nf{k}", "pixel_sha256": f"np{k}", "phash": near, "label": int(k % 4 == 0)})
+            records.append(
+                {
+                    "id": f"n{k:03d}",
+                    "file_sha256": f"nf{k}",
+                    "pixel_sha256": f"np{k}",
+                    "phash": near,
+                    "label": int(k % 4 == 0),
+                }
+            )
     return records
 
 
@@ -153,7 +169,14 @@ def test_split_summary_counts():
     assignment = {f"r{k}": ("train" if k < 6 else "val_test") for k in range(8)}
     summary = split_summary(records, assignment)
     assert list(summary) == [*SPLITS, "total"]
-    assert summary["train"] == {"n": 6, "positive": 3, "negative": 3, "positive_rate": 0.5, "clusters": 3, "fraction": 0.75}
+    assert summary["train"] == {
+        "n": 6,
+        "positive": 3,
+        "negative": 3,
+        "positive_rate": 0.5,
+        "clusters": 3,
+        "fraction": 0.75,
+    }
     assert summary["val_test"]["positive_rate"] == 0.0 and summary["val_test"]["clusters"] == 1
     assert summary["val_select"]["n"] == 0 and summary["val_select"]["positive_rate"] is None
     assert summary["total"]["n"] == 8 and summary["total"]["positive"] == 3
@@ -169,9 +192,12 @@ def test_unusable_splits_name_the_split_counts_and_setting():
     roles = {"val_calib": "fits the temperature", "val_test": "is the final report"}
     empty = [name for name in SPLITS if summary[name]["positive"] == 0]
     assert empty == ["val_calib", "val_test"]  # 3 positives: train gets 2, val_select 1 (largest deficits)
-    assert problems == [f"split {name!r} has 0 roadwork (label 1) and {summary[name]['negative']} other (label 0) "
-                        f"image(s), but it {roles[name]} and needs both classes: add images of the missing class, or "
-                        f"give it a larger share (split.ratios.{name} is {ratios[name]})" for name in empty]
+    assert problems == [
+        f"split {name!r} has 0 roadwork (label 1) and {summary[name]['negative']} other (label 0) "
+        f"image(s), but it {roles[name]} and needs both classes: add images of the missing class, or "
+        f"give it a larger share (split.ratios.{name} is {ratios[name]})"
+        for name in empty
+    ]
     records += [{"id": f"p{i}", "label": 1} for i in range(3, 12)]
     assert not unusable_splits(split_summary(records, assign_splits(records, ratios, seed=0)), ratios)
 
@@ -189,16 +215,21 @@ def test_split_stage_refuses_data_with_one_class(tmp_path, make_jpeg):
         (photos / "none" / f"{i}.jpg").write_bytes(make_jpeg(i))
     (tmp_path / "params.yaml").write_text(f"data: {{source: local, local: {{path: {photos}}}}}\n")
     for stage in ("download", "dedup"):
-        done = subprocess.run([sys.executable, "-m", f"roadwork.stages.{stage}"], cwd=tmp_path, capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", f"roadwork.stages.{stage}"], cwd=tmp_path, capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr
-    failed = subprocess.run([sys.executable, "-m", "roadwork.stages.split"], cwd=tmp_path, capture_output=True,
-                            text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "roadwork.stages.split"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.startswith("split failed:\n  split 'train' has 0 roadwork (label 1) and ")
     from roadwork.config import SplitParams
 
-    assert f"split.ratios.train is {SplitParams().ratios.train:g}" in failed.stderr and failed.stderr.count("needs both classes") == 4
+    assert (
+        f"split.ratios.train is {SplitParams().ratios.train:g}" in failed.stderr
+        and failed.stderr.count("needs both classes") == 4
+    )
     assert not (tmp_path / "data" / "split").exists()
 
 
@@ -206,6 +237,8 @@ def test_no_images_at_all_is_one_message_that_does_not_suggest_a_larger_share():
     """When dedup drops every image, "give it a larger share" cannot help: one message says what happened."""
     ratios = {"train": 0.6, "val_select": 0.15, "val_calib": 0.15, "val_test": 0.1}
     problems = unusable_splits(split_summary([], assign_splits([], ratios, seed=0)), ratios)
-    assert problems == ["no images to split: the dedup stage kept none (download quarantined them, or dedup removed "
-                        "them: see data/raw/quarantine.csv and data/dedup/removed.csv for each image's reason); add "
-                        "usable images of both classes, no split.ratios setting can help"]
+    assert problems == [
+        "no images to split: the dedup stage kept none (download quarantined them, or dedup removed "
+        "them: see data/raw/quarantine.csv and data/dedup/removed.csv for each image's reason); add "
+        "usable images of both classes, no split.ratios setting can help"
+    ]

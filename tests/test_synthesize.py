@@ -51,21 +51,25 @@ VALIDATORS = {
         "[INST]Enhance this dashcam footage description to include active roadwork. Start with 'Photorealistic "
         "dashcam footage' and ADD roadwork elements to the existing scene: orange traffic cones, construction "
         "barriers, construction vehicles, road crews in safety vests, lane closure signs, construction equipment, "
-        "or construction zones. The scene MUST show active roadwork.[/INST]"),
+        "or construction zones. The scene MUST show active roadwork.[/INST]"
+    ),
     # natix/synthetic_data_generation/prompt_generator.py:176-179
     "instruction_clear": (
         "[INST]Rewrite as concise dashcam footage description. Focus on clear roads and regular traffic. Start with "
-        "'Photorealistic dashcam footage' of normal road and keep factual.[/INST]"),
+        "'Photorealistic dashcam footage' of normal road and keep factual.[/INST]"
+    ),
 }
 _NEGATIVE_COMMON = (
     "cartoon, anime, painting, drawing, artistic, stylized, illustration, sketch, unrealistic, fake, artificial, 3d "
     "render, cgi, video game, fantasy, sci-fi, aerial view, bird's eye view, satellite view, drone footage, helicopter "
     "view, top-down view, security camera, cctv, surveillance camera, indoor scene, interior, portrait, face, person "
     "close-up, selfie, vibrant colors, oversaturated, neon, glowing, night vision, thermal imaging, fisheye lens, wide "
-    "angle distortion")
+    "angle distortion"
+)
 VALIDATORS["negative_prompt_i2i"] = _NEGATIVE_COMMON  # natix/validator/config.py:113
 VALIDATORS["negative_prompt_t2i"] = _NEGATIVE_COMMON + (  # natix/validator/config.py:86
-    ", motion blur, blurry, out of focus, unfocused, soft focus, speed blur, camera shake, movement blur")
+    ", motion blur, blurry, out of focus, unfocused, soft focus, speed blur, camera shake, movement blur"
+)
 
 
 def test_defaults_are_the_validators_values():
@@ -144,13 +148,16 @@ def test_plan_is_seeded_and_independent_of_row_order():
     assert {c.split for c in only_train} == {"train"} and {c.kind for c in only_train} == {"i2i"}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"split": "validation"}, "splits row 5 \\(id 0000000000000003\\): unknown split 'validation'"),
-    ({"label": "2"}, "splits row 5 \\(id 0000000000000003\\): label must be 0 or 1, got '2'"),
-    ({"id": "0000000000000000"}, "splits row 5: duplicate id '0000000000000000'"),
-    ({"id": "../escape"}, "splits row 5: id '../escape' is not file-name safe"),
-    ({"label": ""}, r"splits row 5: missing \['label'\]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"split": "validation"}, "splits row 5 \\(id 0000000000000003\\): unknown split 'validation'"),
+        ({"label": "2"}, "splits row 5 \\(id 0000000000000003\\): label must be 0 or 1, got '2'"),
+        ({"id": "0000000000000000"}, "splits row 5: duplicate id '0000000000000000'"),
+        ({"id": "../escape"}, "splits row 5: id '../escape' is not file-name safe"),
+        ({"label": ""}, r"splits row 5: missing \['label'\]"),
+    ],
+)
 def test_plan_names_the_bad_row(change, message):
     rows = split_table(8)
     rows[3] = {**rows[3], **change}
@@ -200,6 +207,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def tiny():
     from roadwork.synthesize.models import build_tiny_models
+
     return build_tiny_models(seed=0)
 
 
@@ -216,19 +224,33 @@ def sources(tmp_path_factory):
         path = root / "images" / f"{rid}.png"
         Image.fromarray(coarse).resize((SIZE, SIZE), Image.BICUBIC).save(path)
         manifest.append(f"{rid},images/{rid}.png")
-        rows.append({"id": rid, "sha256": sha256_bytes(path.read_bytes()), "label": str(i % 2), "cluster": "",
-                     "split": SPLITS[i // 2]})
+        rows.append(
+            {
+                "id": rid,
+                "sha256": sha256_bytes(path.read_bytes()),
+                "label": str(i % 2),
+                "cluster": "",
+                "split": SPLITS[i // 2],
+            }
+        )
     (root / "manifest.csv").write_text("\n".join(manifest) + "\n")
     splits = root / "splits.csv"
-    splits.write_text("id,sha256,label,cluster,split\n" + "".join(
-        f"{r['id']},{r['sha256']},{r['label']},,{r['split']}\n" for r in rows))
-    return {"raw": root, "splits": splits, "rows": rows,
-            "paths": {r["id"]: root / "images" / f"{r['id']}.png" for r in rows}}
+    splits.write_text(
+        "id,sha256,label,cluster,split\n"
+        + "".join(f"{r['id']},{r['sha256']},{r['label']},,{r['split']}\n" for r in rows)
+    )
+    return {
+        "raw": root,
+        "splits": splits,
+        "rows": rows,
+        "paths": {r["id"]: root / "images" / f"{r['id']}.png" for r in rows},
+    }
 
 
 def params_for_test(**changes):
-    return SynthesizeParams(**{"backend": "tiny", "num_inference_steps": STEPS, "t2i_width": SIZE, "t2i_height": SIZE,
-                               **changes})
+    return SynthesizeParams(
+        **{"backend": "tiny", "num_inference_steps": STEPS, "t2i_width": SIZE, "t2i_height": SIZE, **changes}
+    )
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -281,8 +303,7 @@ def test_rerun_is_byte_identical_and_skips_finished_images(reference, tiny, sour
 
 def test_rank_shards_together_equal_one_run(reference, tiny, sources, tmp_path):
     params, children = reference["params"], reference["children"]
-    counts = [generate(children, sources["paths"], tmp_path, params, models=tiny, rank=r, world_size=2)
-              for r in (1, 0)]
+    counts = [generate(children, sources["paths"], tmp_path, params, models=tiny, rank=r, world_size=2) for r in (1, 0)]
     assert [c["drawn"] for c in counts] == [4, 4]
     collect(children, tmp_path, params)
     assert files_of(tmp_path) == files_of(reference["out"])
@@ -310,8 +331,11 @@ def test_changed_params_redraw_and_damage_is_redrawn(reference, tiny, sources, t
     (tmp_path / "images" / "user-notes.png").write_bytes(b"not ours: stays")
     assert len(collect(kept, tmp_path, fewer)) == 4
     assert sorted(files_of(tmp_path)) == sorted(
-        ["manifest.csv", "images/user-notes.png"] + [f"images/{c.id}.png" for c in kept] +
-        [f"records/{c.id}.json" for c in kept] + [f"prompts/{c.source_id}.json" for c in kept])
+        ["manifest.csv", "images/user-notes.png"]
+        + [f"images/{c.id}.png" for c in kept]
+        + [f"records/{c.id}.json" for c in kept]
+        + [f"prompts/{c.source_id}.json" for c in kept]
+    )
 
 
 def test_source_problems_are_named(reference, tiny, sources, tmp_path):
@@ -350,18 +374,33 @@ def test_resume_after_kill_gives_the_uninterrupted_result(reference, sources, tm
     params_file = tmp_path / "params.yaml"
     params_file.write_text(
         f"synthesize:\n  backend: tiny\n  num_inference_steps: {STEPS}\n  t2i_width: {SIZE}\n  t2i_height: {SIZE}\n"
-        "  splits: [train, val_test]\n")
+        "  splits: [train, val_test]\n"
+    )
     out = tmp_path / "out"
-    args = ["--splits", str(sources["splits"]), "--raw", str(sources["raw"]), "--out", str(out), "--params",
-            str(params_file), "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get(
-        "PYTHONPATH", "")])}
+    args = [
+        "--splits",
+        str(sources["splits"]),
+        "--raw",
+        str(sources["raw"]),
+        "--out",
+        str(out),
+        "--params",
+        str(params_file),
+        "--device",
+        "cpu",
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("RANK", None), env.pop("WORLD_SIZE", None)
     killed = subprocess.run([sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert len(list((out / "records").glob("*.json"))) == 3 and not (out / "manifest.csv").exists()
-    resumed = subprocess.run([sys.executable, "-m", "roadwork.synthesize", *args], env=env, capture_output=True,
-                             text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "roadwork.synthesize", *args], env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert '"drawn": 5' in resumed.stdout and '"skipped": 3' in resumed.stdout
     assert files_of(out) == files_of(reference["out"])
@@ -371,9 +410,23 @@ def test_command_line_names_bad_params(sources, tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text("synthesize:\n  strength: 2\n")
     result = subprocess.run(
-        [sys.executable, "-m", "roadwork.synthesize", "--splits", str(sources["splits"]), "--raw",
-         str(sources["raw"]), "--out", str(tmp_path / "out"), "--params", str(params_file)],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "roadwork.synthesize",
+            "--splits",
+            str(sources["splits"]),
+            "--raw",
+            str(sources["raw"]),
+            "--out",
+            str(tmp_path / "out"),
+            "--params",
+            str(params_file),
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "synthesize.strength: Input should be less than or equal to 1" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -392,10 +445,15 @@ def test_hub_loader_reads_saved_models_by_id(tiny, sources, tmp_path):
     tiny.rewrite_model.save_pretrained(tmp_path / "llm")
     tiny.t2i.save_pretrained(tmp_path / "sdxl", variant="fp16")
     assert (tmp_path / "sdxl" / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
-    params = params_for_test(backend="hub", splits=("val_test",), sources_per_label=1, kinds=("i2i",),
-                             caption_model=ModelRef(id=str(tmp_path / "blip2")),
-                             rewrite_model=ModelRef(id=str(tmp_path / "llm")),
-                             diffusion_model=ModelRef(id=str(tmp_path / "sdxl")))
+    params = params_for_test(
+        backend="hub",
+        splits=("val_test",),
+        sources_per_label=1,
+        kinds=("i2i",),
+        caption_model=ModelRef(id=str(tmp_path / "blip2")),
+        rewrite_model=ModelRef(id=str(tmp_path / "llm")),
+        diffusion_model=ModelRef(id=str(tmp_path / "sdxl")),
+    )
     models = load_models(params, "cpu")
     assert models.description == f"hub: {tmp_path}/blip2@main, {tmp_path}/llm@main, {tmp_path}/sdxl@main"
     assert models.i2i.unet is models.t2i.unet  # one SDXL in memory for both tasks

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from trainkit import make_dataset, write_params
 
 from roadwork.config import parse_params
 from roadwork.data.examples import load_split
@@ -24,11 +25,16 @@ from roadwork.synthesize.generate import caption, draw, rewrite
 from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import plan_children
 from roadwork.train.run import mix_in
-from trainkit import make_dataset, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_PARAMS = {"backend": "tiny", "num_inference_steps": 4, "t2i_width": 64, "t2i_height": 64,
-                "splits": ["train", "val_test"], "sources_per_label": 2}
+STAGE_PARAMS = {
+    "backend": "tiny",
+    "num_inference_steps": 4,
+    "t2i_width": 64,
+    "t2i_height": 64,
+    "splits": ["train", "val_test"],
+    "sources_per_label": 2,
+}
 
 
 # ------------------------------------------------------------------------------------ the mix
@@ -53,15 +59,21 @@ def test_the_mix_weights_each_kind_to_its_share():
         assert low <= result[figure]["value"] <= high
     assert result["mix"]["shares"] == {"real": 0.5, "i2i": 0.25, "t2i": 0.25}
     # fake_prob and i2i_share move the weights: all synthetic, all t2i
-    only_t2i = per_kind.report(per_kind.mcc_statistic(0.0), labels, logits, kinds, per_kind.kind_shares(1.0, 0.0),
-                               0.5, n_boot=50)
+    only_t2i = per_kind.report(
+        per_kind.mcc_statistic(0.0), labels, logits, kinds, per_kind.kind_shares(1.0, 0.0), 0.5, n_boot=50
+    )
     assert only_t2i["mix"]["value"] == 1.0
-    assert per_kind.report(per_kind.mcc_statistic(0.0), labels, logits, kinds, per_kind.kind_shares(1.0, 1.0),
-                           0.5, n_boot=50)["mix"]["value"] == 0.0
+    assert (
+        per_kind.report(
+            per_kind.mcc_statistic(0.0), labels, logits, kinds, per_kind.kind_shares(1.0, 1.0), 0.5, n_boot=50
+        )["mix"]["value"]
+        == 0.0
+    )
     # duplicating the real images changes nothing: the mix weighs kinds, not counts
     twice = np.concatenate([np.arange(4), np.arange(8)])
-    again = per_kind.report(per_kind.mcc_statistic(0.0), labels[twice], logits[twice], kinds[twice], shares, 0.5,
-                            n_boot=50)
+    again = per_kind.report(
+        per_kind.mcc_statistic(0.0), labels[twice], logits[twice], kinds[twice], shares, 0.5, n_boot=50
+    )
     assert again["mix"]["value"] == pytest.approx(result["mix"]["value"], abs=1e-6)
     missing = per_kind.report(per_kind.mcc_statistic(0.0), labels[:4], logits[:4], kinds[:4], shares, 0.5, n_boot=20)
     assert "i2i images" in missing["mix"]["missing"] and "i2i" not in missing
@@ -76,13 +88,21 @@ def test_threshold_is_fitted_on_real_images_and_reported_per_kind(tmp_path):
     for kind in ("i2i", "t2i"):
         for i in range(40):
             y = i % 2
-            synthetic.append({"split": "val_select", "id": f"{kind}-{i}", "kind": kind, "label": y,
-                              "logit": float(rng.normal(0.5 * y))})
+            synthetic.append(
+                {
+                    "split": "val_select",
+                    "id": f"{kind}-{i}",
+                    "kind": kind,
+                    "label": y,
+                    "logit": float(rng.normal(0.5 * y)),
+                }
+            )
     (tmp_path / "logits.csv").write_text(format_csv(rows, ["split", "id", "label", "logit"]))
     real_only = choose_threshold(tmp_path / "logits.csv", 0.5)["threshold"]
     (tmp_path / "logits_synthetic.csv").write_text(format_csv(synthetic, ["split", "id", "kind", "label", "logit"]))
-    report = write_threshold_outputs(tmp_path / "logits.csv", 0.5, tmp_path / "m.json", tmp_path / "c.csv",
-                                     per_kind.kind_shares(0.5, 0.5), "tiny")
+    report = write_threshold_outputs(
+        tmp_path / "logits.csv", 0.5, tmp_path / "m.json", tmp_path / "c.csv", per_kind.kind_shares(0.5, 0.5), "tiny"
+    )
     assert report["threshold"] == real_only  # the synthetic images do not move the decision
     by_kind = read_json(tmp_path / "m.json")["val_select_by_kind"]
     assert by_kind["synthetic_backend"] == "tiny" and "not a measurement" in by_kind["note"]
@@ -105,9 +125,20 @@ def synthetic_set(root: Path) -> Path:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             path = f"images/{kind}-{source['id']}.png"
             image.save(out / path)
-            rows.append({"id": f"{kind}-{source['id']}", "source_id": source["id"], "kind": kind,
-                         "split": source["split"], "label": source["label"], "cluster": source["cluster"],
-                         "prompt": "p", "seed": 0, "path": path, "sha256": ""})
+            rows.append(
+                {
+                    "id": f"{kind}-{source['id']}",
+                    "source_id": source["id"],
+                    "kind": kind,
+                    "split": source["split"],
+                    "label": source["label"],
+                    "cluster": source["cluster"],
+                    "prompt": "p",
+                    "seed": 0,
+                    "path": path,
+                    "sha256": "",
+                }
+            )
     (out / "manifest.csv").write_text(format_csv(rows, list(rows[0])))
     return out
 
@@ -152,7 +183,7 @@ def test_mix_in_is_seeded_and_share_zero_is_the_real_set(dataset):
     children = load_split(raw, splits, "train", ("i2i", "t2i"), synthetic)
     assert mix_in(real, children, 0.0, 0) is real
     mixed = mix_in(real, children, 0.25, 0)
-    assert mixed[:len(real)] == real and len(mixed) - len(real) == round(len(real) / 3)
+    assert mixed[: len(real)] == real and len(mixed) - len(real) == round(len(real) / 3)
     assert mixed == mix_in(real, children, 0.25, 0) and mixed != mix_in(real, children, 0.25, 1)
     assert len(mix_in(real, children, 0.9, 0)) == len(real) + len(children)  # capped: all there is
 
@@ -171,22 +202,39 @@ def test_training_mixes_in_train_children_only(dataset, tmp_path):
     dist = Dist(0, 1, torch.device("cpu"))
     split_of = {r["id"]: r["split"] for r in read_csv(dataset / "data/split/splits.csv")}
     seed_everything(0)
-    metrics = fit(params, build_model(params.model), dataset / "data/raw", dataset / "data/split/splits.csv",
-                  tmp_path / "out", tmp_path / "run", dist, synthetic_dir=dataset / "data/synthetic")
+    metrics = fit(
+        params,
+        build_model(params.model),
+        dataset / "data/raw",
+        dataset / "data/split/splits.csv",
+        tmp_path / "out",
+        tmp_path / "run",
+        dist,
+        synthetic_dir=dataset / "data/synthetic",
+    )
     assert metrics["synthetic_train_images"] == sum(split == "train" for split in split_of.values())
     rows = read_csv(tmp_path / "out" / "logits_synthetic.csv")
     assert {r["split"] for r in rows} == {"val_select", "val_calib", "val_test"}
     assert all(split_of[r["id"].split("-", 1)[1]] == r["split"] for r in rows)
     assert {r["kind"] for r in rows} == {"i2i", "t2i"}
     with pytest.raises(TrainingDataError, match="synthetic_share is 0.5 but .*manifest.csv does not exist"):
-        fit(params, build_model(params.model), dataset / "data/raw", dataset / "data/split/splits.csv",
-            tmp_path / "out2", tmp_path / "run2", dist, synthetic_dir=tmp_path / "nowhere")
+        fit(
+            params,
+            build_model(params.model),
+            dataset / "data/raw",
+            dataset / "data/split/splits.csv",
+            tmp_path / "out2",
+            tmp_path / "run2",
+            dist,
+            synthetic_dir=tmp_path / "nowhere",
+        )
 
 
 # --------------------------------------------------------------------------- generation keys
 @pytest.fixture(scope="module")
 def tiny():
     from roadwork.synthesize.models import build_tiny_models
+
     return build_tiny_models(seed=0)
 
 
@@ -203,12 +251,21 @@ def test_each_generation_key_changes_what_is_drawn(tiny):
         picture, _ = draw(tiny, children[kind], "a road", source, params)
         return picture.size, np.asarray(picture).tobytes()
 
-    for key, value, kind in [("guidance_scale", 1.0, "t2i"), ("num_inference_steps", 3, "t2i"),
-                             ("negative_prompt_t2i", "sunny", "t2i"), ("negative_prompt_i2i", "sunny", "i2i"),
-                             ("t2i_width", 48, "t2i"), ("t2i_height", 48, "t2i"),
-                             ("i2i_max_width", 32, "i2i"), ("i2i_max_height", 32, "i2i")]:
-        change = {key: value, **({"t2i_height": 32} if key == "t2i_width" else {}),
-                  **({"t2i_width": 32} if key == "t2i_height" else {})}
+    for key, value, kind in [
+        ("guidance_scale", 1.0, "t2i"),
+        ("num_inference_steps", 3, "t2i"),
+        ("negative_prompt_t2i", "sunny", "t2i"),
+        ("negative_prompt_i2i", "sunny", "i2i"),
+        ("t2i_width", 48, "t2i"),
+        ("t2i_height", 48, "t2i"),
+        ("i2i_max_width", 32, "i2i"),
+        ("i2i_max_height", 32, "i2i"),
+    ]:
+        change = {
+            key: value,
+            **({"t2i_height": 32} if key == "t2i_width" else {}),
+            **({"t2i_width": 32} if key == "t2i_height" else {}),
+        }
         assert image(kind, **change) != image(kind), key
 
     def prompt(label, **change):
@@ -231,11 +288,21 @@ def stage_workspace(root: Path) -> Path:
 
 
 def run_stage(root: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("RANK", None), env.pop("WORLD_SIZE", None)
-    return subprocess.Popen([sys.executable, "-m", "roadwork.stages.synthesize"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "roadwork.stages.synthesize"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -258,7 +325,8 @@ def test_stage_killed_midway_resumes_to_the_uninterrupted_bytes(tmp_path):
     for split in ("train", "val_test"):
         for kind in ("t2i", "i2i"):
             assert metrics["counts"][split][kind] == {
-                label: sum((c.split, c.kind, str(c.label)) == (split, kind, label) for c in planned) for label in "01"}
+                label: sum((c.split, c.kind, str(c.label)) == (split, kind, label) for c in planned) for label in "01"
+            }
 
     killed_root = stage_workspace(tmp_path / "killed")
     records = killed_root / "runs/synthesize/tiny/records"
@@ -289,10 +357,11 @@ def test_stage_names_a_bad_split_table(tmp_path):
 
 
 def test_calibrate_fits_on_real_images_and_reports_ece_and_mcc_per_kind(tmp_path):
+    from test_calibrate import logits_rows, make_model
+
     from roadwork.config import CalibrateParams
     from roadwork.evaluate.calibrate import calibrate
     from roadwork.stages.calibrate import candidates
-    from test_calibrate import logits_rows, make_model
 
     model_dir = make_model(tmp_path, "phase1", logits_rows(0))
     settings = CalibrateParams(model="phase1", bootstrap=200)
@@ -300,8 +369,17 @@ def test_calibrate_fits_on_real_images_and_reports_ece_and_mcc_per_kind(tmp_path
     before, before_metrics, _ = calibrate(settings, candidates(tmp_path), shares, "hub")
     assert "val_test_by_kind" not in before_metrics  # no synthetic logits: no per-kind report
     rng = np.random.default_rng(1)
-    rows = [{"split": "val_test", "id": f"{kind}-{i}", "kind": kind, "label": i % 2,
-             "logit": float(rng.normal(3 * (i % 2) - 1.5, 2))} for kind in ("i2i", "t2i") for i in range(60)]
+    rows = [
+        {
+            "split": "val_test",
+            "id": f"{kind}-{i}",
+            "kind": kind,
+            "label": i % 2,
+            "logit": float(rng.normal(3 * (i % 2) - 1.5, 2)),
+        }
+        for kind in ("i2i", "t2i")
+        for i in range(60)
+    ]
     (model_dir / "logits_synthetic.csv").write_text(format_csv(rows, ["split", "id", "kind", "label", "logit"]))
     after, metrics, _ = calibrate(settings, candidates(tmp_path), shares, "hub")
     assert after == before  # the map and the decision are fitted on real images only
@@ -320,8 +398,13 @@ def test_protocol_mix_reward_weights_kinds_by_their_shares():
 
     def run(probs):  # one draw, the four levels giving the same answers
         probs = np.asarray(probs, dtype=float)
-        return {"reward": 0.0, "reward_ci95_low": 0.0, "reward_ci95_high": 0.0, "n_images": probs.size,
-                "_probs": {str(level): probs[None] for level in range(4)}}
+        return {
+            "reward": 0.0,
+            "reward_ci95_low": 0.0,
+            "reward_ci95_high": 0.0,
+            "n_images": probs.size,
+            "_probs": {str(level): probs[None] for level in range(4)},
+        }
 
     labels = {"real": np.array([0, 0, 0, 1]), "i2i": np.array([0, 1]), "t2i": np.array([0, 1])}
     runs = {"real": run([0.1, 0.2, 0.3, 0.9]), "i2i": run([0.9, 0.9]), "t2i": run([0.9, 0.9])}
@@ -340,20 +423,38 @@ def test_protocol_mix_reward_weights_kinds_by_their_shares():
 
 @pytest.mark.slow
 def test_export_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset, monkeypatch):
-    from roadwork.export.evaluate import export, headline
-    from roadwork.stages.calibrate import candidates
     from test_protocol import EXPORT_A, calibrated_workspace
     from trainkit import TINY_MODEL
 
+    from roadwork.export.evaluate import export, headline
+    from roadwork.stages.calibrate import candidates
+
     calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split", "synthetic"))
-    config = parse_params({"model": TINY_MODEL, "export": {**EXPORT_A, "protocol_draws": 1},
-                           "synthesize": {"backend": "tiny"}})
+    config = parse_params(
+        {"model": TINY_MODEL, "export": {**EXPORT_A, "protocol_draws": 1}, "synthesize": {"backend": "tiny"}}
+    )
     common = dict(progress=False)
-    real = export(config, Path("data/bundle_real"), Path("data/calibrate/calibration.json"), Path("data/raw"),
-                  Path("data/split"), Path("dvc.lock"), candidates(), **common)["protocol"]
-    mixed = export(config, Path("data/bundle_mix"), Path("data/calibrate/calibration.json"), Path("data/raw"),
-                   Path("data/split"), Path("dvc.lock"), candidates(), synthetic_dir=Path("data/synthetic"),
-                   **common)
+    real = export(
+        config,
+        Path("data/bundle_real"),
+        Path("data/calibrate/calibration.json"),
+        Path("data/raw"),
+        Path("data/split"),
+        Path("dvc.lock"),
+        candidates(),
+        **common,
+    )["protocol"]
+    mixed = export(
+        config,
+        Path("data/bundle_mix"),
+        Path("data/calibrate/calibration.json"),
+        Path("data/raw"),
+        Path("data/split"),
+        Path("dvc.lock"),
+        candidates(),
+        synthetic_dir=Path("data/synthetic"),
+        **common,
+    )
     protocol = mixed["protocol"]
     assert protocol["reward_real"] == real["reward"] and "kinds" not in real  # the real figure, under its own key
     kinds = protocol["kinds"]
@@ -375,8 +476,16 @@ def test_share_zero_trains_the_same_bytes_with_or_without_the_synthetic_set(data
     outputs = {}
     for name, synthetic in (("without", None), ("with", dataset / "data/synthetic")):
         seed_everything(0)
-        fit(params, build_model(params.model), dataset / "data/raw", dataset / "data/split/splits.csv",
-            tmp_path / name, tmp_path / f"run_{name}", Dist(0, 1, torch.device("cpu")), synthetic_dir=synthetic)
+        fit(
+            params,
+            build_model(params.model),
+            dataset / "data/raw",
+            dataset / "data/split/splits.csv",
+            tmp_path / name,
+            tmp_path / f"run_{name}",
+            Dist(0, 1, torch.device("cpu")),
+            synthetic_dir=synthetic,
+        )
         outputs[name] = {p.name: p.read_bytes() for p in (tmp_path / name).iterdir()}
     assert set(outputs["with"]) - set(outputs["without"]) == {"logits_synthetic.csv"}
     for file, data in outputs["without"].items():

@@ -141,9 +141,7 @@ def test_reweighted_threshold_matches_balanced_bruteforce():
     best_grid = max(matthews_corrcoef(labels, (scores > g).astype(int), sample_weight=w) for g in grid[::7])
     assert res["reweighted"]["mcc"] >= best_grid - 1e-12
     # default threshold MCC consistent with sklearn
-    assert res["raw"]["mcc_at_default"] == pytest.approx(
-        matthews_corrcoef(labels, (scores > 0).astype(int)), abs=1e-12
-    )
+    assert res["raw"]["mcc_at_default"] == pytest.approx(matthews_corrcoef(labels, (scores > 0).astype(int)), abs=1e-12)
 
 
 def test_reweighting_equals_replicated_balanced_set():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from trainkit import make_dataset, write_params
 
 from roadwork.io import read_csv, read_json
 from roadwork.train.distributed import launch_command, seed_everything, seed_host_rngs
-from trainkit import make_dataset, write_params
 
 STAGE = [sys.executable, "-m", "roadwork.stages.train_phase1"]
 
@@ -78,9 +78,9 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, dataset):
 
 
 def test_saved_logits_come_from_the_saved_best_weights(tmp_path, dataset):
+    from roadwork.data.examples import load_split
     from roadwork.models.model_dir import load_trained
     from roadwork.train.augment import eval_transform
-    from roadwork.data.examples import load_split
     from roadwork.train.data import ImageCache, ImageDataset
 
     cwd = workdir(tmp_path, dataset)
@@ -90,8 +90,9 @@ def test_saved_logits_come_from_the_saved_best_weights(tmp_path, dataset):
     phase1 = read_json(cwd / "metrics" / "phase1.json")
     model, description = load_trained(cwd / "data" / "phase1")
     examples = load_split(cwd / "data" / "raw", cwd / "data" / "split" / "splits.csv", "val_select")
-    dataset_ = ImageDataset(examples, ImageCache(32, cwd / ".cache" / "images"),
-                            eval_transform(32, description["mean"], description["std"]))
+    dataset_ = ImageDataset(
+        examples, ImageCache(32, cwd / ".cache" / "images"), eval_transform(32, description["mean"], description["std"])
+    )
     with torch.no_grad():
         logits = model(torch.stack([dataset_[i][0] for i in range(len(dataset_))])).numpy()
     saved = logits_of(cwd)
@@ -164,18 +165,21 @@ def test_results_do_not_depend_on_the_number_of_loader_workers(tmp_path, dataset
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    "precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
 def test_precision_setting_takes_effect_in_the_training_step(tmp_path, dataset, precision, dtype):
     """The plan's first implementation asked for bf16 and silently ran fp16 (NaN with DINOv3):
     the dtype the backbone's matmuls actually run in must be the one asked for."""
+    from trainkit import TINY_MODEL, TINY_TRAIN
+
     from roadwork.config import parse_params
-    from roadwork.train.augment import eval_transform
     from roadwork.data.examples import load_split
+    from roadwork.models.classifier import build_model
+    from roadwork.train.augment import eval_transform
     from roadwork.train.data import ImageCache, ImageDataset
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.models.classifier import build_model
     from roadwork.train.supervised import train
-    from trainkit import TINY_MODEL, TINY_TRAIN
 
     params = parse_params({"model": TINY_MODEL, "train": {**TINY_TRAIN, "epochs": 1, "precision": precision}})
     seed_everything(0)

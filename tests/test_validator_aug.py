@@ -226,9 +226,7 @@ def test_blur_border_is_reflect101():
 
 
 def test_resize_matches_known_opencv_results():
-    np.testing.assert_array_equal(
-        cv2_port.resize_linear(np.array([[0, 255]], np.uint8), (4, 1)), [[0, 64, 191, 255]]
-    )
+    np.testing.assert_array_equal(cv2_port.resize_linear(np.array([[0, 255]], np.uint8), (4, 1)), [[0, 64, 191, 255]])
     rng = np.random.default_rng(3)
     a = rng.integers(0, 256, size=(8, 12, 3), dtype=np.uint8)
     # exact 2x down: OpenCV uses INTER_AREA: (a + b + c + d + 2) >> 2
@@ -403,9 +401,12 @@ def test_port_ycrcb_is_cv2_cvtcolor(shape, seed):
     # the colour-noise distortion feeds YCrCb values outside 0..255 back to BGR (one ulp of
     # larger values is more than 2**-16: allow one float32 epsilon relative on top)
     noisy = (rng.normal(128, 90, size=(*shape, 3))).astype(np.float32)
-    np.testing.assert_allclose(cv2_port.cvt_ycrcb2bgr(noisy), cv2.cvtColor(noisy, cv2.COLOR_YCrCb2BGR),
-                               rtol=np.finfo(np.float32).eps, atol=ONE_ULP_AT_255)
-
+    np.testing.assert_allclose(
+        cv2_port.cvt_ycrcb2bgr(noisy),
+        cv2.cvtColor(noisy, cv2.COLOR_YCrCb2BGR),
+        rtol=np.finfo(np.float32).eps,
+        atol=ONE_ULP_AT_255,
+    )
 
 
 def test_mix_mode_draws_standard_and_validator_images_reproducibly():

@@ -43,7 +43,7 @@ def test_every_special_entry_is_listed_with_its_reason_and_nothing_is_opened(tmp
     hint = "(data.local.allow_outside_root: true allows it)"
     assert entries == {
         "none/again": "listed twice: none/again leads to a folder already listed (a symlink loop or a second path "
-                      "to it); not walked again",
+        "to it); not walked again",
         "none/caf\\xe9.jpg": "unreadable: none/caf\\xe9.jpg (the name is not valid UTF-8; rename it)",
         "none/dangling.jpg": "missing file: none/dangling.jpg (a dangling symlink)",
         "none/deeper/good2.jpg": "",
@@ -52,9 +52,9 @@ def test_every_special_entry_is_listed_with_its_reason_and_nothing_is_opened(tmp
         "none/loop.jpg": "symlink loop: none/loop.jpg",
         "none/pipe.jpg": "not a regular file: none/pipe.jpg is a FIFO (named pipe)",
         "none/slash": f"outside data.local.path: none/slash is a symlink to a folder outside the root; not walked "
-                      f"{hint}",
+        f"{hint}",
         "none/up": "listed twice: none/up leads to a folder already listed (a symlink loop or a second path to it); "
-                   "not walked again",
+        "not walked again",
         "none/zero.jpg": f"outside data.local.path: none/zero.jpg resolves outside the root {hint}",
     }
     # allowed outside the root, /dev/zero is still refused by its type, /etc is walked without a crash
@@ -66,15 +66,20 @@ def test_every_special_entry_is_listed_with_its_reason_and_nothing_is_opened(tmp
 def test_size_cap_and_checks_use_stat_only(tmp_path):
     (tmp_path / "big.jpg").write_bytes(b"\0" * 100)
     entry = check_file(tmp_path / "big.jpg", "big.jpg", tmp_path, max_file_bytes=99)
-    assert (entry.problem, entry.size) == ("file too large: big.jpg has 100 bytes, more than data.max_file_bytes (99)",
-                                           100)
+    assert (entry.problem, entry.size) == (
+        "file too large: big.jpg has 100 bytes, more than data.max_file_bytes (99)",
+        100,
+    )
     assert check_file(tmp_path / "big.jpg", "big.jpg", tmp_path, max_file_bytes=100).problem == ""
 
 
 def test_open_regular_refuses_special_files_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "pipe")
-    for path, reason in ((tmp_path / "pipe", "not a regular file: a FIFO (named pipe)"),
-                         ("/dev/zero", "not a regular file: a character device"), (tmp_path, "not a regular file: a folder")):
+    for path, reason in (
+        (tmp_path / "pipe", "not a regular file: a FIFO (named pipe)"),
+        ("/dev/zero", "not a regular file: a character device"),
+        (tmp_path, "not a regular file: a folder"),
+    ):
         with pytest.raises(NotReadable, match=re.escape(reason)):
             open_regular(path)
     (tmp_path / "ok").write_bytes(b"12345")
@@ -117,9 +122,17 @@ def test_unreadable_entries_are_listed_not_raised(shared_tmp, make_jpeg):
     (photos / "none" / "locked").chmod(0o000)
     (shared_tmp / "params.yaml").write_text(f"data: {{source: local, local: {{path: {photos}}}}}\n")
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}", HOME=str(shared_tmp))
-    done = subprocess.run(unprivileged([sys.executable, "-m", "roadwork.stages.download"]), cwd=shared_tmp, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        unprivileged([sys.executable, "-m", "roadwork.stages.download"]),
+        cwd=shared_tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     rows = {r["source_ref"]: r["reason"] for r in read_csv(shared_tmp / "data" / "raw" / "quarantine.csv")}
-    assert rows == {"none/locked": "unreadable folder: none/locked (permission denied)",
-                    "none/secret.jpg": "unreadable: none/secret.jpg (permission denied)"}
+    assert rows == {
+        "none/locked": "unreadable folder: none/locked (permission denied)",
+        "none/secret.jpg": "unreadable: none/secret.jpg (permission denied)",
+    }

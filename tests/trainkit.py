@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from e2e import merge
 from PIL import Image, ImageDraw
 
-from e2e import merge
 from roadwork.config import parse_params
 from roadwork.data.ingest import ingest
 from roadwork.io import format_csv, read_csv
@@ -19,8 +19,14 @@ TINY_MODEL = {
     "pooling": "token",
 }
 TINY_TRAIN = {
-    "epochs": 3, "batch_size": 16, "lr": 3e-3, "backbone_lr": 1e-3, "warmup_epochs": 1,
-    "num_workers": 0, "early_stopping_patience": 5, "balanced_sampler": False,
+    "epochs": 3,
+    "batch_size": 16,
+    "lr": 3e-3,
+    "backbone_lr": 1e-3,
+    "warmup_epochs": 1,
+    "num_workers": 0,
+    "early_stopping_patience": 5,
+    "balanced_sampler": False,
     "augment": {"mode": "none", "mixup_alpha": 0.0, "cutmix_alpha": 0.0},
 }
 
@@ -46,7 +52,7 @@ def make_dataset(root: Path, n: int = 96, seed: int = 0) -> None:
     """root/data/raw (via the real ingest code) and root/data/split/splits.csv (round-robin)."""
     rng = np.random.default_rng(seed)
     source = root / "source"
-    for label, name in ((0, "none"), (1, "roadwork")):
+    for name in ("none", "roadwork"):
         (source / name).mkdir(parents=True, exist_ok=True)
     for i in range(n):
         label = i % 2
@@ -54,11 +60,14 @@ def make_dataset(root: Path, n: int = 96, seed: int = 0) -> None:
     ingest(parse_params({"data": {"source": "local", "local": {"path": str(source)}}}).data, root / "data" / "raw")
     rows = read_csv(root / "data" / "raw" / "manifest.csv")
     names = ["train", "train", "train", "train", "val_select", "val_calib", "val_test", "train"]
-    splits = [{"id": r["id"], "sha256": r["sha256"], "label": r["label"], "cluster": r["id"],
-               "split": names[i % len(names)]} for i, r in enumerate(rows)]
+    splits = [
+        {"id": r["id"], "sha256": r["sha256"], "label": r["label"], "cluster": r["id"], "split": names[i % len(names)]}
+        for i, r in enumerate(rows)
+    ]
     (root / "data" / "split").mkdir(parents=True, exist_ok=True)
     (root / "data" / "split" / "splits.csv").write_text(
-        format_csv(splits, ["id", "sha256", "label", "cluster", "split"]))
+        format_csv(splits, ["id", "sha256", "label", "cluster", "split"])
+    )
 
 
 def write_params(root: Path, model: dict | None = None, train: dict | None = None, **sections) -> dict:
@@ -66,4 +75,3 @@ def write_params(root: Path, model: dict | None = None, train: dict | None = Non
     parse_params(raw)  # fail early in the test, not in the subprocess
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     return raw
-

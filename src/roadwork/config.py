@@ -59,8 +59,10 @@ class LocalParams(Section):
 
     path: str = Field("inputs", min_length=1, description="the folder or manifest; a dependency of download")
     class_folders: dict[str, Bit] = Field(default_factory=lambda: {"0": 0, "1": 1, "none": 0, "roadwork": 1})
-    allow_outside_root: StrictBool = Field(False, description="read entries that resolve (symlinks, manifest paths) "
-                                                        "outside the folder / the manifest's folder")
+    allow_outside_root: StrictBool = Field(
+        False,
+        description="read entries that resolve (symlinks, manifest paths) outside the folder / the manifest's folder",
+    )
 
 
 class NatixParams(Section):
@@ -73,8 +75,9 @@ class DataParams(Section):
     source: Literal["synthetic", "local", "natix"] = "synthetic"
     limit: Optional[Int] = Field(None, gt=0, description="deterministic subset size; null = all")
     max_pixels: Int = Field(89_478_485, gt=0, description="decompression-bomb limit (pixels per image)")
-    max_file_bytes: Int = Field(268_435_456, gt=0, description="larger files are refused unread; quarantine "
-                                                              "never keeps more bytes than this")
+    max_file_bytes: Int = Field(
+        268_435_456, gt=0, description="larger files are refused unread; quarantine never keeps more bytes than this"
+    )
     synthetic: SyntheticParams = SyntheticParams()
     local: LocalParams = LocalParams()
     natix: NatixParams = NatixParams()
@@ -86,7 +89,8 @@ class DedupParams(Section):
     label_conflict: Literal["drop", "majority"] = "drop"
     near_duplicates: Literal["group", "drop"] = "group"
     max_conflict_share: Float = Field(
-        0.05, ge=0, le=1, description="share of the images dropped as label conflicts above which dedup warns")
+        0.05, ge=0, le=1, description="share of the images dropped as label conflicts above which dedup warns"
+    )
 
 
 # -------------------------------------------------------------------------------------- split
@@ -121,7 +125,8 @@ class ModelParams(Section):
     backbone: str = "vit_small_patch16_dinov3"
     overrides: dict[str, Int | Float] = Field(
         default_factory=lambda: {"embed_dim": 64, "depth": 3, "num_heads": 2, "init_values": 1.0, "patch_size": 8},
-        description="timm kwargs, e.g. embed_dim/depth/num_heads")
+        description="timm kwargs, e.g. embed_dim/depth/num_heads",
+    )
     pretrained: str = Field("none", description="none | timm hub id with tag | local weights file")
     pooling: Literal["token", "avg", "max"] = "max"
     img_size: Int = Field(64, ge=16, le=1024)
@@ -159,7 +164,9 @@ class AugmentParams(Section):
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"train.augment.scale must be (low, high) with 0 < low <= high <= 1, got {self.scale}")
         if not self.validator_levels or not set(self.validator_levels) <= {0, 1, 2, 3}:
-            raise ValueError(f"train.augment.validator_levels must be a non-empty subset of [0, 1, 2, 3], got {self.validator_levels}")
+            raise ValueError(
+                f"train.augment.validator_levels must be a non-empty subset of [0, 1, 2, 3], got {self.validator_levels}"
+            )
         return self
 
 
@@ -182,8 +189,12 @@ class TrainParams(Section):
     num_workers: Int = Field(1, ge=0)
     seed: Int = 0
     synthetic_share: Float = Field(
-        0.0, ge=0, lt=1, description="share of the training set that is synthetic train children (data/synthetic), "
-                                     "drawn seeded; 0 = real images only")
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the training set that is synthetic train children (data/synthetic), "
+        "drawn seeded; 0 = real images only",
+    )
     augment: AugmentParams = AugmentParams()
 
     @model_validator(mode="after")
@@ -209,7 +220,9 @@ class ExploraParams(Section):
     sharpening, optional iBOT masked-patch loss and KoLeo. Mixed precision and processes follow
     ``train.precision`` / ``train.processes``; ``train.seed`` and ``train.num_workers`` are reused."""
 
-    init: Literal["pretrained", "phase1"] = Field("pretrained", description="backbone start: model.pretrained or phase-1 weights")
+    init: Literal["pretrained", "phase1"] = Field(
+        "pretrained", description="backbone start: model.pretrained or phase-1 weights"
+    )
     epochs: Int = Field(1, gt=0, description="self-supervised epochs over the unlabeled images")
     batch_size: Int = Field(64, gt=0, description="images per optimizer step, across all processes")
     grad_accum_steps: Int = Field(1, gt=0)
@@ -218,13 +231,15 @@ class ExploraParams(Section):
     warmup_epochs: Int = Field(0, ge=0, description="linear learning-rate warmup")
     weight_decay: Float = Field(0.04, ge=0)
     clip_grad: Optional[Float] = Field(3.0, gt=0, description="global gradient-norm clip; null = none")
-    grad_checkpointing: StrictBool = Field(False, description="activation checkpointing of the blocks "
-                                                              "(memory for compute)")
+    grad_checkpointing: StrictBool = Field(
+        False, description="activation checkpointing of the blocks (memory for compute)"
+    )
     unfrozen_blocks: Int = Field(1, ge=0, description="last blocks fully trainable")
     lora_rank: Int = Field(8, gt=0, description="LoRA rank on q and v of every other block")
     global_crop_size: Int = Field(64, ge=16, le=1024, description="the 2 global views (multiple of 16)")
-    global_crop_scale: tuple[Float, Float] = Field((0.32, 1.0),
-                                                   description="RandomResizedCrop area range, global views")
+    global_crop_scale: tuple[Float, Float] = Field(
+        (0.32, 1.0), description="RandomResizedCrop area range, global views"
+    )
     local_crops_number: Int = Field(4, ge=0, description="local views per image")
     local_crop_size: Int = Field(32, ge=16, le=1024, description="multiple of 16")
     local_crop_scale: tuple[Float, Float] = Field((0.05, 0.32), description="RandomResizedCrop area range, local views")
@@ -257,11 +272,15 @@ class ExploraParams(Section):
             if not 0 < low <= high <= 1:
                 raise ValueError(f"explora.{key} must be (low, high) with 0 < low <= high <= 1, got {(low, high)}")
         if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"explora.warmup_epochs ({self.warmup_epochs}) must be smaller than explora.epochs "
-                             f"({self.epochs}): the cosine schedule starts after the warmup")
+            raise ValueError(
+                f"explora.warmup_epochs ({self.warmup_epochs}) must be smaller than explora.epochs "
+                f"({self.epochs}): the cosine schedule starts after the warmup"
+            )
         if self.batch_size % self.grad_accum_steps:
-            raise ValueError(f"explora.batch_size ({self.batch_size}) must be divisible by explora.grad_accum_steps "
-                             f"({self.grad_accum_steps})")
+            raise ValueError(
+                f"explora.batch_size ({self.batch_size}) must be divisible by explora.grad_accum_steps "
+                f"({self.grad_accum_steps})"
+            )
         if self.koleo_weight > 0 and self.batch_size // self.grad_accum_steps < 2:
             raise ValueError("explora.koleo_weight needs at least 2 images per micro-batch (nearest neighbours)")
         return self
@@ -269,11 +288,16 @@ class ExploraParams(Section):
 
 class CalibrateParams(Section):
     model: Literal["phase1", "phase4", "best"] = Field(
-        "best", description="model to ship; best = phase 4 only when distinguishably better than phase 1 "
-                            "(val_select MCC at their own thresholds, paired bootstrap)")
+        "best",
+        description="model to ship; best = phase 4 only when distinguishably better than phase 1 "
+        "(val_select MCC at their own thresholds, paired bootstrap)",
+    )
     n_bins: Int = Field(15, gt=1, description="ECE and reliability-diagram bins (calibrate and export)")
-    bootstrap: Int = Field(1000, gt=0, description="resamples of the paired bootstrap that compares phase 4 with "
-                                                    "phase 1 on val_select (model: best)")
+    bootstrap: Int = Field(
+        1000,
+        gt=0,
+        description="resamples of the paired bootstrap that compares phase 4 with phase 1 on val_select (model: best)",
+    )
     seed: Int = Field(0, description="seed of that bootstrap")
 
 
@@ -284,10 +308,18 @@ class ExportParams(Section):
     onnx: StrictBool = True
     bootstrap: Int = Field(1000, gt=0, description="bootstrap resamples for val_test confidence intervals")
     protocol_seed: Int = Field(0, description="validators'-protocol augmentation draws, reward stream, bootstrap")
-    latency_budget_s: Float = Field(4.0, gt=0, description="warn when the detector's configured views take longer "
-                                                            "per query on this machine's CPU (validators wait 9 s)")
-    protocol_draws: Int = Field(2, gt=0, description="independent validators'-protocol augmentation draws averaged "
-                                                     "(seeds protocol_seed, protocol_seed + 1, ...)")
+    latency_budget_s: Float = Field(
+        4.0,
+        gt=0,
+        description="warn when the detector's configured views take longer "
+        "per query on this machine's CPU (validators wait 9 s)",
+    )
+    protocol_draws: Int = Field(
+        2,
+        gt=0,
+        description="independent validators'-protocol augmentation draws averaged "
+        "(seeds protocol_seed, protocol_seed + 1, ...)",
+    )
 
 
 class PredictParams(Section):
@@ -354,8 +386,10 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: alias *{event.anchor} refused; params.yaml "
-                                 "may not use YAML anchors and aliases (write the value out)")
+            raise yaml.YAMLError(
+                f"line {event.start_mark.line + 1}: alias *{event.anchor} refused; params.yaml "
+                "may not use YAML anchors and aliases (write the value out)"
+            )
         return super().compose_node(parent, index)
 
 

@@ -49,7 +49,7 @@ class SourceTree:
             package = package.rpartition(".")[0]
         return f"{package}.{node.module}" if node.module else package
 
-    @lru_cache(maxsize=None)
+    @lru_cache(maxsize=None)  # noqa: B019 (one graph per dvc.yaml check, freed with it)
     def direct_imports(self, module: str) -> frozenset[str]:
         """Project modules named by the import statements of `module`, wherever they stand."""
         path = self.path_of(module)
@@ -62,8 +62,9 @@ class SourceTree:
                 base = self._resolve(node, module)
                 found.add(base)
                 found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
-        return frozenset(name for name in found
-                         if (name == PACKAGE or name.startswith(PACKAGE + ".")) and self.path_of(name))
+        return frozenset(
+            name for name in found if (name == PACKAGE or name.startswith(PACKAGE + ".")) and self.path_of(name)
+        )
 
     def closure(self, module: str) -> list[Path]:
         """Source files run by importing `module`: its imports, transitively, and every package
@@ -101,8 +102,10 @@ def expected_code_deps(root: Path) -> dict[str, list[str]]:
 
 def listed_code_deps(root: Path) -> dict[str, list[str]]:
     stages = _stage_bodies(yaml.safe_load((Path(root) / "dvc.yaml").read_text()))
-    return {name: [d for d in body.get("deps") or [] if isinstance(d, str) and d.startswith("src/")]
-            for name, body in stages.items()}
+    return {
+        name: [d for d in body.get("deps") or [] if isinstance(d, str) and d.startswith("src/")]
+        for name, body in stages.items()
+    }
 
 
 def differences(root: Path) -> list[str]:
@@ -112,8 +115,7 @@ def differences(root: Path) -> list[str]:
     for stage, modules in expected.items():
         have = listed.get(stage, [])
         problems += [f"{stage}: imports {m} but dvc.yaml does not list it" for m in modules if m not in have]
-        problems += [f"{stage}: dvc.yaml lists {m} but the stage does not import it" for m in have
-                     if m not in modules]
+        problems += [f"{stage}: dvc.yaml lists {m} but the stage does not import it" for m in have if m not in modules]
     return problems
 
 

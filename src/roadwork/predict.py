@@ -39,7 +39,6 @@ from PIL import Image, ImageOps
 from roadwork.config import PredictParams
 from roadwork.data.images import IMAGE_SUFFIXES
 from roadwork.data.walk import open_regular, walk
-from roadwork.miner.detector import tile_boxes  # its one home: the miner's detector file is self-contained
 
 CSV_COLUMNS = ["path", "probability", "decision", "error"]
 _DEFAULTS = PredictParams()
@@ -106,15 +105,20 @@ def iter_image_paths(paths: Iterable[str | os.PathLike], skipped: list[dict] | N
 
 
 # ------------------------------------------------------------------------------- predictor
-def bundle_multiview_threshold(bundle_dir: str | os.PathLike, grid: int, overlap: float, topk: int,
-                               flip_tta: bool) -> float | None:
+def bundle_multiview_threshold(
+    bundle_dir: str | os.PathLike, grid: int, overlap: float, topk: int, flip_tta: bool
+) -> float | None:
     """The multi-view threshold of the bundle's inference.json when it was fitted for exactly these
     settings (grid, overlap, top-k, flip TTA), else None."""
     from roadwork.miner.detector import read_inference_config
 
     fitted = (read_inference_config(bundle_dir) or {}).get("multiview") or {}
-    if fitted.get("threshold") is None or [fitted.get(k) for k in ("grid", "overlap", "topk", "flip_tta")] != \
-            [int(grid), float(overlap), int(topk), bool(flip_tta)]:
+    if fitted.get("threshold") is None or [fitted.get(k) for k in ("grid", "overlap", "topk", "flip_tta")] != [
+        int(grid),
+        float(overlap),
+        int(topk),
+        bool(flip_tta),
+    ]:
         return None
     return float(fitted["threshold"])
 
@@ -156,22 +160,39 @@ class Predictor:
         self.multiview_grid = int(multiview_grid)
         self.flip_tta = bool(flip_tta)
         self.multiview_threshold = multiview_threshold
-        settings = {"grid": self.multiview_grid, "overlap": self.multiview_overlap, "topk": self.multiview_topk,
-                    "flip_tta": self.flip_tta, "threshold": multiview_threshold}
-        self.detector = RoadworkTimmDetector(config_name=None, device=str(device) if device is not None else "auto",
-                                             model=model, require_threshold=False, bundle=str(self.bundle_dir),
-                                             views="single", multiview=settings)
+        settings = {
+            "grid": self.multiview_grid,
+            "overlap": self.multiview_overlap,
+            "topk": self.multiview_topk,
+            "flip_tta": self.flip_tta,
+            "threshold": multiview_threshold,
+        }
+        self.detector = RoadworkTimmDetector(
+            config_name=None,
+            device=str(device) if device is not None else "auto",
+            model=model,
+            require_threshold=False,
+            bundle=str(self.bundle_dir),
+            views="single",
+            multiview=settings,
+        )
         self.device, self.model = self.detector.device, self.detector.model
         self.data_config, self.transform = self.detector.data_config, self.detector.transform
 
     @classmethod
     def from_params(cls, bundle_dir, params: PredictParams, **kwargs) -> "Predictor":
-        return cls(bundle_dir, params.multiview_overlap, params.multiview_topk, params.multiview_grid,
-                   params.flip_tta, **kwargs)
+        return cls(
+            bundle_dir,
+            params.multiview_overlap,
+            params.multiview_topk,
+            params.multiview_grid,
+            params.flip_tta,
+            **kwargs,
+        )
 
     @property
     def views_per_image(self) -> int:
-        return 1 + self.multiview_grid ** 2
+        return 1 + self.multiview_grid**2
 
     def views(self, image: Image.Image, multiview: bool) -> torch.Tensor:
         """(V, 3, S, S): the whole image, then (multi-view) the tiles in row-major order."""
@@ -210,16 +231,18 @@ class Predictor:
             except Exception as error:  # any decoding failure is reported, never fatal
                 return None, f"{type(error).__name__}: {error}".strip()
 
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(paths), unit="img", disable=not progress,
-                                                         desc="predict", file=sys.stderr) as bar:
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=len(paths), unit="img", disable=not progress, desc="predict", file=sys.stderr) as bar,
+        ):
             # bounded read-ahead (Executor.map would decode every file up front)
-            pending = [pool.submit(prepare, p) for p in paths[:2 * batch_size]]
+            pending = [pool.submit(prepare, p) for p in paths[: 2 * batch_size]]
             submitted = len(pending)
             for start in range(0, len(paths), batch_size):
-                chunk = paths[start:start + batch_size]
-                results = [future.result() for future in pending[:len(chunk)]]
-                pending = pending[len(chunk):]
-                ahead = paths[submitted:submitted + len(chunk)]
+                chunk = paths[start : start + batch_size]
+                results = [future.result() for future in pending[: len(chunk)]]
+                pending = pending[len(chunk) :]
+                ahead = paths[submitted : submitted + len(chunk)]
                 pending += [pool.submit(prepare, p) for p in ahead]
                 submitted += len(ahead)
                 ok = [i for i, (views, _) in enumerate(results) if views is not None]
@@ -237,23 +260,36 @@ class Predictor:
 # ------------------------------------------------------------------------------------- CLI
 def build_parser(prog: str = "roadwork predict") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Roadwork probability for image files and folders (recursive), written to a CSV "
-                               "(path, probability, decision, error); decision = probability > 0.5 (the tuned "
-                               "threshold is folded into the bundle).")
+        prog=prog,
+        description="Roadwork probability for image files and folders (recursive), written to a CSV "
+        "(path, probability, decision, error); decision = probability > 0.5 (the tuned "
+        "threshold is folded into the bundle).",
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     parser.add_argument("--bundle", required=True, help="exported bundle directory (e.g. data/bundle)")
     parser.add_argument("--out", default="predictions.csv", help="output CSV (default: %(default)s)")
-    parser.add_argument("--multiview", action="store_true",
-                        help="whole image + overlapping tiles, mean of the top-k roadwork probabilities, with the "
-                             "bundle's multi-view threshold folded in when it was fitted for these settings")
-    parser.add_argument("--flip-tta", action="store_true",
-                        help="with --multiview: average each view with its horizontal mirror")
+    parser.add_argument(
+        "--multiview",
+        action="store_true",
+        help="whole image + overlapping tiles, mean of the top-k roadwork probabilities, with the "
+        "bundle's multi-view threshold folded in when it was fitted for these settings",
+    )
+    parser.add_argument(
+        "--flip-tta", action="store_true", help="with --multiview: average each view with its horizontal mirror"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--grid", type=int, default=_DEFAULTS.multiview_grid, help="tiles per side (default: %(default)s)")
-    parser.add_argument("--overlap", type=float, default=_DEFAULTS.multiview_overlap,
-                        help="tile overlap fraction (default: %(default)s)")
-    parser.add_argument("--topk", type=int, default=_DEFAULTS.multiview_topk,
-                        help="views averaged in multi-view (default: %(default)s)")
+    parser.add_argument(
+        "--grid", type=int, default=_DEFAULTS.multiview_grid, help="tiles per side (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=_DEFAULTS.multiview_overlap,
+        help="tile overlap fraction (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--topk", type=int, default=_DEFAULTS.multiview_topk, help="views averaged in multi-view (default: %(default)s)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: min(4, cores))")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -275,23 +311,36 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
         print("error: --batch-size must be >= 1", file=sys.stderr)
         return EXIT_USAGE
     if not (Path(args.bundle) / "config.json").is_file():
-        print(f"error: {args.bundle} is not a bundle directory (no config.json); build one with the export stage",
-              file=sys.stderr)
+        print(
+            f"error: {args.bundle} is not a bundle directory (no config.json); build one with the export stage",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.flip_tta and not args.multiview:
-        print("error: --flip-tta is part of multi-view (the single view is the bundle's own output): add --multiview",
-              file=sys.stderr)
+        print(
+            "error: --flip-tta is part of multi-view (the single view is the bundle's own output): add --multiview",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         threshold = None
         if args.multiview:
             threshold = bundle_multiview_threshold(args.bundle, args.grid, args.overlap, args.topk, args.flip_tta)
             if threshold is None:
-                print(f"note: {args.bundle} has no multi-view threshold fitted for these settings (inference.json): "
-                      "the probability is the raw top-k mean and its decision at 0.5 is not a tuned one",
-                      file=sys.stderr)
-        predictor = Predictor(args.bundle, args.overlap, args.topk, args.grid, args.flip_tta, device=args.device,
-                              multiview_threshold=threshold)
+                print(
+                    f"note: {args.bundle} has no multi-view threshold fitted for these settings (inference.json): "
+                    "the probability is the raw top-k mean and its decision at 0.5 is not a tuned one",
+                    file=sys.stderr,
+                )
+        predictor = Predictor(
+            args.bundle,
+            args.overlap,
+            args.topk,
+            args.grid,
+            args.flip_tta,
+            device=args.device,
+            multiview_threshold=threshold,
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -306,8 +355,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
     n_errors = n_positive = 0
     with open(partial, "w", encoding="utf-8", newline="") as handle:
         handle.write(format_csv([], CSV_COLUMNS))
-        for row in predictor.predict_paths(paths, args.multiview, args.batch_size, args.workers,
-                                           progress=not args.quiet):
+        for row in predictor.predict_paths(
+            paths, args.multiview, args.batch_size, args.workers, progress=not args.quiet
+        ):
             n_errors += bool(row["error"])
             n_positive += row["decision"] == 1
             handle.write(format_csv([row], CSV_COLUMNS).split("\n", 1)[1])
@@ -315,8 +365,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
     os.replace(partial, out)
     n_errors += len(skipped)
     total = len(paths) + len(skipped)
-    print(f"{total} file(s): {n_positive} roadwork, {total - n_positive - n_errors} not, "
-          f"{n_errors} unreadable -> {out}", file=sys.stderr)
+    print(
+        f"{total} file(s): {n_positive} roadwork, {total - n_positive - n_errors} not, {n_errors} unreadable -> {out}",
+        file=sys.stderr,
+    )
     if n_errors == total:
         print("error: no file could be scored (every one is unreadable; see the error column)", file=sys.stderr)
         return EXIT_NOTHING_SCORED

@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from ruamel.yaml import YAML
-
 from pydantic import BaseModel
+from ruamel.yaml import YAML
 
 from roadwork.config import ConfigError, Params, parse_params
 from roadwork.io import write_text
@@ -66,7 +65,8 @@ def apply(preset: str | Path, params_path: str | Path = "params.yaml") -> Params
     round_trip = YAML()
     round_trip.preserve_quotes = True
     round_trip.representer.add_representer(
-        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     document = round_trip.load(Path(params_path).read_text())
     merge(document, load_preset(preset))
     buffer = io.StringIO()
@@ -76,8 +76,9 @@ def apply(preset: str | Path, params_path: str | Path = "params.yaml") -> Params
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m roadwork.presets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m roadwork.presets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["apply", "show"])
     parser.add_argument("preset")
     parser.add_argument("--params", default="params.yaml")

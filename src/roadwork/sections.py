@@ -11,5 +11,6 @@ SPLITS = ("train", "val_select", "val_calib", "val_test")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False,
-                              str_max_length=MAX_STRING)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False, str_max_length=MAX_STRING
+    )

@@ -46,6 +46,7 @@ def colour_features(images: Iterable[Image.Image], bins: int = 8, side: int = FE
     """:func:`colour_histogram_features` of each image reduced (PIL thumbnail) to at most `side`
     pixels on its longer side: a 12-megapixel photo costs ~250 times more to count, and its
     histogram differs from its reduction's by interpolation only."""
+
     def reduced(image: Image.Image) -> Image.Image:
         if max(image.size) <= side:
             return image
@@ -74,8 +75,9 @@ def _as_features(x, bins: int = 8) -> np.ndarray:
     return colour_histogram_features(x, bins)
 
 
-def fit_colour_baseline(train_images, train_labels: Sequence[int], seed: int = 0, bins: int = 8,
-                        C: Optional[float] = None):
+def fit_colour_baseline(
+    train_images, train_labels: Sequence[int], seed: int = 0, bins: int = 8, C: Optional[float] = None
+):
     """Fit the colour baseline; returns a scikit-learn Pipeline whose `predict` /
     `predict_proba` accept PIL images (or a precomputed histogram array).
 
@@ -119,5 +121,12 @@ def colour_baseline_mcc(train_images, train_labels, test_images, test_labels, se
     return float(matthews_corrcoef(np.asarray(list(test_labels)), predicted))
 
 
-__all__ = ["FEATURE_SIDE", "colour_histogram_features", "colour_features", "colour_scorer", "roadwork_probability",
-           "fit_colour_baseline", "colour_baseline_mcc"]
+__all__ = [
+    "FEATURE_SIDE",
+    "colour_histogram_features",
+    "colour_features",
+    "colour_scorer",
+    "roadwork_probability",
+    "fit_colour_baseline",
+    "colour_baseline_mcc",
+]

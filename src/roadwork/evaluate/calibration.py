@@ -165,8 +165,9 @@ def _fit_inputs(logits, labels, sample_weight):
     return z, y, _weights(sample_weight, y.size)
 
 
-def fit_temperature(logits, labels, *, offset: float = 0.0, sample_weight=None,
-                    bounds: tuple[float, float] = (1e-2, 1e2)) -> float:
+def fit_temperature(
+    logits, labels, *, offset: float = 0.0, sample_weight=None, bounds: tuple[float, float] = (1e-2, 1e2)
+) -> float:
     """Fit T > 0 minimising the (weighted) NLL of sigmoid((logit - offset) / T) (bounded Brent
     search on log T).
 
@@ -181,8 +182,7 @@ def fit_temperature(logits, labels, *, offset: float = 0.0, sample_weight=None,
     def f(log_t):
         return nll_from_logits(y, z * np.exp(-log_t), w)
 
-    res = minimize_scalar(f, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
-                          options={"xatol": 1e-8})
+    res = minimize_scalar(f, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-8})
     return float(np.exp(res.x))
 
 
@@ -216,8 +216,9 @@ def fit_map(kind: str, logits, labels, *, threshold: float, sample_weight=None) 
     raise ValueError(f"calibration map kind must be one of {MAP_KINDS}, got {kind!r}")
 
 
-def held_out_losses(kind: str, logits, labels, *, threshold: float, sample_weight=None, folds: int = 5,
-                    seed: int = 0) -> np.ndarray | None:
+def held_out_losses(
+    kind: str, logits, labels, *, threshold: float, sample_weight=None, folds: int = 5, seed: int = 0
+) -> np.ndarray | None:
     """Per-example held-out NLL of the ``kind`` map: stratified ``folds``-fold split (shuffled with
     ``seed``), the map fitted (weighted) on the other folds and scored on each example's own fold.
     The number of folds is capped at the smaller class's count; None when that is below 2."""
@@ -233,11 +234,13 @@ def held_out_losses(kind: str, logits, labels, *, threshold: float, sample_weigh
     return losses
 
 
-def cross_validated_nll(kind: str, logits, labels, *, threshold: float, sample_weight=None, folds: int = 5,
-                        seed: int = 0) -> float | None:
+def cross_validated_nll(
+    kind: str, logits, labels, *, threshold: float, sample_weight=None, folds: int = 5, seed: int = 0
+) -> float | None:
     """Weighted mean of :func:`held_out_losses` (sum of weight x loss over the sum of weights)."""
-    losses = held_out_losses(kind, logits, labels, threshold=threshold, sample_weight=sample_weight, folds=folds,
-                             seed=seed)
+    losses = held_out_losses(
+        kind, logits, labels, threshold=threshold, sample_weight=sample_weight, folds=folds, seed=seed
+    )
     return None if losses is None else _weighted_mean(losses, _weights(sample_weight, losses.size))
 
 
@@ -253,16 +256,23 @@ def compare_maps(logits, labels, *, threshold: float, sample_weight=None, folds:
     kwargs = {"threshold": threshold, "sample_weight": sample_weight, "folds": folds, "seed": seed}
     losses = {kind: held_out_losses(kind, logits, labels, **kwargs) for kind in MAP_KINDS}
     if losses["temperature"] is None:
-        return {"nll_cv": dict.fromkeys(MAP_KINDS), "nll_cv_difference": None, "standard_error": None,
-                "better": "temperature"}
+        return {
+            "nll_cv": dict.fromkeys(MAP_KINDS),
+            "nll_cv_difference": None,
+            "standard_error": None,
+            "better": "temperature",
+        }
     w = _weights(sample_weight, losses["temperature"].size)
     share = w / w.sum()
     d = losses["temperature_bias"] - losses["temperature"]
     mean = float(np.dot(share, d))
-    se = float(np.sqrt(np.sum(share ** 2 * (d - mean) ** 2)))
-    return {"nll_cv": {kind: _weighted_mean(loss, w) for kind, loss in losses.items()},
-            "nll_cv_difference": mean, "standard_error": se,
-            "better": "temperature_bias" if mean < -se else "temperature"}
+    se = float(np.sqrt(np.sum(share**2 * (d - mean) ** 2)))
+    return {
+        "nll_cv": {kind: _weighted_mean(loss, w) for kind, loss in losses.items()},
+        "nll_cv_difference": mean,
+        "standard_error": se,
+        "better": "temperature_bias" if mean < -se else "temperature",
+    }
 
 
 # ------------------------------------------------------------------------------ ECE
@@ -300,8 +310,9 @@ def _quantile_shares(conf: np.ndarray, w: np.ndarray, n_bins: int) -> np.ndarray
     end = np.cumsum(w[order])
     start = end - w[order]
     edges = end[-1] * np.arange(n_bins + 1) / n_bins if end.size else np.zeros(n_bins + 1)
-    shares_sorted = np.clip(np.minimum(end[:, None], edges[None, 1:]) - np.maximum(start[:, None], edges[None, :-1]),
-                            0.0, None)
+    shares_sorted = np.clip(
+        np.minimum(end[:, None], edges[None, 1:]) - np.maximum(start[:, None], edges[None, :-1]), 0.0, None
+    )
     shares = np.empty_like(shares_sorted)
     shares[order] = shares_sorted
     return shares
@@ -336,8 +347,9 @@ def _binned(labels, probs, n_bins, strategy, definition, sample_weight) -> _Bins
     raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
 
 
-def ece(labels, probs, n_bins: int = 15, strategy: str = "uniform", definition: str = "positive",
-        sample_weight=None) -> float:
+def ece(
+    labels, probs, n_bins: int = 15, strategy: str = "uniform", definition: str = "positive", sample_weight=None
+) -> float:
     """Expected calibration error (L1), weighted by ``sample_weight`` if given; see the module
     docstring for the definitions and the binning."""
     bins = _binned(labels, probs, n_bins, strategy, definition, sample_weight)
@@ -345,8 +357,9 @@ def ece(labels, probs, n_bins: int = 15, strategy: str = "uniform", definition: 
     return float(np.sum(np.abs(bins.acc - bins.conf)) / total) if total > 0 else 0.0
 
 
-def ece_floor(probs, raw_prior: float, target_prior: float | None, n_bins: int = 15, n_sim: int = 200,
-              seed: int = 0) -> dict:
+def ece_floor(
+    probs, raw_prior: float, target_prior: float | None, n_bins: int = 15, n_sim: int = 200, seed: int = 0
+) -> dict:
     """The ECE (positive class, equal-width bins) that a *perfectly calibrated* probability shows on
     a sample of this size: labels are drawn from ``probs`` themselves (moved from the
     ``target_prior`` stream they are calibrated for to the sample's ``raw_prior`` by Bayes' rule on
@@ -379,8 +392,15 @@ def _row_prior_weights(y: np.ndarray, target_prior: float) -> np.ndarray:
     return np.where(both, np.where(y, target_prior / safe, (1 - target_prior) / (1 - safe)), 1.0)
 
 
-def ece_rows(labels, probs, *, n_bins: int = 15, definition: str = "positive", sample_weight=None,
-             target_prior: float | None = None) -> np.ndarray:
+def ece_rows(
+    labels,
+    probs,
+    *,
+    n_bins: int = 15,
+    definition: str = "positive",
+    sample_weight=None,
+    target_prior: float | None = None,
+) -> np.ndarray:
     """Equal-width-bin ECE of every row (last axis = examples; e.g. bootstrap resamples), weighted
     by ``sample_weight`` or, with ``target_prior``, by each row's own re-weighting to that prior
     (each resample then has exactly the target class mix). One row gives :func:`ece`."""
@@ -402,8 +422,17 @@ def _ece_difference(y, reference, candidate, axis=-1, *, n_bins, definition, tar
     return rows(y, candidate) - rows(y, reference)
 
 
-def paired_ece_difference(labels, reference, candidate, *, n_bins: int = 15, definition: str = "positive",
-                          target_prior: float | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+def paired_ece_difference(
+    labels,
+    reference,
+    candidate,
+    *,
+    n_bins: int = 15,
+    definition: str = "positive",
+    target_prior: float | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """ECE(candidate) - ECE(reference) (equal-width bins) of two probabilities for the same images,
     with its paired bootstrap interval and verdict (:func:`roadwork.evaluate.compare.paired_difference`;
     lower ECE is better). With ``target_prior`` every resample is re-weighted to that prior."""
@@ -419,12 +448,16 @@ def paired_ece_difference(labels, reference, candidate, *, n_bins: int = 15, def
 def ece_variants(labels, probs, n_bins: int = 15, sample_weight=None) -> dict[str, float]:
     """ECE under both definitions and both binnings, keys ``ece_{positive,top_label}_{uniform,quantile}``
     (the four numbers the reports give; see the module docstring)."""
-    return {f"ece_{definition}_{strategy}": ece(labels, probs, n_bins, strategy, definition, sample_weight)
-            for definition in ("positive", "top_label") for strategy in ("uniform", "quantile")}
+    return {
+        f"ece_{definition}_{strategy}": ece(labels, probs, n_bins, strategy, definition, sample_weight)
+        for definition in ("positive", "top_label")
+        for strategy in ("uniform", "quantile")
+    }
 
 
-def reliability_curve(labels, probs, n_bins: int = 15, strategy: str = "uniform", definition: str = "positive",
-                      sample_weight=None) -> list[dict]:
+def reliability_curve(
+    labels, probs, n_bins: int = 15, strategy: str = "uniform", definition: str = "positive", sample_weight=None
+) -> list[dict]:
     """Rows ``{bin, bin_lower, bin_upper, confidence, accuracy, count, weight}`` for non-empty bins.
 
     ``confidence`` is the (weighted) mean confidence in the bin, ``accuracy`` the mean label
@@ -440,9 +473,17 @@ def reliability_curve(labels, probs, n_bins: int = 15, strategy: str = "uniform"
         if bins.weight[b] <= 0:
             continue
         weight = bins.weight[b]
-        rows.append({"bin": b, "bin_lower": float(bins.lower[b]), "bin_upper": float(bins.upper[b]),
-                     "confidence": float(bins.conf[b] / weight), "accuracy": float(bins.acc[b] / weight),
-                     "count": int(bins.count[b]), "weight": float(weight / total)})
+        rows.append(
+            {
+                "bin": b,
+                "bin_lower": float(bins.lower[b]),
+                "bin_upper": float(bins.upper[b]),
+                "confidence": float(bins.conf[b] / weight),
+                "accuracy": float(bins.acc[b] / weight),
+                "count": int(bins.count[b]),
+                "weight": float(weight / total),
+            }
+        )
     return rows
 
 

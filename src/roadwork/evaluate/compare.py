@@ -45,8 +45,15 @@ def verdict(low: float, high: float, higher_is_better: bool = True) -> str:
     return TIE
 
 
-def paired_difference(statistic: Callable[..., np.ndarray], data, *, n_boot: int = 1000, seed: int = 0,
-                      higher_is_better: bool = True, batch: int | None = None) -> dict:
+def paired_difference(
+    statistic: Callable[..., np.ndarray],
+    data,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    higher_is_better: bool = True,
+    batch: int | None = None,
+) -> dict:
     """``statistic(*data, axis=-1)`` (vectorised: candidate minus reference, one value per row of
     resampled images) on all images, and its paired 95% percentile bootstrap interval.
 
@@ -61,21 +68,43 @@ def paired_difference(statistic: Callable[..., np.ndarray], data, *, n_boot: int
     point = float(statistic(*(a[None, :] for a in arrays), axis=-1)[0])
     if batch is None:
         batch = max(1, min(n_boot, 2_000_000 // n))
-    result = stats.bootstrap(arrays, statistic, n_resamples=n_boot, batch=batch, vectorized=True, paired=True,
-                             axis=-1, confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        arrays,
+        statistic,
+        n_resamples=n_boot,
+        batch=batch,
+        vectorized=True,
+        paired=True,
+        axis=-1,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not np.isfinite(low) or not np.isfinite(high):  # every resample gave the same value
         low = high = point
-    return {"difference": point, "ci95_low": low, "ci95_high": high,
-            "verdict": verdict(low, high, higher_is_better), "higher_is_better": bool(higher_is_better),
-            "n": int(n), "n_boot": int(n_boot), "seed": int(seed), "standard_error": float(result.standard_error),
-            "method": METHOD}
+    return {
+        "difference": point,
+        "ci95_low": low,
+        "ci95_high": high,
+        "verdict": verdict(low, high, higher_is_better),
+        "higher_is_better": bool(higher_is_better),
+        "n": int(n),
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "standard_error": float(result.standard_error),
+        "method": METHOD,
+    }
 
 
 def _weighted_mcc(y, pred, w, axis=-1):
     y, pred = y.astype(bool), pred.astype(bool)
-    return mcc_from_counts((w * (y & pred)).sum(axis), (w * (~y & pred)).sum(axis),
-                           (w * (~y & ~pred)).sum(axis), (w * (y & ~pred)).sum(axis))
+    return mcc_from_counts(
+        (w * (y & pred)).sum(axis),
+        (w * (~y & pred)).sum(axis),
+        (w * (~y & ~pred)).sum(axis),
+        (w * (y & ~pred)).sum(axis),
+    )
 
 
 def _mcc_difference(y, reference, candidate, w, axis=-1):
@@ -99,8 +128,9 @@ def mcc_standard_error(labels, decisions, *, weights=None, n_boot: int = 1000, s
     """Bootstrap standard error of one model's (weighted) MCC over the images: its difference from
     a constant answer, whose MCC is 0 on every resample."""
     decisions = np.asarray(decisions).astype(bool)
-    return mcc_difference(labels, np.zeros_like(decisions), decisions, weights=weights, n_boot=n_boot,
-                          seed=seed)["standard_error"]
+    return mcc_difference(labels, np.zeros_like(decisions), decisions, weights=weights, n_boot=n_boot, seed=seed)[
+        "standard_error"
+    ]
 
 
 _reward = np.vectorize(expected_reward, otypes=[np.float64])
@@ -114,8 +144,10 @@ def _as_draws(decisions, n: int, what: str) -> np.ndarray:
     elif d.ndim == 2:
         d = d[:, None]
     if d.ndim != 3 or d.shape[-1] != n:
-        raise ValueError(f"{what}: decisions of shape (n,), (draws, n) or (draws, pooled, n) with n = {n} "
-                         f"images expected, got {np.shape(decisions)}")
+        raise ValueError(
+            f"{what}: decisions of shape (n,), (draws, n) or (draws, pooled, n) with n = {n} "
+            f"images expected, got {np.shape(decisions)}"
+        )
     return d
 
 
@@ -153,8 +185,9 @@ def reward_difference(labels, reference, candidate, *, weights=None, n_boot: int
         yi, wi = y[index], w[index]
         return _mean_reward(yi, b[..., index], wi) - _mean_reward(yi, a[..., index], wi)
 
-    return paired_difference(statistic, (np.arange(y.size),), n_boot=n_boot, seed=seed,
-                             batch=max(1, min(n_boot, 2_000_000 // a.size)))
+    return paired_difference(
+        statistic, (np.arange(y.size),), n_boot=n_boot, seed=seed, batch=max(1, min(n_boot, 2_000_000 // a.size))
+    )
 
 
 def reward_interval(labels, decisions, *, weights=None, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -168,10 +201,15 @@ def reward_interval(labels, decisions, *, weights=None, n_boot: int = 1000, seed
     def statistic(index, axis=-1):
         return _mean_reward(y[index], d[..., index], w[index])
 
-    result = paired_difference(statistic, (np.arange(y.size),), n_boot=n_boot, seed=seed,
-                               batch=max(1, min(n_boot, 2_000_000 // d.size)))
-    return {"reward": result["difference"], "ci95_low": result["ci95_low"], "ci95_high": result["ci95_high"],
-            "n_boot": int(n_boot)}
+    result = paired_difference(
+        statistic, (np.arange(y.size),), n_boot=n_boot, seed=seed, batch=max(1, min(n_boot, 2_000_000 // d.size))
+    )
+    return {
+        "reward": result["difference"],
+        "ci95_low": result["ci95_low"],
+        "ci95_high": result["ci95_high"],
+        "n_boot": int(n_boot),
+    }
 
 
 def summary(result: dict) -> dict:
@@ -185,5 +223,18 @@ def minimum_detectable_difference(standard_error: float, power: float = 0.8, alp
     return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
 
 
-__all__ = ["BETTER", "WORSE", "TIE", "VERDICTS", "SUMMARY_KEYS", "verdict", "paired_difference",
-           "mcc_difference", "mcc_standard_error", "reward_difference", "reward_interval", "summary", "minimum_detectable_difference"]
+__all__ = [
+    "BETTER",
+    "WORSE",
+    "TIE",
+    "VERDICTS",
+    "SUMMARY_KEYS",
+    "verdict",
+    "paired_difference",
+    "mcc_difference",
+    "mcc_standard_error",
+    "reward_difference",
+    "reward_interval",
+    "summary",
+    "minimum_detectable_difference",
+]

@@ -45,6 +45,7 @@ ACC_WINDOW = 10  # accuracy over the last 10 predictions
 
 # --- labels, confusion counts, MCC ------------------------------------------------------
 
+
 def check_binary_labels(labels, what: str = "labels") -> np.ndarray:
     """``labels`` flattened to a boolean array (True = roadwork); a ValueError naming ``what``
     and the offending values unless every value is 0 or 1 (booleans and 0.0/1.0 pass)."""
@@ -127,8 +128,9 @@ def prior_weights(labels, target_prior: float) -> tuple[float, float]:
     y = check_binary_labels(labels)
     p = float(y.mean()) if y.size else 0.0
     if not 0.0 < p < 1.0:
-        raise ValueError(f"re-weighting to a class prior needs both classes in the labels "
-                         f"(got {int(y.sum())} positives of {y.size})")
+        raise ValueError(
+            f"re-weighting to a class prior needs both classes in the labels (got {int(y.sum())} positives of {y.size})"
+        )
     if not 0.0 < target_prior < 1.0:
         raise ValueError(f"target_prior must be in (0, 1), got {target_prior}")
     return target_prior / p, (1.0 - target_prior) / (1.0 - p)
@@ -178,6 +180,7 @@ def binary_metrics(labels, probs, threshold: float = 0.5) -> dict:
 
 
 # --- bootstrap -----------------------------------------------------------------------
+
 
 def _counts_from_codes(codes_idx: np.ndarray) -> np.ndarray:
     """codes_idx: (B, n) values in 0..3 = 2*label + pred -> (B, 4) counts [tn, fp, fn, tp]."""
@@ -260,6 +263,7 @@ def bootstrap_ci(
 
 
 # --- validators' reward ----------------------------------------------------------------
+
 
 def expected_reward(mcc: float, accuracy: float) -> float:
     """Validators' per-query reward ``(0.5 * max(mcc, 0) + 0.5 * accuracy) ** 3``.

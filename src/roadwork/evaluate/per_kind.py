@@ -71,8 +71,16 @@ def _figure(statistic: Callable, y, values, kinds, weights, n_boot: int, seed: i
     return {"value": round(value, 6), "interval": [round(float(low), 6), round(float(high), 6)], "n": int(len(y))}
 
 
-def report(statistic: Callable, y, values, kinds, shares: dict[str, float], target_prior: float | None,
-           n_boot: int = 1000, seed: int = 0) -> dict:
+def report(
+    statistic: Callable,
+    y,
+    values,
+    kinds,
+    shares: dict[str, float],
+    target_prior: float | None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """``statistic(y, values, w)`` (w: (B, n) weights, one row per resample; returns B figures) per kind and for
     the mix, each {value, interval, n}; a kind without images is absent, the mix only when every kind it needs
     is there."""
@@ -90,7 +98,8 @@ def report(statistic: Callable, y, values, kinds, shares: dict[str, float], targ
         return out
     keep = w > 0
     out["mix"] = _figure(statistic, y[keep], values[keep], kinds[keep], w[keep], n_boot, seed) | {
-        "shares": {k: round(v, 6) for k, v in shares.items()}}
+        "shares": {k: round(v, 6) for k, v in shares.items()}
+    }
     return out
 
 
@@ -106,6 +115,7 @@ def ece_statistic(probability: Callable, n_bins: int) -> Callable:
     def statistic(y, z, w):
         p = probability(z)
         return np.array([ece(y, p, n_bins, sample_weight=row) for row in np.atleast_2d(w)])
+
     return statistic
 
 
@@ -116,8 +126,11 @@ def read_kinds(model_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.
     synthetic = Path(model_dir) / SYNTHETIC_LOGITS
     if synthetic.is_file():
         rows += [r for r in read_csv(synthetic) if r["split"] == split]
-    return (np.array([float(r["logit"]) for r in rows]), np.array([int(r["label"]) for r in rows]),
-            np.array([r["kind"] for r in rows]))
+    return (
+        np.array([float(r["logit"]) for r in rows]),
+        np.array([int(r["label"]) for r in rows]),
+        np.array([r["kind"] for r in rows]),
+    )
 
 
 def label(figures: dict, backend: str | None) -> dict:
@@ -128,8 +141,9 @@ def label(figures: dict, backend: str | None) -> dict:
     return out
 
 
-def protocol_by_kind(runs: dict[str, dict], labels: dict[str, np.ndarray], shares: dict[str, float],
-                     n_boot: int = 1000, seed: int = 0) -> dict:
+def protocol_by_kind(
+    runs: dict[str, dict], labels: dict[str, np.ndarray], shares: dict[str, float], n_boot: int = 1000, seed: int = 0
+) -> dict:
     """The validators' protocol per kind and for the mix: ``runs[kind]`` is
     :func:`roadwork.evaluate.protocol.protocol_over_draws`'s result on that kind's images (``_probs`` kept),
     ``labels[kind]`` their labels. Each kind: its reward with the interval over images; the mix: the expected
@@ -137,18 +151,35 @@ def protocol_by_kind(runs: dict[str, dict], labels: dict[str, np.ndarray], share
     :func:`mix_weights` (labels 50/50 within a kind, as the protocol scores), with its bootstrap interval."""
     from roadwork.evaluate.compare import reward_interval
 
-    out = {kind: {"reward": run["reward"], "ci95_low": run["reward_ci95_low"], "ci95_high": run["reward_ci95_high"],
-                  "n_images": run["n_images"]} for kind, run in runs.items()}
+    out = {
+        kind: {
+            "reward": run["reward"],
+            "ci95_low": run["reward_ci95_low"],
+            "ci95_high": run["reward_ci95_high"],
+            "n_images": run["n_images"],
+        }
+        for kind, run in runs.items()
+    }
     kinds = list(runs)
     try:
-        weights = mix_weights(np.concatenate([[k] * len(labels[k]) for k in kinds]),
-                              np.concatenate([labels[k] for k in kinds]), shares, 0.5)
+        weights = mix_weights(
+            np.concatenate([[k] * len(labels[k]) for k in kinds]),
+            np.concatenate([labels[k] for k in kinds]),
+            shares,
+            0.5,
+        )
     except ValueError as error:
         return out | {"mix": {"missing": str(error)}}
-    decisions = np.concatenate([np.stack([runs[k]["_probs"][level] for level in runs[k]["_probs"]], axis=1) > 0.5
-                                for k in kinds], axis=-1)  # (draws, levels, images of every kind)
+    decisions = np.concatenate(
+        [np.stack([runs[k]["_probs"][level] for level in runs[k]["_probs"]], axis=1) > 0.5 for k in kinds], axis=-1
+    )  # (draws, levels, images of every kind)
     y = np.concatenate([labels[k] for k in kinds])
     keep = weights > 0
     mix = reward_interval(y[keep], decisions[..., keep], weights=weights[keep], n_boot=n_boot, seed=seed)
-    return out | {"mix": {**{k: mix[k] for k in ("reward", "ci95_low", "ci95_high")}, "n_images": int(keep.sum()),
-                          "shares": {k: round(v, 6) for k, v in shares.items()}}}
+    return out | {
+        "mix": {
+            **{k: mix[k] for k in ("reward", "ci95_low", "ci95_high")},
+            "n_images": int(keep.sum()),
+            "shares": {k: round(v, 6) for k, v in shares.items()},
+        }
+    }

@@ -94,8 +94,9 @@ def pipeline_scores(pipe, images: Sequence[Image.Image], batch_size: int = 16) -
     for output in outputs:
         by_label = {item["label"]: item["score"] for item in output}
         if ROADWORK_LABEL not in by_label:
-            raise ValueError(f"the pipeline returned labels {sorted(by_label)}: no {ROADWORK_LABEL!r} "
-                             "(the stock miner would fail)")
+            raise ValueError(
+                f"the pipeline returned labels {sorted(by_label)}: no {ROADWORK_LABEL!r} (the stock miner would fail)"
+            )
         scores.append(by_label[ROADWORK_LABEL])
     return np.asarray(scores, dtype=np.float64)
 
@@ -129,10 +130,15 @@ def balanced_metrics(labels, probs, threshold: float = 0.5) -> dict:
     accuracy = (tp + tn) / (tp + fp + tn + fn)
     raw = binary_metrics(y.astype(int), probs, threshold)
     return {
-        "n": int(y.size), "n_pos": int(y.sum()),
-        "mcc": mcc, "accuracy": accuracy, "reward": expected_reward(mcc, accuracy),
-        "tpr": float(np.mean(pred[y])), "tnr": float(np.mean(~pred[~y])),
-        "mcc_unweighted": raw["mcc"], "accuracy_unweighted": raw["accuracy"],
+        "n": int(y.size),
+        "n_pos": int(y.sum()),
+        "mcc": mcc,
+        "accuracy": accuracy,
+        "reward": expected_reward(mcc, accuracy),
+        "tpr": float(np.mean(pred[y])),
+        "tnr": float(np.mean(~pred[~y])),
+        "mcc_unweighted": raw["mcc"],
+        "accuracy_unweighted": raw["accuracy"],
     }
 
 
@@ -169,16 +175,24 @@ def run_protocol(
     scorers = [score, *(others or {}).values()]
     probs = [{level: np.zeros(n) for level in levels} for _ in scorers]
     workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=n * len(levels), unit="query", desc="validators' protocol", disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=n * len(levels), unit="query", desc="validators' protocol", disable=not progress) as bar,
+    ):
         for start in range(0, n, chunk):
             indices = range(start, min(n, start + chunk))
             originals = dict(zip(indices, pool.map(load, indices)))
             where = [(level, i) for level in levels for i in indices]
             # the augmentations (full-size rotations, distortions) run in threads: torch and numpy
             # release the GIL, and every query has its own generator, so the result is the same
-            challenges = list(pool.map(
-                lambda q: validator_challenge_image(originals[q[1]], q[0], query_rng(seed, q[0], q[1])), where))
+            challenges = list(
+                pool.map(
+                    lambda q, originals=originals: validator_challenge_image(
+                        originals[q[1]], q[0], query_rng(seed, q[0], q[1])
+                    ),
+                    where,
+                )
+            )
             for scorer, out in zip(scorers, probs):
                 scores = np.asarray(scorer(challenges), dtype=np.float64).ravel()
                 if scores.size != len(challenges):
@@ -206,8 +220,7 @@ def _protocol_metrics(y: np.ndarray, probs: dict, seed: int, queries: int) -> di
     mix = balanced_metrics(pooled_y, pooled_p)
     mix["reward_simulated"] = simulated_reward(pooled_y, pooled_p, seed=seed, n_queries=queries * len(probs))
     out["mix"] = mix
-    out.update(reward=mix["reward"], mcc=mix["mcc"], accuracy=mix["accuracy"],
-               reward_simulated=mix["reward_simulated"])
+    out.update(reward=mix["reward"], mcc=mix["mcc"], accuracy=mix["accuracy"], reward_simulated=mix["reward_simulated"])
     out["_probs"] = probs
     return out
 
@@ -234,19 +247,28 @@ def protocol_comparisons(labels: Sequence[int], result: dict, reference: str, *,
         return np.stack([probs[key] > 0.5 for key in keys], axis=1)
 
     def difference(reference_decisions, candidate_decisions) -> dict:
-        return comparison_summary(reward_difference(y, reference_decisions, candidate_decisions, weights=weights,
-                                         n_boot=n_boot, seed=seed))
+        return comparison_summary(
+            reward_difference(y, reference_decisions, candidate_decisions, weights=weights, n_boot=n_boot, seed=seed)
+        )
 
     versus = {f"level_{level}": difference(decisions(other, [level]), decisions(model, [level])) for level in levels}
     versus["mix"] = difference(decisions(other, levels), decisions(model, levels))
     first = levels[0]
-    by_level = {f"level_{level}": difference(decisions(model, [first]), decisions(model, [level]))
-                for level in levels[1:]}
+    by_level = {
+        f"level_{level}": difference(decisions(model, [first]), decisions(model, [level])) for level in levels[1:]
+    }
     return {f"vs_{reference}": versus, f"levels_vs_level_{first}": by_level}
 
 
-def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int], score: ScoreFn, seed: int,
-                        draws: int, n_boot: int = 1000, **kwargs) -> dict:
+def protocol_over_draws(
+    load: Callable[[int], Image.Image],
+    labels: Sequence[int],
+    score: ScoreFn,
+    seed: int,
+    draws: int,
+    n_boot: int = 1000,
+    **kwargs,
+) -> dict:
     """:func:`run_protocol` for ``draws`` independent augmentation draws (seeds ``seed``,
     ``seed + 1``, ...): one draw's reward depends on which rotation, crop and distortion each image
     happened to get, so the published figures are means over draws. ``reward_ci95_low``/
@@ -260,8 +282,9 @@ def protocol_over_draws(load: Callable[[int], Image.Image], labels: Sequence[int
     runs = [run_protocol(load, labels, score, seed + k, **kwargs) for k in range(draws)]
     out = _over_draws(runs, seed, labels, n_boot)
     if runs[0].get("others"):
-        out["others"] = {name: _over_draws([run["others"][name] for run in runs], seed, labels, n_boot)
-                         for name in runs[0]["others"]}
+        out["others"] = {
+            name: _over_draws([run["others"][name] for run in runs], seed, labels, n_boot) for name in runs[0]["others"]
+        }
     return out
 
 
@@ -294,14 +317,35 @@ def _over_draws(runs: list[dict], seed: int, labels, n_boot: int) -> dict:
         interval = reward_interval(y, decisions, weights=weights, n_boot=n_boot, seed=seed)
         return {"reward_ci95_low": interval["ci95_low"], "reward_ci95_high": interval["ci95_high"]}
 
-    out = {"seed": int(seed), "draws": len(runs), "n_images": runs[0]["n_images"],
-           "levels": {level: {**averaged(lambda run, level=level: run["levels"][level]), **over_images(probs[level] > 0.5)}
-                      for level in runs[0]["levels"]},
-           "mix": {**averaged(lambda run: run["mix"]),
-                   **over_images(np.stack([probs[level] for level in probs], axis=1) > 0.5)},
-           "reward_per_draw": [run["reward"] for run in runs]}
-    out.update({k: out["mix"][k] for k in ("reward", "reward_ci95_low", "reward_ci95_high", "reward_draws_ci95_low",
-                                           "reward_draws_ci95_high", "mcc", "accuracy", "reward_simulated")})
+    out = {
+        "seed": int(seed),
+        "draws": len(runs),
+        "n_images": runs[0]["n_images"],
+        "levels": {
+            level: {**averaged(lambda run, level=level: run["levels"][level]), **over_images(probs[level] > 0.5)}
+            for level in runs[0]["levels"]
+        },
+        "mix": {
+            **averaged(lambda run: run["mix"]),
+            **over_images(np.stack([probs[level] for level in probs], axis=1) > 0.5),
+        },
+        "reward_per_draw": [run["reward"] for run in runs],
+    }
+    out.update(
+        {
+            k: out["mix"][k]
+            for k in (
+                "reward",
+                "reward_ci95_low",
+                "reward_ci95_high",
+                "reward_draws_ci95_low",
+                "reward_draws_ci95_high",
+                "mcc",
+                "accuracy",
+                "reward_simulated",
+            )
+        }
+    )
     out["_probs"] = probs
     return out
 
@@ -319,8 +363,10 @@ def evaluate_scores(labels, probs, *, n_boot: int, seed: int, n_bins: int = 15) 
     for name in ("mcc", "accuracy"):
         point, low, high = bootstrap_ci(y, p, name, n_boot=n_boot, seed=seed, threshold=0.5)
         out[f"{name}_ci95_low"], out[f"{name}_ci95_high"] = low, high  # scalars: `dvc exp show` lists them
-    out["confusion_matrix"] = {"labels": ["None", "Roadwork"], "rows_actual_cols_predicted":
-                               [[out["tn"], out["fp"]], [out["fn"], out["tp"]]]}
+    out["confusion_matrix"] = {
+        "labels": ["None", "Roadwork"],
+        "rows_actual_cols_predicted": [[out["tn"], out["fp"]], [out["fn"], out["tp"]]],
+    }
     if 0 < y.sum() < y.size:
         balanced = balanced_metrics(y, p)
         out["prior_0.5"] = {k: balanced[k] for k in ("mcc", "accuracy", "reward", "tpr", "tnr")}

@@ -130,20 +130,6 @@ def operating_thresholds(thresholds) -> np.ndarray:
     return np.r_[top, mids, bottom]
 
 
-def prior_weights(labels, target_prior: float) -> tuple[float, float]:
-    """Weights (w_pos, w_neg) that make the weighted positive rate equal ``target_prior``.
-
-    w_pos = target_prior / p, w_neg = (1 - target_prior) / (1 - p), p the observed rate.
-    """
-    labels = np.asarray(labels).ravel().astype(bool)
-    p = float(labels.mean())
-    if not 0.0 < p < 1.0:
-        raise ValueError("re-weighting needs both classes present")
-    if not 0.0 < target_prior < 1.0:
-        raise ValueError("target_prior must be in (0, 1)")
-    return target_prior / p, (1.0 - target_prior) / (1.0 - p)
-
-
 def downsample_curve(n_points: int, keep, max_points: int = 2000) -> np.ndarray:
     """Indices into a curve of ``n_points`` points: at most ``max_points`` evenly spaced
     (by rank) indices plus every index in ``keep`` (e.g. the optima), sorted, unique."""

@@ -213,7 +213,7 @@ def color_contrast(img: np.ndarray, param: float) -> np.ndarray:
 
 
 def jpeg_compression(img: np.ndarray, param: int) -> np.ndarray:
-    """"JPEG": bilinear down-sampling to (h // param, w // param) and back up (cv2
+    """ "JPEG": bilinear down-sampling to (h // param, w // param) and back up (cv2
     INTER_LINEAR both ways; no actual JPEG coding)."""
     h, w = img.shape[:2]
     small = cv2_port.resize_linear(img, (w // param, h // param))

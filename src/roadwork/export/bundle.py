@@ -33,6 +33,7 @@ The model card's ``submission_time`` is the export time (UTC, ISO 8601) unless g
 ``model_sha256`` is a digest of every file *except* the card and the manifest, so it identifies
 the exported model independently of when it was exported.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,6 +49,7 @@ from timm.models import save_for_hf
 from torch import nn
 
 from roadwork.io import atomic_path, dumps_json, sha256_file
+
 # the one loader and eval transform: the miner's detector file's (read with safetensors, never torch.load)
 from roadwork.miner.detector import bundle_data_config, bundle_transform, load_bundle_model  # noqa: F401
 from roadwork.models.adapters import has_adapters, merge_adapters
@@ -129,8 +131,13 @@ def submission_time_now() -> str:
 
 
 def _write_hf_layout(model: nn.Module, description: dict, out_dir: Path) -> None:
-    save_for_hf(model, str(out_dir), model_config={"label_names": list(LABEL_NAMES)},
-                safe_serialization=True, data_config=eval_data_config(description))
+    save_for_hf(
+        model,
+        str(out_dir),
+        model_config={"label_names": list(LABEL_NAMES)},
+        safe_serialization=True,
+        data_config=eval_data_config(description),
+    )
     config_path = out_dir / "config.json"
     config = json.loads(config_path.read_text())
     # timm records num_classes in model_args, while transformers' TimmWrapper passes
@@ -142,8 +149,14 @@ def _write_hf_layout(model: nn.Module, description: dict, out_dir: Path) -> None
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _check_against_source(exported: nn.Module, reference_logit: torch.Tensor, images: torch.Tensor,
-                          temperature: float, threshold_logit: float, what: str) -> float:
+def _check_against_source(
+    exported: nn.Module,
+    reference_logit: torch.Tensor,
+    images: torch.Tensor,
+    temperature: float,
+    threshold_logit: float,
+    what: str,
+) -> float:
     with torch.no_grad():
         logits = exported(images).double()
     expected = (reference_logit.double() - threshold_logit) / temperature
@@ -224,7 +237,8 @@ def build_bundle(
         del exported
         reloaded = load_bundle_model(tmp)
         checks["reload_max_abs_diff"] = _check_against_source(
-            reloaded, reference, images, temperature, threshold_logit, "config.json + model.safetensors")
+            reloaded, reference, images, temperature, threshold_logit, "config.json + model.safetensors"
+        )
         if check_transformers:
             checks["transformers_max_abs_diff"] = _check_transformers(tmp, reloaded, images)
         onnx_record = None
@@ -265,7 +279,7 @@ def build_bundle(
                 "threshold_logit": threshold_logit,
                 "roadwork_index": ROADWORK_INDEX,
                 "rule": "P(Roadwork) = softmax(logits)[1] = sigmoid((z - threshold_logit) / temperature); "
-                        "roadwork iff P > 0.5",
+                "roadwork iff P > 0.5",
             },
             "checks": checks,
             "onnx": onnx_record,

@@ -47,10 +47,12 @@ from roadwork.io import read_csv, read_json, sha256_file
 
 BATCH = 32
 BASELINE = "colour_baseline"
-POWER_EXPLANATION = ("smallest true difference in val_test MCC (50/50 class weights) that a paired 95% interval "
-                     "tells from 0 with 80% power (2.80 x bootstrap standard error): against a fixed reference "
-                     "(the shipped model's MCC), and between two models as correlated as phase 1 and phase 4 "
-                     "(their paired difference); a smaller true gap is likely reported 'not distinguishable'")
+POWER_EXPLANATION = (
+    "smallest true difference in val_test MCC (50/50 class weights) that a paired 95% interval "
+    "tells from 0 with 80% power (2.80 x bootstrap standard error): against a fixed reference "
+    "(the shipped model's MCC), and between two models as correlated as phase 1 and phase 4 "
+    "(their paired difference); a smaller true gap is likely reported 'not distinguishable'"
+)
 
 
 class ExportError(Exception):
@@ -78,12 +80,14 @@ def card_metrics(calibration: dict) -> dict:
     logits, labels = split_logits(model_dir / "logits.csv", "val_test")
     test = binary_metrics(labels, logits, calibration["threshold_logit"])
     score = calibration["selection"]["scores"][calibration["model"]]
-    return rounded({
-        "model": calibration["model"],
-        "temperature": calibration["temperature"],
-        "val_select": {"mcc": score["mcc"], "mcc_prior_0.5": score["mcc_target_prior"], "n": score["n"]},
-        "val_test_saved_logits": {k: test[k] for k in ("mcc", "accuracy", "auc", "n", "n_pos")},
-    })
+    return rounded(
+        {
+            "model": calibration["model"],
+            "temperature": calibration["temperature"],
+            "val_select": {"mcc": score["mcc"], "mcc_prior_0.5": score["mcc_target_prior"], "n": score["n"]},
+            "val_test_saved_logits": {k: test[k] for k in ("mcc", "accuracy", "auc", "n", "n_pos")},
+        }
+    )
 
 
 def score_views(predictor, examples, progress: bool = True, desc: str = "val_test") -> dict:
@@ -121,8 +125,9 @@ def colour_baseline_features(examples) -> np.ndarray:
     return np.stack(rows)
 
 
-def comparisons(labels, shipped, baseline, phases: dict, multiview: dict, protocol: dict, *, n_boot: int,
-                seed: int) -> tuple[dict, dict]:
+def comparisons(
+    labels, shipped, baseline, phases: dict, multiview: dict, protocol: dict, *, n_boot: int, seed: int
+) -> tuple[dict, dict]:
     """(``comparisons``, ``power``) of metrics/export.json. ``shipped`` / ``baseline``: val_test
     probabilities of the bundle and of the colour baseline; ``phases``: phase 4 vs phase 1
     (:func:`roadwork.evaluate.calibrate.compare_models` on val_test); ``multiview``: the decision's
@@ -135,27 +140,45 @@ def comparisons(labels, shipped, baseline, phases: dict, multiview: dict, protoc
     labels = np.asarray(labels).astype(int)
     balanced = prior_sample_weights(labels, 0.5)
     boot = {"n_boot": n_boot, "seed": seed}
-    vs_baseline = mcc_difference(labels, np.asarray(baseline) > 0.5, np.asarray(shipped) > 0.5, weights=balanced,
-                                 **boot)
+    vs_baseline = mcc_difference(
+        labels, np.asarray(baseline) > 0.5, np.asarray(shipped) > 0.5, weights=balanced, **boot
+    )
     on_protocol = protocol_comparisons(labels, protocol, BASELINE, **boot)
-    out = {"phase4_vs_phase1": summary(phases), "multiview_vs_single_view": summary(multiview),
-           f"model_vs_{BASELINE}": summary(vs_baseline),
-           **{f"protocol_{name}": value for name, value in on_protocol.items()}}
+    out = {
+        "phase4_vs_phase1": summary(phases),
+        "multiview_vs_single_view": summary(multiview),
+        f"model_vs_{BASELINE}": summary(vs_baseline),
+        **{f"protocol_{name}": value for name, value in on_protocol.items()},
+    }
     shipped_se = mcc_standard_error(labels, np.asarray(shipped) > 0.5, weights=balanced, **boot)
-    power = {"mdd_mcc_vs_fixed_reference": minimum_detectable_difference(shipped_se),
-             "mdd_mcc_phase4_vs_phase1": minimum_detectable_difference(phases["standard_error"]),
-             "explanation": POWER_EXPLANATION}
+    power = {
+        "mdd_mcc_vs_fixed_reference": minimum_detectable_difference(shipped_se),
+        "mdd_mcc_phase4_vs_phase1": minimum_detectable_difference(phases["standard_error"]),
+        "explanation": POWER_EXPLANATION,
+    }
     return out, power
 
 
 # ---------------------------------------------------------------------------------- the stage
-def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Path, split_dir: Path,
-           lock_path: Path, candidates: dict, live=None, device=None, progress: bool = True,
-           synthetic_dir: Path | None = None) -> dict:
+def export(
+    config: Params,
+    bundle_dir: Path,
+    calibration_json: Path,
+    raw_dir: Path,
+    split_dir: Path,
+    lock_path: Path,
+    candidates: dict,
+    live=None,
+    device=None,
+    progress: bool = True,
+    synthetic_dir: Path | None = None,
+) -> dict:
     """Build the bundle in `bundle_dir` and return metrics/export.json's content. `split_dir` holds
     splits.csv; `lock_path` is dvc.lock (provenance); `candidates`: the trained models with their
     threshold decisions (:class:`roadwork.evaluate.calibrate.Candidate`, phase1 and phase4), for
     the phase 4 vs phase 1 comparison."""
+    import torch
+
     from roadwork.data.examples import load_split
     from roadwork.evaluate.baseline import colour_scorer, fit_colour_baseline, roadwork_probability
     from roadwork.evaluate.calibrate import CalibrationError, compare_models
@@ -166,34 +189,47 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     from roadwork.miner.latency import latency_warning, measure_latency
     from roadwork.predict import Predictor, load_image
 
-    import torch
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     calibration = read_json(calibration_json)
     model_dir = Path(calibration["model_dir"])
     if sha256_file(model_dir / "model.safetensors") != calibration["model_sha256"]:
-        raise ExportError(f"{model_dir / 'model.safetensors'} is not the model that was calibrated "
-                          f"({calibration_json} records another sha256): run `dvc repro calibrate` first")
+        raise ExportError(
+            f"{model_dir / 'model.safetensors'} is not the model that was calibrated "
+            f"({calibration_json} records another sha256): run `dvc repro calibrate` first"
+        )
     settings = config.export
-    missing = [p.as_posix() for name in ("phase1", "phase4") for p in (candidates[name].logits_csv,
-                                                                        candidates[name].threshold_json)
-               if not p.exists()]
+    missing = [
+        p.as_posix()
+        for name in ("phase1", "phase4")
+        for p in (candidates[name].logits_csv, candidates[name].threshold_json)
+        if not p.exists()
+    ]
     if missing:
-        raise ExportError(f"{', '.join(missing)} not found: the phase 4 vs phase 1 comparison needs both models' "
-                          "logits and threshold decisions (dvc repro threshold@phase1 threshold@phase4)")
-    manifest = build_bundle(model_dir, calibration["temperature"], calibration["threshold_logit"], bundle_dir,
-                            model_name=settings.model_name, version=settings.version,
-                            submitted_by=settings.submitted_by, metrics=card_metrics(calibration),
-                            provenance=provenance(config, calibration, raw_dir, split_dir, lock_path),
-                            onnx=settings.onnx)
+        raise ExportError(
+            f"{', '.join(missing)} not found: the phase 4 vs phase 1 comparison needs both models' "
+            "logits and threshold decisions (dvc repro threshold@phase1 threshold@phase4)"
+        )
+    manifest = build_bundle(
+        model_dir,
+        calibration["temperature"],
+        calibration["threshold_logit"],
+        bundle_dir,
+        model_name=settings.model_name,
+        version=settings.version,
+        submitted_by=settings.submitted_by,
+        metrics=card_metrics(calibration),
+        provenance=provenance(config, calibration, raw_dir, split_dir, lock_path),
+        onnx=settings.onnx,
+    )
 
     examples = load_split(raw_dir, split_dir / "splits.csv", "val_test")
     labels = np.array([e.label for e in examples])
     predictor = Predictor.from_params(bundle_dir, config.predict, device=device)  # loaded once, for both splits
     scores = score_views(predictor, examples, progress=progress)
     shipped = scores["shipped"]
-    val_test = evaluate_scores(labels, shipped, n_boot=settings.bootstrap, seed=settings.protocol_seed,
-                               n_bins=config.calibrate.n_bins)
+    val_test = evaluate_scores(
+        labels, shipped, n_boot=settings.bootstrap, seed=settings.protocol_seed, n_bins=config.calibrate.n_bins
+    )
     saved = {r["id"]: float(r["logit"]) for r in read_csv(model_dir / "logits.csv") if r["split"] == "val_test"}
     expected = np.array([saved[e.id] > calibration["threshold_logit"] for e in examples])
     val_test["agreement_with_saved_logits"] = float(np.mean((shipped > 0.5) == expected))
@@ -207,18 +243,38 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
     # both on the validators' 224 x 224 inputs; the bundle's inference.json tells the detector
     select = load_split(raw_dir, split_dir / "splits.csv", "val_select")
     select_scores = score_views(predictor, select, progress=progress, desc="val_select")
-    decision = multiview_decision([e.label for e in select], select_scores["v224_multi"], labels,
-                                  scores["v224_single"], scores["v224_multi"],
-                                  target_prior=config.threshold.target_prior, n_boot=settings.bootstrap,
-                                  seed=settings.protocol_seed)
+    decision = multiview_decision(
+        [e.label for e in select],
+        select_scores["v224_multi"],
+        labels,
+        scores["v224_single"],
+        scores["v224_multi"],
+        target_prior=config.threshold.target_prior,
+        n_boot=settings.bootstrap,
+        seed=settings.protocol_seed,
+    )
     views = config.predict
-    manifest = write_inference_config(bundle_dir, inference_config(
-        decision, grid=views.multiview_grid, overlap=views.multiview_overlap, topk=views.multiview_topk,
-        flip_tta=views.flip_tta))
+    manifest = write_inference_config(
+        bundle_dir,
+        inference_config(
+            decision,
+            grid=views.multiview_grid,
+            overlap=views.multiview_overlap,
+            topk=views.multiview_topk,
+            flip_tta=views.flip_tta,
+        ),
+    )
 
     # what the miner runs: our detector with the views the bundle says, on the CPU (its default)
-    latency = measure_latency(bundle_dir, grid=views.multiview_grid, overlap=views.multiview_overlap,
-                              topk=views.multiview_topk, flip_tta=views.flip_tta, repeats=3, device="cpu")
+    latency = measure_latency(
+        bundle_dir,
+        grid=views.multiview_grid,
+        overlap=views.multiview_overlap,
+        topk=views.multiview_topk,
+        flip_tta=views.flip_tta,
+        repeats=3,
+        device="cpu",
+    )
     latency["budget_s"] = settings.latency_budget_s
     latency["warning"] = latency_warning(latency, settings.latency_budget_s)
     if latency["warning"]:
@@ -226,47 +282,84 @@ def export(config: Params, bundle_dir: Path, calibration_json: Path, raw_dir: Pa
 
     # the colour-histogram baseline: fitted on the train split, deciding at 0.5
     train = load_split(raw_dir, split_dir / "splits.csv", "train")
-    baseline = fit_colour_baseline(colour_baseline_features(train), [e.label for e in train],
-                                   seed=settings.protocol_seed)
+    baseline = fit_colour_baseline(
+        colour_baseline_features(train), [e.label for e in train], seed=settings.protocol_seed
+    )
     colour = colour_scorer(baseline)
 
     # the validators' protocol, answered by that detector (single or multi-view as shipped) and,
     # on the same challenge images, by the colour baseline
     detector = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir), model=predictor.model)
-    protocol = protocol_over_draws(lambda i: load_image(examples[i].path), labels,
-                                   lambda images: np.asarray(detector.batch(images)), settings.protocol_seed,
-                                   settings.protocol_draws, n_boot=settings.bootstrap, others={BASELINE: colour}, chunk=BATCH,
-                                   progress=progress)
+    protocol = protocol_over_draws(
+        lambda i: load_image(examples[i].path),
+        labels,
+        lambda images: np.asarray(detector.batch(images)),
+        settings.protocol_seed,
+        settings.protocol_draws,
+        n_boot=settings.bootstrap,
+        others={BASELINE: colour},
+        chunk=BATCH,
+        progress=progress,
+    )
     protocol["views"] = "multi" if detector.multiview else "single"
 
     try:
-        phases = compare_models(candidates["phase1"], candidates["phase4"], "val_test", target_prior=0.5,
-                                n_boot=settings.bootstrap, seed=settings.protocol_seed)
+        phases = compare_models(
+            candidates["phase1"],
+            candidates["phase4"],
+            "val_test",
+            target_prior=0.5,
+            n_boot=settings.bootstrap,
+            seed=settings.protocol_seed,
+        )
     except CalibrationError as error:
         raise ExportError(str(error)) from error
     baseline_test = roadwork_probability(baseline, colour_baseline_features(examples))
-    compared, power = comparisons(labels, shipped, baseline_test, phases,
-                                  decision["val_test"][f"mcc_prior_{config.threshold.target_prior}_difference"],
-                                  protocol, n_boot=settings.bootstrap, seed=settings.protocol_seed)
+    compared, power = comparisons(
+        labels,
+        shipped,
+        baseline_test,
+        phases,
+        decision["val_test"][f"mcc_prior_{config.threshold.target_prior}_difference"],
+        protocol,
+        n_boot=settings.bootstrap,
+        seed=settings.protocol_seed,
+    )
     if synthetic_dir is not None and (Path(synthetic_dir) / "manifest.csv").is_file():
-        protocol.update(protocol_kinds(config, protocol, labels, raw_dir, split_dir, Path(synthetic_dir),
-                                       lambda images: np.asarray(detector.batch(images)), progress))
+        protocol.update(
+            protocol_kinds(
+                config,
+                protocol,
+                labels,
+                raw_dir,
+                split_dir,
+                Path(synthetic_dir),
+                lambda images: np.asarray(detector.batch(images)),
+                progress,
+            )
+        )
     protocol.pop("_probs")
     for other in protocol["others"].values():
         other.pop("_probs")
-    return rounded({
-        "protocol": protocol,
-        "val_test": val_test,
-        "comparisons": compared,
-        "power": power,
-        "multiview": {"settings": views.model_dump(), **decision},
-        "latency": latency,
-        "bundle": {"model": calibration["model"], "temperature": calibration["temperature"],
-                   "threshold_logit": calibration["threshold_logit"],
-                   "threshold_probability": calibration["threshold_probability"],
-                   "model_sha256": manifest["model_sha256"], "onnx": manifest.get("onnx") is not None,
-                   "views": protocol["views"]},
-    })
+    return rounded(
+        {
+            "protocol": protocol,
+            "val_test": val_test,
+            "comparisons": compared,
+            "power": power,
+            "multiview": {"settings": views.model_dump(), **decision},
+            "latency": latency,
+            "bundle": {
+                "model": calibration["model"],
+                "temperature": calibration["temperature"],
+                "threshold_logit": calibration["threshold_logit"],
+                "threshold_probability": calibration["threshold_probability"],
+                "model_sha256": manifest["model_sha256"],
+                "onnx": manifest.get("onnx") is not None,
+                "views": protocol["views"],
+            },
+        }
+    )
 
 
 def comparison_lines(comparisons: dict, prefix: str = "comparisons") -> dict:
@@ -280,8 +373,9 @@ def comparison_lines(comparisons: dict, prefix: str = "comparisons") -> dict:
     return lines
 
 
-def protocol_kinds(config: Params, protocol: dict, labels, raw_dir: Path, split_dir: Path, synthetic_dir: Path,
-                   score, progress: bool) -> dict:
+def protocol_kinds(
+    config: Params, protocol: dict, labels, raw_dir: Path, split_dir: Path, synthetic_dir: Path, score, progress: bool
+) -> dict:
     """The protocol on val_test's i2i and t2i children and the validators' mix with the real images: the keys
     that replace ``protocol``'s headline (the real figure stays as ``reward_real``)."""
     from roadwork.data.examples import load_split
@@ -295,20 +389,36 @@ def protocol_kinds(config: Params, protocol: dict, labels, raw_dir: Path, split_
         examples = load_split(raw_dir, split_dir / "splits.csv", "val_test", (kind,), synthetic_dir)
         if examples:
             kind_labels[kind] = np.array([e.label for e in examples])
-            runs[kind] = protocol_over_draws(lambda i, examples=examples: load_image(examples[i].path),
-                                             kind_labels[kind], score, settings.protocol_seed, settings.protocol_draws,
-                                             n_boot=settings.bootstrap, chunk=BATCH, progress=progress)
+            runs[kind] = protocol_over_draws(
+                lambda i, examples=examples: load_image(examples[i].path),
+                kind_labels[kind],
+                score,
+                settings.protocol_seed,
+                settings.protocol_draws,
+                n_boot=settings.bootstrap,
+                chunk=BATCH,
+                progress=progress,
+            )
     shares = per_kind.kind_shares(config.synthesize.fake_prob, config.synthesize.i2i_share)
-    kinds = per_kind.label(per_kind.protocol_by_kind(runs, kind_labels, shares, settings.bootstrap,
-                                                     settings.protocol_seed), config.synthesize.backend)
-    out = {"kinds": kinds, "reward_real": protocol["reward"], "reward_real_ci95_low": protocol["reward_ci95_low"],
-           "reward_real_ci95_high": protocol["reward_ci95_high"]}
+    kinds = per_kind.label(
+        per_kind.protocol_by_kind(runs, kind_labels, shares, settings.bootstrap, settings.protocol_seed),
+        config.synthesize.backend,
+    )
+    out = {
+        "kinds": kinds,
+        "reward_real": protocol["reward"],
+        "reward_real_ci95_low": protocol["reward_ci95_low"],
+        "reward_real_ci95_high": protocol["reward_ci95_high"],
+    }
     if "reward" in kinds["mix"]:
-        out |= {"reward": kinds["mix"]["reward"], "reward_ci95_low": kinds["mix"]["ci95_low"],
-                "reward_ci95_high": kinds["mix"]["ci95_high"],
-                "headline": "the validators' stream: " + ", ".join(f"{v:.0%} {k}" for k, v in shares.items())
-                            + (" (tiny backend: " + per_kind.NOT_A_MEASUREMENT + ")"
-                               if config.synthesize.backend == "tiny" else "")}
+        out |= {
+            "reward": kinds["mix"]["reward"],
+            "reward_ci95_low": kinds["mix"]["ci95_low"],
+            "reward_ci95_high": kinds["mix"]["ci95_high"],
+            "headline": "the validators' stream: "
+            + ", ".join(f"{v:.0%} {k}" for k, v in shares.items())
+            + (" (tiny backend: " + per_kind.NOT_A_MEASUREMENT + ")" if config.synthesize.backend == "tiny" else ""),
+        }
     return out
 
 
@@ -316,24 +426,32 @@ def headline(metrics: dict) -> dict:
     """The lines of metrics/export.json a person reads first (the stage's summary)."""
     val_test, protocol, multiview = metrics["val_test"], metrics["protocol"], metrics["multiview"]
     views = metrics["latency"]["views"]
-    return {f"protocol.reward [95% CI over images, mean of {protocol['draws']} draws, {protocol['views']} view]":
-            f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
-            **({"protocol.headline": protocol["headline"],
+    return {
+        f"protocol.reward [95% CI over images, mean of {protocol['draws']} draws, {protocol['views']} view]": f"{protocol['reward']} [{protocol['reward_ci95_low']}, {protocol['reward_ci95_high']}]",
+        **(
+            {
+                "protocol.headline": protocol["headline"],
                 "protocol.reward_real [95% CI]": f"{protocol['reward_real']} [{protocol['reward_real_ci95_low']}, "
-                                                 f"{protocol['reward_real_ci95_high']}]",
-                "protocol.kinds (reward)": {k: v.get("reward") for k, v in protocol["kinds"].items()
-                                            if isinstance(v, dict)}} if "headline" in protocol else {}),
-            "protocol.levels": {k: {m: v[m] for m in ("mcc", "accuracy", "reward")}
-                                for k, v in protocol["levels"].items()},
-            **{f"val_test.{m} [95% CI]": f"{val_test[m]} [{val_test[m + '_ci95_low']}, {val_test[m + '_ci95_high']}]"
-               for m in ("mcc", "accuracy")},
-            "val_test.auc": val_test["auc"],
-            "val_test.ece_positive_uniform": val_test["ece_positive_uniform"],
-            "multiview.use_multiview": multiview["use_multiview"],
-            "comparisons (difference [95% CI] verdict)": "50/50 MCC on val_test; protocol_*: expected reward",
-            **comparison_lines(metrics["comparisons"]),
-            "power: minimum detectable val_test MCC difference (80%)":
-                f"{metrics['power']['mdd_mcc_vs_fixed_reference']} against a fixed reference, "
-                f"{metrics['power']['mdd_mcc_phase4_vs_phase1']} between phase 1 and phase 4",
-            "latency s per query (CPU) by views": {k: v["detector_s"] for k, v in views.items()},
-            **({"latency.warning": metrics["latency"]["warning"]} if metrics["latency"]["warning"] else {})}
+                f"{protocol['reward_real_ci95_high']}]",
+                "protocol.kinds (reward)": {
+                    k: v.get("reward") for k, v in protocol["kinds"].items() if isinstance(v, dict)
+                },
+            }
+            if "headline" in protocol
+            else {}
+        ),
+        "protocol.levels": {k: {m: v[m] for m in ("mcc", "accuracy", "reward")} for k, v in protocol["levels"].items()},
+        **{
+            f"val_test.{m} [95% CI]": f"{val_test[m]} [{val_test[m + '_ci95_low']}, {val_test[m + '_ci95_high']}]"
+            for m in ("mcc", "accuracy")
+        },
+        "val_test.auc": val_test["auc"],
+        "val_test.ece_positive_uniform": val_test["ece_positive_uniform"],
+        "multiview.use_multiview": multiview["use_multiview"],
+        "comparisons (difference [95% CI] verdict)": "50/50 MCC on val_test; protocol_*: expected reward",
+        **comparison_lines(metrics["comparisons"]),
+        "power: minimum detectable val_test MCC difference (80%)": f"{metrics['power']['mdd_mcc_vs_fixed_reference']} against a fixed reference, "
+        f"{metrics['power']['mdd_mcc_phase4_vs_phase1']} between phase 1 and phase 4",
+        "latency s per query (CPU) by views": {k: v["detector_s"] for k, v in views.items()},
+        **({"latency.warning": metrics["latency"]["warning"]} if metrics["latency"]["warning"] else {}),
+    }

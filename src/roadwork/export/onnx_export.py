@@ -18,6 +18,7 @@ Two facts that shaped the code:
 Input ``pixel_values`` (B, 3, S, S) float32, output ``logits`` (B, num_classes); the batch axis is
 dynamic, the spatial size is fixed at ``img_size`` (RoPE tables are traced as constants).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -90,8 +91,14 @@ def consolidate(exported: Path, path: Path) -> list[Path]:
 
     proto = onnx.load(str(exported), load_external_data=True)
     data_name = path.name + EXTERNAL_DATA_NAME_SUFFIX
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name, size_threshold=1024)
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
     return [path, path.with_name(data_name)]
 
 
@@ -124,9 +131,7 @@ def onnx_parity(
     return worst
 
 
-def export_and_check(
-    model: nn.Module, path: str | Path, img_size: int, tolerance: float = PARITY_TOLERANCE
-) -> dict:
+def export_and_check(model: nn.Module, path: str | Path, img_size: int, tolerance: float = PARITY_TOLERANCE) -> dict:
     """Export, then check parity; raises :class:`OnnxParityError` above ``tolerance``."""
     files = export_onnx(model, path, img_size)
     difference = onnx_parity(model, path, img_size)

@@ -55,8 +55,17 @@ def provenance(config: Params, calibration: dict, raw_dir: Path, split_dir: Path
         model_dir: dvc_md5(Path(model_dir)),
         "params": values,
         "params_md5": {name: hashlib.md5(dumps_json(v).encode()).hexdigest() for name, v in values.items()},
-        "calibration": {k: calibration[k] for k in ("model", "temperature", "threshold_logit",
-                                                    "threshold_probability", "model_sha256", "logits_sha256")},
+        "calibration": {
+            k: calibration[k]
+            for k in (
+                "model",
+                "temperature",
+                "threshold_logit",
+                "threshold_probability",
+                "model_sha256",
+                "logits_sha256",
+            )
+        },
     }
     raw = _lock_md5(lock, raw_dir.as_posix())
     if raw:

@@ -25,16 +25,27 @@ from roadwork.evaluate.compare import mcc_difference
 from roadwork.evaluate.metrics import mcc_at, prior_sample_weights
 from roadwork.evaluate.threshold import best_threshold
 
-RULE = ("multi-view is used only when the paired bootstrap 95% interval of (multi-view minus single-view) "
-        "class-balanced MCC on val_test lies above 0")
+RULE = (
+    "multi-view is used only when the paired bootstrap 95% interval of (multi-view minus single-view) "
+    "class-balanced MCC on val_test lies above 0"
+)
 
 
 def _mcc(y, pred, w) -> float:
     return mcc_at(pred, y, 0.5, sample_weight=w)
 
 
-def multiview_decision(select_labels, select_multi, test_labels, test_single, test_multi, *,
-                       target_prior: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict:
+def multiview_decision(
+    select_labels,
+    select_multi,
+    test_labels,
+    test_single,
+    test_multi,
+    *,
+    target_prior: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Fit the multi-view threshold on val_select and decide whether multi-view helps on val_test.
 
     ``select_multi`` / ``test_multi``: the multi-view aggregate per image (``Predictor.predict(...,
@@ -58,15 +69,23 @@ def multiview_decision(select_labels, select_multi, test_labels, test_single, te
     ones = np.ones(y.size)
 
     def scores(pred):
-        return {"mcc": _mcc(y, pred, ones), "accuracy": float(np.mean(pred == y)),
-                f"mcc_prior_{target_prior}": _mcc(y, pred, balanced)}
+        return {
+            "mcc": _mcc(y, pred, ones),
+            "accuracy": float(np.mean(pred == y)),
+            f"mcc_prior_{target_prior}": _mcc(y, pred, balanced),
+        }
 
     difference_balanced = mcc_difference(y, single, multi, weights=balanced, n_boot=n_boot, seed=seed)
     difference_plain = mcc_difference(y, single, multi, n_boot=n_boot, seed=seed)
     return {
         "threshold": tau,
-        "val_select": {"n": fit["n"], "positive_rate": fit["positive_rate"], "target_prior": target_prior,
-                       "mcc_at_threshold": chosen["mcc"], "mcc_at_0.5": chosen["mcc_at_default"]},
+        "val_select": {
+            "n": fit["n"],
+            "positive_rate": fit["positive_rate"],
+            "target_prior": target_prior,
+            "mcc_at_threshold": chosen["mcc"],
+            "mcc_at_0.5": chosen["mcc_at_default"],
+        },
         "val_test": {
             "n": int(y.size),
             "single": scores(single),
@@ -85,8 +104,13 @@ def inference_config(decision: dict, grid: int, overlap: float, topk: int, flip_
     settings with the threshold fitted for them; the measured comparison is kept beside them."""
     return {
         "views": "multi" if decision["use_multiview"] else "single",
-        "multiview": {"grid": int(grid), "overlap": float(overlap), "topk": int(topk), "flip_tta": bool(flip_tta),
-                      "threshold": float(decision["threshold"])},
+        "multiview": {
+            "grid": int(grid),
+            "overlap": float(overlap),
+            "topk": int(topk),
+            "flip_tta": bool(flip_tta),
+            "threshold": float(decision["threshold"]),
+        },
         "rule": decision.get("rule", RULE),
         "measured": {"val_test": decision["val_test"], "val_select": decision["val_select"]},
     }

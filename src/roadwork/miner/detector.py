@@ -194,12 +194,26 @@ class RoadworkTimmDetector(_Base):
     export needs to fit that threshold), and :meth:`batch` takes ``multiview`` per call.
     """
 
-    def __init__(self, model_name: str = DETECTOR_NAME, config_name: str | None = DEFAULT_CONFIG,
-                 device: str | None = "cpu", *, model: torch.nn.Module | None = None, require_threshold: bool = True,
-                 **overrides):
+    def __init__(
+        self,
+        model_name: str = DETECTOR_NAME,
+        config_name: str | None = DEFAULT_CONFIG,
+        device: str | None = "cpu",
+        *,
+        model: torch.nn.Module | None = None,
+        require_threshold: bool = True,
+        **overrides,
+    ):
         self.model_name = model_name
-        settings = {"bundle": None, "hf_repo": None, "weights_dir": None, "views": "bundle", "threads": 0,
-                    "device": None, "multiview": None}
+        settings = {
+            "bundle": None,
+            "hf_repo": None,
+            "weights_dir": None,
+            "views": "bundle",
+            "threads": 0,
+            "device": None,
+            "multiview": None,
+        }
         self.config_path = self._find_config(config_name) if config_name else None
         if self.config_path is not None:
             loaded = yaml.safe_load(self.config_path.read_text()) or {}
@@ -229,8 +243,9 @@ class RoadworkTimmDetector(_Base):
         for path in candidates:
             if path.is_file():
                 return path
-        raise DetectorConfigError(f"detector config {config_name!r} not found (looked at "
-                                  f"{', '.join(str(p) for p in candidates)})")
+        raise DetectorConfigError(
+            f"detector config {config_name!r} not found (looked at {', '.join(str(p) for p in candidates)})"
+        )
 
     def _where(self, key: str) -> str:
         return f"{self.config_path}: {key}" if self.config_path else f"setting {key!r}"
@@ -239,16 +254,19 @@ class RoadworkTimmDetector(_Base):
         """The local bundle folder: ``bundle`` if it holds a config.json (as given, or relative to
         the YAML's folder), else ``hf_repo`` downloaded to ``weights_dir`` (or ``bundle``)."""
         if self.bundle:
-            for path in (Path(self.bundle), *( [self.config_path.parent / self.bundle] if self.config_path else [])):
+            for path in (Path(self.bundle), *([self.config_path.parent / self.bundle] if self.config_path else [])):
                 if (path / "config.json").is_file():
                     return path
         if not self.hf_repo:
-            raise DetectorConfigError(f"{self._where('bundle')}: no bundle (config.json) at {self.bundle!r} and no "
-                                      f"hf_repo to download it from")
+            raise DetectorConfigError(
+                f"{self._where('bundle')}: no bundle (config.json) at {self.bundle!r} and no "
+                f"hf_repo to download it from"
+            )
         from huggingface_hub import snapshot_download  # a dependency of timm; in the miner's lock
 
-        target = Path(self.weights_dir or self.bundle or
-                      Path(__file__).resolve().parent.parent / self.model_name / "weights")
+        target = Path(
+            self.weights_dir or self.bundle or Path(__file__).resolve().parent.parent / self.model_name / "weights"
+        )
         return Path(snapshot_download(self.hf_repo, local_dir=str(target)))
 
     # -- FeatureDetector interface
@@ -271,8 +289,9 @@ class RoadworkTimmDetector(_Base):
         if views == "bundle":
             views = (inference or {}).get("views", "single")
         if views not in ("single", "multi"):
-            raise DetectorConfigError(f"{self.bundle_path / INFERENCE_JSON}: views must be single or multi, "
-                                      f"got {views!r}")
+            raise DetectorConfigError(
+                f"{self.bundle_path / INFERENCE_JSON}: views must be single or multi, got {views!r}"
+            )
         self.multiview = views == "multi"
         settings = {**((inference or {}).get("multiview") or {}), **(self.multiview_settings or {})}
         self.grid, self.overlap, self.topk = settings.get("grid"), settings.get("overlap"), settings.get("topk")
@@ -285,17 +304,23 @@ class RoadworkTimmDetector(_Base):
         where = self.bundle_path / INFERENCE_JSON
         for key in ("grid", "overlap", "topk", "flip_tta"):
             if getattr(self, key) is None:
-                raise DetectorConfigError(f"{where}: multiview.{key} is missing (write it with "
-                                          f"roadwork.miner.write_inference_config, or set multiview.{key} in the YAML)")
+                raise DetectorConfigError(
+                    f"{where}: multiview.{key} is missing (write it with "
+                    f"roadwork.miner.write_inference_config, or set multiview.{key} in the YAML)"
+                )
         self.grid, self.overlap, self.topk = int(self.grid), float(self.overlap), int(self.topk)
         self.flip_tta = bool(self.flip_tta)
         if self.grid < 1 or not 0 <= self.overlap < 1 or self.topk < 1:
-            raise DetectorConfigError(f"{where}: multiview.grid and topk must be >= 1 and overlap in [0, 1), got "
-                                      f"{self.grid}, {self.topk}, {self.overlap}")
+            raise DetectorConfigError(
+                f"{where}: multiview.grid and topk must be >= 1 and overlap in [0, 1), got "
+                f"{self.grid}, {self.topk}, {self.overlap}"
+            )
         if self.threshold is None:
             if self.require_threshold:
-                raise DetectorConfigError(f"{where}: multiview.threshold is missing: multi-view needs the threshold "
-                                          f"fitted for it at the export")
+                raise DetectorConfigError(
+                    f"{where}: multiview.threshold is missing: multi-view needs the threshold "
+                    f"fitted for it at the export"
+                )
         elif not 0 < float(self.threshold) < 1:
             raise DetectorConfigError(f"{where}: multiview.threshold must be in (0, 1), got {self.threshold!r}")
         else:
@@ -311,7 +336,7 @@ class RoadworkTimmDetector(_Base):
     @property
     def views_per_query(self) -> int:
         """Images in the one forward pass of a query."""
-        return (1 + self.grid ** 2) * (2 if self.flip_tta else 1) if self.multiview else 1
+        return (1 + self.grid**2) * (2 if self.flip_tta else 1) if self.multiview else 1
 
     # -- the engine
     def preprocess(self, image: Image.Image, multiview: bool | None = None) -> torch.Tensor:
@@ -319,8 +344,10 @@ class RoadworkTimmDetector(_Base):
         image = ImageOps.exif_transpose(image).convert("RGB")
         tensors = [self.transform(image)]
         if self._multiview(multiview):
-            tensors += [self.transform(image.crop(box))
-                        for box in tile_boxes(image.width, image.height, self.grid, self.overlap)]
+            tensors += [
+                self.transform(image.crop(box))
+                for box in tile_boxes(image.width, image.height, self.grid, self.overlap)
+            ]
         return torch.stack(tensors)
 
     @torch.inference_mode()
@@ -362,6 +389,7 @@ class RoadworkTimmDetector(_Base):
         probs = self.view_probabilities(torch.cat(views), flip=multiview and self.flip_tta)
         bounds = torch.tensor([0] + [len(v) for v in views]).cumsum(0).tolist()
         return [self._answer(probs[a:b], multiview) for a, b in zip(bounds[:-1], bounds[1:])]
+
 
 if DETECTOR_REGISTRY is not None:
     DETECTOR_REGISTRY.register_module(module_name=DETECTOR_NAME)(RoadworkTimmDetector)

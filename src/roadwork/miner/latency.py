@@ -42,9 +42,18 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure_latency(bundle_dir: str | Path, *, grid: int, overlap: float, topk: int, flip_tta: bool,
-                    repeats: int = 3, threads: int | None = None, device: str = "cpu",
-                    timeout_s: float = VALIDATOR_TIMEOUT_S) -> dict:
+def measure_latency(
+    bundle_dir: str | Path,
+    *,
+    grid: int,
+    overlap: float,
+    topk: int,
+    flip_tta: bool,
+    repeats: int = 3,
+    threads: int | None = None,
+    device: str = "cpu",
+    timeout_s: float = VALIDATOR_TIMEOUT_S,
+) -> dict:
     """Median seconds per query of :class:`RoadworkTimmDetector` on ``bundle_dir`` at one view and
     at the multi-view setting (1 + grid**2 views, twice that with flip TTA), with a plain timm forward
     of one image through the same model for comparison. ``threads`` sets torch's CPU threads for
@@ -58,8 +67,14 @@ def measure_latency(bundle_dir: str | Path, *, grid: int, overlap: float, topk: 
         image = query_image()
         multiview = {"grid": grid, "overlap": overlap, "topk": topk, "flip_tta": flip_tta, "threshold": 0.5}
         single = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir), views="single")
-        multi = RoadworkTimmDetector(config_name=None, device=device, bundle=str(bundle_dir), views="multi",
-                                     multiview=multiview, model=single.model)  # one copy of the weights
+        multi = RoadworkTimmDetector(
+            config_name=None,
+            device=device,
+            bundle=str(bundle_dir),
+            views="multi",
+            multiview=multiview,
+            model=single.model,
+        )  # one copy of the weights
         size = single.data_config["input_size"][-1]
         pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(single.device)
 
@@ -68,13 +83,22 @@ def measure_latency(bundle_dir: str | Path, *, grid: int, overlap: float, topk: 
                 single.model(pixels)
 
         plain = _median_seconds(plain_forward, repeats)
-        out = {"device": str(single.device), "threads": torch.get_num_threads(), "repeats": repeats,
-               "input_size": size, "timeout_s": timeout_s, "timm_forward_1_image_s": plain, "views": {}}
+        out = {
+            "device": str(single.device),
+            "threads": torch.get_num_threads(),
+            "repeats": repeats,
+            "input_size": size,
+            "timeout_s": timeout_s,
+            "timm_forward_1_image_s": plain,
+            "views": {},
+        }
         for detector in (single, multi):
-            seconds = _median_seconds(lambda: detector(image), repeats)
+            seconds = _median_seconds(lambda detector=detector: detector(image), repeats)
             out["views"][str(detector.views_per_query)] = {
-                "detector_s": seconds, "ratio_to_timm_forward": seconds / plain,
-                "budget_left_s": timeout_s - seconds, "multiview": detector.multiview,
+                "detector_s": seconds,
+                "ratio_to_timm_forward": seconds / plain,
+                "budget_left_s": timeout_s - seconds,
+                "multiview": detector.multiview,
             }
         out["configured_views"] = multi.views_per_query
         return out
@@ -82,15 +106,18 @@ def measure_latency(bundle_dir: str | Path, *, grid: int, overlap: float, topk: 
         torch.set_num_threads(previous_threads)
 
 
-def latency_warning(latency: dict, budget_s: float, *, configured_views: int | None = None,
-                    setting: str = "export.latency_budget_s") -> str | None:
+def latency_warning(
+    latency: dict, budget_s: float, *, configured_views: int | None = None, setting: str = "export.latency_budget_s"
+) -> str | None:
     """A warning naming the settings when the configured views take longer per query than
     ``budget_s`` on this machine (None when they fit)."""
     views = configured_views if configured_views is not None else latency["configured_views"]
     seconds = latency["views"][str(views)]["detector_s"]
     if seconds <= budget_s:
         return None
-    return (f"warning: the detector takes {seconds:.2f} s per query at {views} views on {latency['device']} "
-            f"({latency['threads']} threads) here, over {setting} = {budget_s:g} s (validators wait "
-            f"{latency['timeout_s']:g} s): lower predict.multiview_grid / turn off predict.flip_tta, or set views: "
-            f"single in the detector's YAML")
+    return (
+        f"warning: the detector takes {seconds:.2f} s per query at {views} views on {latency['device']} "
+        f"({latency['threads']} threads) here, over {setting} = {budget_s:g} s (validators wait "
+        f"{latency['timeout_s']:g} s): lower predict.multiview_grid / turn off predict.flip_tta, or set views: "
+        f"single in the detector's YAML"
+    )

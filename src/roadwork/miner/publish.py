@@ -58,12 +58,16 @@ _SOURCE = Path(__file__).resolve().parent
 # Agreement with any such DINO Materials." Hence LICENSE.md (a verbatim copy) and the card's notice below.
 LICENSE_SOURCE = _SOURCE / "DINOv3-LICENSE.md"
 LICENSE_URL = "https://ai.meta.com/resources/models-and-libraries/dinov3-license/"
-LICENSE_NOTICE = ("This model is a derivative work of Meta's DINOv3 (its backbone is a DINOv3 model). DINO Materials "
-                  "and derivative works of them are distributed under the terms of the DINOv3 License Agreement: "
-                  f"a copy is {LICENSE_FILE} in this repository ({LICENSE_URL}).")
+LICENSE_NOTICE = (
+    "This model is a derivative work of Meta's DINOv3 (its backbone is a DINOv3 model). DINO Materials "
+    "and derivative works of them are distributed under the terms of the DINOv3 License Agreement: "
+    f"a copy is {LICENSE_FILE} in this repository ({LICENSE_URL})."
+)
 
-NO_WEIGHTS_NOTICE = ("The backbone was initialised at random (model.pretrained: none, as the bundle's manifest "
-                     "records): no DINOv3 weights were used, so the DINOv3 License is not attached.")
+NO_WEIGHTS_NOTICE = (
+    "The backbone was initialised at random (model.pretrained: none, as the bundle's manifest "
+    "records): no DINOv3 weights were used, so the DINOv3 License is not attached."
+)
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -86,8 +90,10 @@ def check_repo_id(repo: str) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if repo.count("/") != 1 or not repo.isascii():
-        raise PublishError(f"--repo {repo!r} must be a Hugging Face model repo id 'namespace/name' (ASCII letters, "
-                           "digits, '-', '_', '.'), e.g. you/roadwork")
+        raise PublishError(
+            f"--repo {repo!r} must be a Hugging Face model repo id 'namespace/name' (ASCII letters, "
+            "digits, '-', '_', '.'), e.g. you/roadwork"
+        )
     try:
         validate_repo_id(repo)
     except HFValidationError as error:
@@ -116,8 +122,9 @@ def check_hotkey(hotkey: str, where: str = "--hotkey") -> str:
         if data[0] >= 128 or len(data) != prefix + 32 + 2 or data[-2:] != checksum:
             reason = "not a 32-byte key with a valid checksum: a typo?"
     if reason:
-        raise PublishError(f"{where} {hotkey!r} is not an SS58 hotkey address ({reason}); "
-                           "`btcli wallet list` shows yours, e.g. 5F...")
+        raise PublishError(
+            f"{where} {hotkey!r} is not an SS58 hotkey address ({reason}); `btcli wallet list` shows yours, e.g. 5F..."
+        )
     return hotkey
 
 
@@ -154,25 +161,32 @@ def _foreign_entries(out_dir: Path) -> list[str] | None:
 def check_out(out_dir: Path, bundle_dir: Path) -> None:
     """Refuse an ``--out`` that publish may not replace (see the module docstring); nothing is touched."""
     if out_dir.is_symlink():
-        raise PublishError(f"--out {out_dir} is a symbolic link (to {os.readlink(out_dir)}): name a folder; "
-                           "nothing was changed")
+        raise PublishError(
+            f"--out {out_dir} is a symbolic link (to {os.readlink(out_dir)}): name a folder; nothing was changed"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise PublishError(f"--out {out_dir} is a file, not a folder: name a folder; nothing was changed")
     out_real, bundle_real = out_dir.resolve(), bundle_dir.resolve()
     if out_real == bundle_real or bundle_real in out_real.parents:
-        raise PublishError(f"--out {out_dir} is the bundle or inside it (--bundle {bundle_dir}): name a folder "
-                           "outside the bundle; nothing was changed")
+        raise PublishError(
+            f"--out {out_dir} is the bundle or inside it (--bundle {bundle_dir}): name a folder "
+            "outside the bundle; nothing was changed"
+        )
     if not out_dir.is_dir():
         return
     foreign = _foreign_entries(out_dir)
     if foreign is None:
         entries = sorted(p.name for p in out_dir.iterdir())
         held = f"it holds {_some(entries)}" if entries else "it is empty"
-        raise PublishError(f"--out {out_dir} exists and was not written by roadwork publish (no {MARKER}; {held}): "
-                           "name a new folder; nothing was changed")
+        raise PublishError(
+            f"--out {out_dir} exists and was not written by roadwork publish (no {MARKER}; {held}): "
+            "name a new folder; nothing was changed"
+        )
     if foreign:
-        raise PublishError(f"--out {out_dir} holds what roadwork publish did not write: {_some(foreign)}; move "
-                           "them away or name a new folder; nothing was changed")
+        raise PublishError(
+            f"--out {out_dir} holds what roadwork publish did not write: {_some(foreign)}; move "
+            "them away or name a new folder; nothing was changed"
+        )
 
 
 def _some(names: list[str], limit: int = 10) -> str:
@@ -187,8 +201,9 @@ def _swap_into_place(new: Path, out_dir: Path, aside: Path) -> None:
         foreign = _foreign_entries(aside)
         if foreign != []:
             os.replace(aside, out_dir)
-            raise PublishError(f"--out {out_dir}: {foreign or 'its ' + MARKER} changed while publishing; nothing "
-                               "was changed")
+            raise PublishError(
+                f"--out {out_dir}: {foreign or 'its ' + MARKER} changed while publishing; nothing was changed"
+            )
     try:
         os.replace(new, out_dir)
     except OSError:
@@ -209,8 +224,15 @@ def detector_yaml(hf_repo: str) -> str:
     return "\n".join(header) + "\n" + yaml.safe_dump(settings, sort_keys=False, allow_unicode=False)
 
 
-def write_publish_folder(bundle_dir: str | Path, out_dir: str | Path, *, hotkey: str | None = None,
-                         version: str | None = None, hf_repo: str = "", onnx: bool = True) -> dict:
+def write_publish_folder(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    hotkey: str | None = None,
+    version: str | None = None,
+    hf_repo: str = "",
+    onnx: bool = True,
+) -> dict:
     """Write the folder to publish (see module docstring); returns {file name: sha256} of every file written,
     the marker included. ``hotkey`` replaces the card's ``submitted_by`` (the subnet needs an SS58 hotkey),
     ``version`` its version (X.Y.Z); ``submission_time`` is now."""
@@ -225,8 +247,9 @@ def write_publish_folder(bundle_dir: str | Path, out_dir: str | Path, *, hotkey:
         check_version(version)
     bundle_dir, out_dir = Path(bundle_dir), Path(os.path.abspath(out_dir))
     if (bundle_dir / MARKER).exists():
-        raise PublishError(f"--bundle {bundle_dir} is a publish folder, not a bundle: pass the exported bundle "
-                           "(data/bundle)")
+        raise PublishError(
+            f"--bundle {bundle_dir} is a publish folder, not a bundle: pass the exported bundle (data/bundle)"
+        )
     if not (bundle_dir / "config.json").is_file() or not (bundle_dir / MANIFEST).is_file():
         raise PublishError(f"{bundle_dir} is not a bundle (config.json and manifest.json): run the export stage")
     changed = verify_manifest(bundle_dir)
@@ -239,8 +262,10 @@ def write_publish_folder(bundle_dir: str | Path, out_dir: str | Path, *, hotkey:
         card["version"] = version
     missing = [k for k in CARD_KEYS if k != "submission_time" and not str(card.get(k) or "").strip()]
     if missing:
-        raise PublishError(f"{bundle_dir / MODEL_CARD}: {missing} empty; the subnet needs them (set export.submitted_by "
-                           f"in params.yaml or pass --hotkey)")
+        raise PublishError(
+            f"{bundle_dir / MODEL_CARD}: {missing} empty; the subnet needs them (set export.submitted_by "
+            f"in params.yaml or pass --hotkey)"
+        )
     check_hotkey(str(card["submitted_by"]), where=f"{bundle_dir / MODEL_CARD}: submitted_by (or --hotkey)")
     check_version(str(card["version"]), where=f"{bundle_dir / MODEL_CARD} (or --version)")
     card["exported_at"] = card.get("submission_time")
@@ -290,23 +315,37 @@ def push(out_dir: str | Path, repo_id: str, token: str, private: bool = False) -
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(out_dir), repo_id=repo_id, repo_type="model",
-                             commit_message="roadwork publish", ignore_patterns=[MARKER])
+    info = api.upload_folder(
+        folder_path=str(out_dir),
+        repo_id=repo_id,
+        repo_type="model",
+        commit_message="roadwork publish",
+        ignore_patterns=[MARKER],
+    )
     return str(getattr(info, "commit_url", info))
 
 
 def build_parser(prog: str = "roadwork publish") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="Write what the NATIX subnet asks a miner to publish (bundle, model_card.json with "
-                               "the hotkey, the detector and its config) to a folder, and push it to a Hugging Face "
-                               "model repo when --repo is given and HF_TOKEN is set.")
+        prog=prog,
+        description="Write what the NATIX subnet asks a miner to publish (bundle, model_card.json with "
+        "the hotkey, the detector and its config) to a folder, and push it to a Hugging Face "
+        "model repo when --repo is given and HF_TOKEN is set.",
+    )
     parser.add_argument("--bundle", default="data/bundle", help="exported bundle (default: %(default)s)")
-    parser.add_argument("--out", default="publish", help="folder to write: new, or one an earlier publish wrote "
-                                                         "(then replaced; default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        default="publish",
+        help="folder to write: new, or one an earlier publish wrote (then replaced; default: %(default)s)",
+    )
     parser.add_argument("--hotkey", default=None, help="your miner hotkey, SS58 (default: the card's submitted_by)")
     parser.add_argument("--version", default=None, help="model version X.Y.Z (default: the card's)")
-    parser.add_argument("--repo", default="", help="Hugging Face model repo, e.g. you/roadwork (goes into the "
-                                                   "detector YAML's hf_repo; pushed to when HF_TOKEN is set)")
+    parser.add_argument(
+        "--repo",
+        default="",
+        help="Hugging Face model repo, e.g. you/roadwork (goes into the "
+        "detector YAML's hf_repo; pushed to when HF_TOKEN is set)",
+    )
     parser.add_argument("--no-onnx", action="store_true", help="leave model.onnx out")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     return parser
@@ -315,13 +354,16 @@ def build_parser(prog: str = "roadwork publish") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = "roadwork publish") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
-        files = write_publish_folder(args.bundle, args.out, hotkey=args.hotkey, version=args.version, hf_repo=args.repo,
-                                     onnx=not args.no_onnx)
+        files = write_publish_folder(
+            args.bundle, args.out, hotkey=args.hotkey, version=args.version, hf_repo=args.repo, onnx=not args.no_onnx
+        )
     except (PublishError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {len(files)} files to {args.out}: {', '.join(sorted(files))} ({MARKER} is not uploaded)",
-          file=sys.stderr)
+    print(
+        f"wrote {len(files)} files to {args.out}: {', '.join(sorted(files))} ({MARKER} is not uploaded)",
+        file=sys.stderr,
+    )
     token = os.environ.get("HF_TOKEN")
     if not args.repo:
         print("not pushed: no --repo given", file=sys.stderr)

@@ -30,6 +30,7 @@ The norm is per output unit (a row of torch's ``(out, in)`` weight, a column in 
 ``(in, out)`` notation) and is *not* detached (exact gradient; the weight is small next to the
 activations, so the memory saving of DoRA's detach trick is not needed here).
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,7 @@ class LowRankHyperNet(nn.Module):
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         # A: (2, rank, in), scaled like LoRA's kaiming-uniform A (entries ~ 1/sqrt(in)).
-        a = self.gen_a(self.embed_a) * self.in_features ** -0.5
+        a = self.gen_a(self.embed_a) * self.in_features**-0.5
         b = self.gen_b(self.embed_b).transpose(1, 2)  # (2, out, rank)
         return a, b
 
@@ -168,7 +169,9 @@ class QVAdapterQKV(nn.Module):
         return F.linear(x, self.merged_weight(), self.base.bias)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, rank={self.rank}, alpha={self.alpha}, in={self.in_features}, attn_dim={self.attn_dim}"
+        return (
+            f"kind={self.kind}, rank={self.rank}, alpha={self.alpha}, in={self.in_features}, attn_dim={self.attn_dim}"
+        )
 
 
 def _attention_modules(backbone: nn.Module, blocks: list[int] | None):
@@ -225,8 +228,11 @@ def merge_adapters(backbone: nn.Module) -> nn.Module:
             continue
         base = wrapper.base
         merged = nn.Linear(
-            wrapper.in_features, wrapper.out_features, bias=base.bias is not None,
-            device=base.weight.device, dtype=base.weight.dtype,
+            wrapper.in_features,
+            wrapper.out_features,
+            bias=base.bias is not None,
+            device=base.weight.device,
+            dtype=base.weight.dtype,
         )
         merged.weight.copy_(wrapper.merged_weight())
         if base.bias is not None:

@@ -15,6 +15,7 @@ Pretrained weights (``pretrained``):
   timm's DINOv3 ``checkpoint_filter_fn`` (converts Meta checkpoints) and loads strictly.
   ``.pth`` files are read with ``torch.load(weights_only=True)`` inside timm (no unsafe unpickling).
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def check_backbone_name(name: str) -> str:
     if name not in allowed:
         hint = ""
         if "." in name:
-            hint = " (give the architecture name here and the pretrained tag via `pretrained`, e.g. " \
-                   f"pretrained='{name}')"
+            hint = (
+                f" (give the architecture name here and the pretrained tag via `pretrained`, e.g. pretrained='{name}')"
+            )
         raise ValueError(
             f"Unsupported backbone {name!r}{hint}: only timm DINOv3 ViTs are allowed: {', '.join(allowed)}"
         )
@@ -81,9 +83,7 @@ def _parse_pretrained(name: str, pretrained) -> tuple[str, str | None]:
         return "none", None
     is_hub_prefixed = spec.startswith(("hf-hub:", "timm/"))
     looks_like_file = (
-        os.path.exists(spec)
-        or spec.lower().endswith(WEIGHT_SUFFIXES)
-        or (os.sep in spec and not is_hub_prefixed)
+        os.path.exists(spec) or spec.lower().endswith(WEIGHT_SUFFIXES) or (os.sep in spec and not is_hub_prefixed)
     )
     if looks_like_file:
         return "file", spec
@@ -124,9 +124,7 @@ def create_backbone(
                 f"'{name}.lvd1689m' (download first with `huggingface-cli download timm/{name}.lvd1689m`)."
             )
         try:
-            return timm.create_model(
-                name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
-            )
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
         except RuntimeError as e:
             raise RuntimeError(
                 f"Could not load weights file {str(path)!r} into {name} (overrides={overrides}): {e}"
@@ -151,6 +149,7 @@ def _is_download_error(e: BaseException) -> bool:
         return True
     try:
         from huggingface_hub.errors import HfHubHTTPError
+
         if isinstance(e, HfHubHTTPError):
             return True
     except ImportError:  # pragma: no cover
@@ -183,7 +182,7 @@ def apply_freeze_policy(backbone: nn.Module, policy: str, n: int = 0) -> ParamCo
     if policy == "last_n":
         if not 0 <= n <= len(blocks):
             raise ValueError(f"last_n needs 0 <= n <= depth ({len(blocks)}), got {n}")
-        for blk in blocks[len(blocks) - n:]:
+        for blk in blocks[len(blocks) - n :]:
             blk.requires_grad_(True)
         for norm_name in ("norm", "fc_norm"):
             norm = getattr(backbone, norm_name, None)

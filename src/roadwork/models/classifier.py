@@ -1,4 +1,5 @@
 """Backbone + head = the roadwork classifier (one logit per image, see ``heads``)."""
+
 from __future__ import annotations
 
 import timm.data
@@ -51,8 +52,14 @@ def build_classifier(
 def architecture(model) -> dict:
     """The :data:`ARCHITECTURE` of a ``model`` params section (``roadwork.config.ModelParams``)."""
     head_kwargs = {"dropout": model.head.dropout} if model.head_type == "linear" else model.head.model_dump()
-    return {"backbone": model.backbone, "overrides": dict(model.overrides), "pooling": model.pooling,
-            "img_size": model.img_size, "head_type": model.head_type, "head_kwargs": head_kwargs}
+    return {
+        "backbone": model.backbone,
+        "overrides": dict(model.overrides),
+        "pooling": model.pooling,
+        "img_size": model.img_size,
+        "head_type": model.head_type,
+        "head_kwargs": head_kwargs,
+    }
 
 
 def build_model(model, pretrained: str | None = None) -> RoadworkClassifier:

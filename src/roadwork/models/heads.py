@@ -9,6 +9,7 @@ to ``(B,)``. (A stock timm/HF export that needs two softmax classes can use logi
 Both heads can be folded into a plain ``nn.Linear`` for export (:meth:`as_linear`), which equals the
 head in eval mode.
 """
+
 from __future__ import annotations
 
 import math
@@ -93,9 +94,9 @@ class DoRANHead(nn.Module):
         return F.softplus(self.tau_raw) + 1e-8
 
     def low_rank_update(self) -> torch.Tensor:
-        h = self.trunk(self.embed)                       # (rank, hidden)
-        a = self.out_a(h) * self.in_dim ** -0.5          # (rank, in_dim)
-        b = self.out_b(h).T / self.rank                  # (num_classes, rank)
+        h = self.trunk(self.embed)  # (rank, hidden)
+        a = self.out_a(h) * self.in_dim**-0.5  # (rank, in_dim)
+        b = self.out_b(h).T / self.rank  # (num_classes, rank)
         return b @ a
 
     def _direction(self) -> torch.Tensor:

@@ -37,8 +37,13 @@ def model_description(model, classifier: RoadworkClassifier, **extra) -> dict:
     arguments), the evaluation preprocessing of ``classifier`` (timm's data config) and ``extra``
     (best_epoch, adapter, ...)."""
     cfg = data_config(classifier)
-    return {**architecture(model), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-            "interpolation": cfg["interpolation"], **extra}
+    return {
+        **architecture(model),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "interpolation": cfg["interpolation"],
+        **extra,
+    }
 
 
 def eval_data_config(description: dict) -> dict:
@@ -55,8 +60,13 @@ def eval_data_config(description: dict) -> dict:
     }
 
 
-def save_model_dir(out_dir: Path, classifier: RoadworkClassifier, description: dict, logit_rows: list[dict],
-                   synthetic_rows: list[dict] | None = None) -> None:
+def save_model_dir(
+    out_dir: Path,
+    classifier: RoadworkClassifier,
+    description: dict,
+    logit_rows: list[dict],
+    synthetic_rows: list[dict] | None = None,
+) -> None:
     """Write the three files (four with ``synthetic_rows``) into ``out_dir`` atomically (a killed write
     leaves the old directory)."""
     with atomic_path(out_dir) as tmp:

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from roadwork.evaluate.calibrate import Candidate, CalibrationError, calibrate, write_outputs
+from roadwork.evaluate.calibrate import CalibrationError, Candidate, calibrate, write_outputs
 from roadwork.evaluate.per_kind import kind_shares
 from roadwork.stages.common import CALIBRATE, MODELS, RELIABILITY_CSV, finish, params, threshold_json
 
@@ -15,8 +15,10 @@ PRODUCED_BY = {"phase1": "train_phase1 and threshold@phase1", "phase4": "explora
 
 def candidates(root: Path = Path(".")) -> dict[str, Candidate]:
     """The trained models in pipeline order (ties in the choice go to the earlier one)."""
-    return {name: Candidate(name, root / path, root / threshold_json(name), PRODUCED_BY[name])
-            for name, path in MODELS.items()}
+    return {
+        name: Candidate(name, root / path, root / threshold_json(name), PRODUCED_BY[name])
+        for name, path in MODELS.items()
+    }
 
 
 def main() -> None:

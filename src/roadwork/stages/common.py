@@ -72,16 +72,25 @@ STAGE_FILES: dict[str, dict[str, list[Path]]] = {
     "split": {"deps": [DEDUP], "outs": [SPLIT, METRICS / "split.json"]},
     "synthesize": {"deps": [RAW, SPLIT], "outs": [SYNTHETIC, SYNTHETIC_METRICS]},
     "train_phase1": {"deps": [RAW, SPLIT, SYNTHETIC], "outs": [PHASE1, METRICS / "phase1.json", *_live("phase1")]},
-    **{f"threshold@{model}": {"deps": [path / "logits.csv", path / "logits_synthetic.csv"],
-                              "outs": [threshold_json(model), threshold_metrics(model), threshold_curve(model)]}
-       for model, path in MODELS.items()},
-    "explora": {"deps": [RAW, SPLIT, SYNTHETIC, PHASE1],
-                "outs": [EXPLORA, PHASE4, METRICS / "explora.json", *_live("explora"), *_live("phase4")]},
-    "calibrate": {"deps": [PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4")],
-                  "outs": [CALIBRATE, RELIABILITY_CSV, METRICS / "calibrate.json"]},
-    "export": {"deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT,
-                        SYNTHETIC],
-               "outs": [BUNDLE, METRICS / "export.json", live_dir("export") / "plots"]},
+    **{
+        f"threshold@{model}": {
+            "deps": [path / "logits.csv", path / "logits_synthetic.csv"],
+            "outs": [threshold_json(model), threshold_metrics(model), threshold_curve(model)],
+        }
+        for model, path in MODELS.items()
+    },
+    "explora": {
+        "deps": [RAW, SPLIT, SYNTHETIC, PHASE1],
+        "outs": [EXPLORA, PHASE4, METRICS / "explora.json", *_live("explora"), *_live("phase4")],
+    },
+    "calibrate": {
+        "deps": [PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4")],
+        "outs": [CALIBRATE, RELIABILITY_CSV, METRICS / "calibrate.json"],
+    },
+    "export": {
+        "deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT, SYNTHETIC],
+        "outs": [BUNDLE, METRICS / "export.json", live_dir("export") / "plots"],
+    },
 }
 
 

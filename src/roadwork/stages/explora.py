@@ -5,8 +5,7 @@ import shutil
 import sys
 import time
 
-from roadwork.stages.common import (EXPLORA, PHASE1, PHASE4, RAW, RUNS, SPLITS_CSV, SYNTHETIC, finish, open_live,
-                                    params)
+from roadwork.stages.common import EXPLORA, PHASE1, PHASE4, RAW, RUNS, SPLITS_CSV, SYNTHETIC, finish, open_live, params
 from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, shutdown
 from roadwork.train.phase4 import explora_metrics, finetune, pretrained_backbone, save_backbone
 from roadwork.train.supervised import TrainingDataError
@@ -29,8 +28,9 @@ def main() -> None:
 
     live = open_live("phase4") if dist.is_main else None
     try:
-        finetuned = finetune(config, weights, weights_path, RAW, SPLITS_CSV, PHASE4, RUNS, dist, live,
-                             synthetic_dir=SYNTHETIC)
+        finetuned = finetune(
+            config, weights, weights_path, RAW, SPLITS_CSV, PHASE4, RUNS, dist, live, synthetic_dir=SYNTHETIC
+        )
     except TrainingDataError as error:
         sys.exit(f"explora failed: {error}")
     if dist.is_main:

@@ -6,8 +6,18 @@ import time
 
 from roadwork.export.evaluate import ExportError, export, headline
 from roadwork.stages.calibrate import candidates
-from roadwork.stages.common import (BUNDLE, CALIBRATION_JSON, DVC_LOCK, RAW, SPLIT, SYNTHETIC, finish, finish_printed,
-                                    open_live, params)
+from roadwork.stages.common import (
+    BUNDLE,
+    CALIBRATION_JSON,
+    DVC_LOCK,
+    RAW,
+    SPLIT,
+    SYNTHETIC,
+    finish,
+    finish_printed,
+    open_live,
+    params,
+)
 
 
 def main() -> None:
@@ -17,8 +27,9 @@ def main() -> None:
         sys.exit(f"export failed: {CALIBRATION_JSON} not found: run the calibrate stage first (dvc repro calibrate)")
     live = open_live("export")
     try:
-        metrics = export(config, BUNDLE, CALIBRATION_JSON, RAW, SPLIT, DVC_LOCK, candidates(), live=live,
-                         synthetic_dir=SYNTHETIC)
+        metrics = export(
+            config, BUNDLE, CALIBRATION_JSON, RAW, SPLIT, DVC_LOCK, candidates(), live=live, synthetic_dir=SYNTHETIC
+        )
     except ExportError as error:
         sys.exit(f"export failed: {error}")
     live.end()

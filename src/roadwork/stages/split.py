@@ -19,12 +19,15 @@ def main() -> None:
     config = params()
     records = [{**row, "label": int(row["label"])} for row in read_csv(DEDUP / "records.csv")]
     assignment = assign_splits(records, config.split.ratios.model_dump(), config.split.seed)
-    leaks = audit_leakage([r["id"] for r in records], assignment, [int(r["phash"], 16) for r in records],
-                          config.dedup.max_hamming)
+    leaks = audit_leakage(
+        [r["id"] for r in records], assignment, [int(r["phash"], 16) for r in records], config.dedup.max_hamming
+    )
     if leaks:
         shown = "\n".join(f"  {leak}" for leak in leaks[:10])
-        sys.exit(f"split failed: {len(leaks)} near-duplicate pair(s) across splits "
-                 f"(dedup.max_hamming={config.dedup.max_hamming}):\n{shown}")
+        sys.exit(
+            f"split failed: {len(leaks)} near-duplicate pair(s) across splits "
+            f"(dedup.max_hamming={config.dedup.max_hamming}):\n{shown}"
+        )
     summary = split_summary(records, assignment)
     problems = unusable_splits(summary, config.split.ratios.model_dump())
     if problems:

@@ -16,9 +16,11 @@ from roadwork.synthesize.generate import SynthesizeError, counts_by, publish, ru
 from roadwork.synthesize.models import models_description
 from roadwork.synthesize.plan import PlanError, plan_children
 
-WHAT = {"tiny": "tiny random-weight models (the real architectures from small configs): noise images that exercise "
-                "the code path; not the validators' images and not a measurement",
-        "hub": "the validators' models (synthesize.*_model ids and revisions), drawn the validators' way"}
+WHAT = {
+    "tiny": "tiny random-weight models (the real architectures from small configs): noise images that exercise "
+    "the code path; not the validators' images and not a measurement",
+    "hub": "the validators' models (synthesize.*_model ids and revisions), drawn the validators' way",
+}
 
 
 def main() -> None:
@@ -33,10 +35,21 @@ def main() -> None:
     if rows is None:  # not rank 0: rank 0 publishes
         return
     publish(rows, work, SYNTHETIC)
-    finish("synthesize", {"what_this_is": WHAT[config.backend], "synthetic_backend": config.backend,
-                          "models": models_description(config), "images": len(rows), "drawn_now": counts["drawn"],
-                          "reused": counts["skipped"], "counts": counts_by(rows),
-                          "seconds": round(time.monotonic() - started, 1)}, started, SYNTHETIC_METRICS)
+    finish(
+        "synthesize",
+        {
+            "what_this_is": WHAT[config.backend],
+            "synthetic_backend": config.backend,
+            "models": models_description(config),
+            "images": len(rows),
+            "drawn_now": counts["drawn"],
+            "reused": counts["skipped"],
+            "counts": counts_by(rows),
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        started,
+        SYNTHETIC_METRICS,
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,14 @@ def main() -> None:
         sys.exit(f"usage: python -m roadwork.stages.threshold {{{'|'.join(MODELS)}}} (got {sys.argv[1:]})")
     config = params()
     shares = kind_shares(config.synthesize.fake_prob, config.synthesize.i2i_share)
-    report = write_threshold_outputs(MODELS[model] / "logits.csv", config.threshold.target_prior,
-                                     threshold_metrics(model), threshold_curve(model), shares, config.synthesize.backend)
+    report = write_threshold_outputs(
+        MODELS[model] / "logits.csv",
+        config.threshold.target_prior,
+        threshold_metrics(model),
+        threshold_curve(model),
+        shares,
+        config.synthesize.backend,
+    )
     write_json(threshold_json(model), {key: report[key] for key in DECISION_KEYS})
     finish_printed(f"threshold@{model}", report, started)
 

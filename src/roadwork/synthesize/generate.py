@@ -44,8 +44,17 @@ from PIL import Image
 
 from roadwork.data.decode import load_rgb
 from roadwork.data.images import encode_png
-from roadwork.io import (atomic_path, dumps_json, format_csv, read_csv, read_json, sha256_bytes, write_bytes, write_json,
-                         write_text)
+from roadwork.io import (
+    atomic_path,
+    dumps_json,
+    format_csv,
+    read_csv,
+    read_json,
+    sha256_bytes,
+    write_bytes,
+    write_json,
+    write_text,
+)
 from roadwork.synthesize.models import Models, load_models, models_description
 from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import PLAN_COLUMNS, Child, shard
@@ -53,8 +62,17 @@ from roadwork.synthesize.plan import PLAN_COLUMNS, Child, shard
 MANIFEST_COLUMNS = PLAN_COLUMNS + ["prompt", "path", "sha256", "width", "height"]
 # params that decide what is planned or how challenges are drawn, not how a planned image looks
 _NOT_IN_FINGERPRINT = {"splits", "sources_per_label", "kinds", "fake_prob", "i2i_share"}
-_PROMPT_FIELDS = {"caption_model", "rewrite_model", "caption_max_new_tokens", "rewrite_max_new_tokens",
-                  "empty_caption", "instruction_roadwork", "instruction_clear", "backend", "seed"}
+_PROMPT_FIELDS = {
+    "caption_model",
+    "rewrite_model",
+    "caption_max_new_tokens",
+    "rewrite_max_new_tokens",
+    "empty_caption",
+    "instruction_roadwork",
+    "instruction_clear",
+    "backend",
+    "seed",
+}
 
 
 class SynthesizeError(RuntimeError):
@@ -78,8 +96,14 @@ def _fingerprint(obj) -> str:
 
 def prompt_fingerprint(params: SynthesizeParams, child: Child, weights: str) -> str:
     fields = {k: v for k, v in params.model_dump(mode="json").items() if k in _PROMPT_FIELDS}
-    return _fingerprint({"params": fields, "source": [child.source_id, child.source_sha256, child.label],
-                         "prompt_seed": child.prompt_seed, "models": weights})
+    return _fingerprint(
+        {
+            "params": fields,
+            "source": [child.source_id, child.source_sha256, child.label],
+            "prompt_seed": child.prompt_seed,
+            "models": weights,
+        }
+    )
 
 
 def image_fingerprint(params: SynthesizeParams, child: Child, weights: str) -> str:
@@ -107,13 +131,18 @@ def rewrite(models: Models, description: str, label: int, params: SynthesizePara
     instruction = params.instruction_roadwork if label == 1 else params.instruction_clear
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": description}]
     if models.rewriter is None:
-        models.rewriter = pipeline("text-generation", model=models.rewrite_model, tokenizer=models.rewrite_tokenizer,
-                                   device=models.device)
+        models.rewriter = pipeline(
+            "text-generation", model=models.rewrite_model, tokenizer=models.rewrite_tokenizer, device=models.device
+        )
     devices = [models.device] if models.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode():
         torch.manual_seed(seed)
-        out = models.rewriter(messages, max_new_tokens=params.rewrite_max_new_tokens, return_full_text=False,
-                              pad_token_id=models.rewrite_tokenizer.eos_token_id)
+        out = models.rewriter(
+            messages,
+            max_new_tokens=params.rewrite_max_new_tokens,
+            return_full_text=False,
+            pad_token_id=models.rewrite_tokenizer.eos_token_id,
+        )
     return out[0]["generated_text"]
 
 
@@ -126,7 +155,7 @@ def truncate_prompt(prompt: str, pipe) -> str:
     ids = tokenizer(prompt, verbose=False)["input_ids"]
     if len(ids) < limit:
         return prompt
-    return tokenizer.decode(ids[:limit - 1], skip_special_tokens=True)
+    return tokenizer.decode(ids[: limit - 1], skip_special_tokens=True)
 
 
 def i2i_input(image: Image.Image, params: SynthesizeParams) -> Image.Image:
@@ -136,13 +165,15 @@ def i2i_input(image: Image.Image, params: SynthesizeParams) -> Image.Image:
     return image
 
 
-def draw(models: Models, child: Child, prompt: str, source: Optional[Image.Image],
-         params: SynthesizeParams) -> tuple[Image.Image, str]:
+def draw(
+    models: Models, child: Child, prompt: str, source: Optional[Image.Image], params: SynthesizeParams
+) -> tuple[Image.Image, str]:
     """One SDXL image: t2i from the prompt, or i2i from the source and the prompt; noise seeded by the child.
     Returns the image and the prompt as the pipeline got it (truncated)."""
     generator = torch.Generator("cpu").manual_seed(child.seed)  # CPU noise: the same latents on any device
-    common = dict(guidance_scale=params.guidance_scale, num_inference_steps=params.num_inference_steps,
-                  generator=generator)
+    common = dict(
+        guidance_scale=params.guidance_scale, num_inference_steps=params.num_inference_steps, generator=generator
+    )
     pipe = models.t2i if child.kind == "t2i" else models.i2i
     prompt = truncate_prompt(prompt, pipe)
     with torch.inference_mode():
@@ -150,8 +181,13 @@ def draw(models: Models, child: Child, prompt: str, source: Optional[Image.Image
             size = {} if params.t2i_width is None else {"width": params.t2i_width, "height": params.t2i_height}
             out = pipe(prompt=prompt, negative_prompt=params.negative_prompt_t2i, **size, **common)
         else:
-            out = pipe(prompt=prompt, negative_prompt=params.negative_prompt_i2i, image=i2i_input(source, params),
-                       strength=params.strength, **common)
+            out = pipe(
+                prompt=prompt,
+                negative_prompt=params.negative_prompt_i2i,
+                image=i2i_input(source, params),
+                strength=params.strength,
+                **common,
+            )
     return out.images[0], prompt
 
 
@@ -172,15 +208,24 @@ def _load_source(path: Path, child: Child) -> Image.Image:
         raise SynthesizeError(f"source image of {child.source_id} not found: {path}")
     data = path.read_bytes()
     if child.source_sha256 and sha256_bytes(data) != child.source_sha256:
-        raise SynthesizeError(f"{path}: sha256 {sha256_bytes(data)} differs from the split table's "
-                              f"{child.source_sha256} for source {child.source_id}")
+        raise SynthesizeError(
+            f"{path}: sha256 {sha256_bytes(data)} differs from the split table's "
+            f"{child.source_sha256} for source {child.source_id}"
+        )
     return load_rgb(io.BytesIO(data))
 
 
-def generate(children: Sequence[Child], source_paths: Mapping[str, Path], out_dir: str | os.PathLike,
-             params: SynthesizeParams, models: Optional[Models] = None, device: Optional[str] = None,
-             rank: Optional[int] = None, world_size: Optional[int] = None,
-             on_image: Optional[Callable[[Child, Path], None]] = None) -> dict:
+def generate(
+    children: Sequence[Child],
+    source_paths: Mapping[str, Path],
+    out_dir: str | os.PathLike,
+    params: SynthesizeParams,
+    models: Optional[Models] = None,
+    device: Optional[str] = None,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    on_image: Optional[Callable[[Child, Path], None]] = None,
+) -> dict:
     """Draw this rank's share of ``children`` into ``out_dir``, skipping what is already done.
 
     ``source_paths``: source id -> stored image. ``models``: loaded on first need with
@@ -213,18 +258,34 @@ def generate(children: Sequence[Child], source_paths: Mapping[str, Path], out_di
         data = encode_png(image)
         image_path = out_dir / "images" / f"{child.id}.png"
         write_bytes(image_path, data)
-        write_json(out_dir / "records" / f"{child.id}.json", {
-            **child.row(), "prompt": prompt,
-            "path": f"images/{child.id}.png", "sha256": sha256_bytes(data), "width": image.width,
-            "height": image.height, "models": description, "fingerprint": fingerprint})
+        write_json(
+            out_dir / "records" / f"{child.id}.json",
+            {
+                **child.row(),
+                "prompt": prompt,
+                "path": f"images/{child.id}.png",
+                "sha256": sha256_bytes(data),
+                "width": image.width,
+                "height": image.height,
+                "models": description,
+                "fingerprint": fingerprint,
+            },
+        )
         counts["drawn"] += 1
         if on_image is not None:
             on_image(child, image_path)
     return counts
 
 
-def _prompt(models: Models, child: Child, source: Image.Image, out_dir: Path, params: SynthesizeParams,
-            description: str, counts: dict) -> str:
+def _prompt(
+    models: Models,
+    child: Child,
+    source: Image.Image,
+    out_dir: Path,
+    params: SynthesizeParams,
+    description: str,
+    counts: dict,
+) -> str:
     """The source's prompt: read back when already written under the same fingerprint, else made and written."""
     path = out_dir / "prompts" / f"{child.source_id}.json"
     fingerprint = prompt_fingerprint(params, child, description)
@@ -237,14 +298,24 @@ def _prompt(models: Models, child: Child, source: Image.Image, out_dir: Path, pa
             pass  # a record this program wrote under other params, or damaged: made again below
     text = caption(models, source, params)
     prompt = rewrite(models, text, child.label, params, child.prompt_seed)
-    write_json(path, {"source_id": child.source_id, "label": child.label, "caption": text, "prompt": prompt,
-                      "prompt_seed": child.prompt_seed, "fingerprint": fingerprint})
+    write_json(
+        path,
+        {
+            "source_id": child.source_id,
+            "label": child.label,
+            "caption": text,
+            "prompt": prompt,
+            "prompt_seed": child.prompt_seed,
+            "fingerprint": fingerprint,
+        },
+    )
     counts["prompts"] += 1
     return prompt
 
 
-def collect(children: Sequence[Child], out_dir: str | os.PathLike, params: SynthesizeParams,
-            description: Optional[str] = None) -> list[dict]:
+def collect(
+    children: Sequence[Child], out_dir: str | os.PathLike, params: SynthesizeParams, description: Optional[str] = None
+) -> list[dict]:
     """Check that every child is done, remove what this generator wrote for children no longer planned
     (and temporaries a kill left), and write ``manifest.csv`` (plan order); returns its rows.
 
@@ -259,8 +330,10 @@ def collect(children: Sequence[Child], out_dir: str | os.PathLike, params: Synth
         record = read_json(out_dir / "records" / f"{child.id}.json")
         rows.append({key: record[key] for key in MANIFEST_COLUMNS})
     if missing:
-        raise SynthesizeError(f"{out_dir}: {len(missing)} of {len(children)} planned images are not done "
-                              f"(e.g. {missing[:3]}); run the generation again to finish them")
+        raise SynthesizeError(
+            f"{out_dir}: {len(missing)} of {len(children)} planned images are not done "
+            f"(e.g. {missing[:3]}); run the generation again to finish them"
+        )
     _remove_unplanned(out_dir, {c.id for c in children}, {c.source_id for c in children})
     write_text(out_dir / "manifest.csv", format_csv(rows, MANIFEST_COLUMNS))
     return rows
@@ -297,8 +370,13 @@ def source_paths(raw_dir: Path) -> dict[str, Path]:
     return {row["id"]: Path(raw_dir) / row["path"] for row in read_csv(manifest)}
 
 
-def run(children: Sequence[Child], source_paths: Mapping[str, Path], out_dir: str | os.PathLike,
-        params: SynthesizeParams, device: Optional[str] = None) -> tuple[dict, Optional[list[dict]]]:
+def run(
+    children: Sequence[Child],
+    source_paths: Mapping[str, Path],
+    out_dir: str | os.PathLike,
+    params: SynthesizeParams,
+    device: Optional[str] = None,
+) -> tuple[dict, Optional[list[dict]]]:
     """Draw this rank's share (torchrun's RANK / WORLD_SIZE), wait for every rank, and on rank 0 collect the
     manifest. Returns (this rank's counts, the manifest rows on rank 0 else None)."""
     rank, world_size = distributed_rank()

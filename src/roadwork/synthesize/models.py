@@ -63,18 +63,33 @@ def _load_hub_models(params: SynthesizeParams, device: torch.device) -> Models:
     # prompt_generator.py:60-71: BLIP-2 loaded in float32, its float32 weights then cast to float16
     caption_processor = Blip2Processor.from_pretrained(caption.id, revision=caption.revision)
     caption_model = Blip2ForConditionalGeneration.from_pretrained(
-        caption.id, revision=caption.revision, dtype=torch.float16 if gpu else torch.float32, use_safetensors=True)
+        caption.id, revision=caption.revision, dtype=torch.float16 if gpu else torch.float32, use_safetensors=True
+    )
     rewrite_tokenizer = AutoTokenizer.from_pretrained(rewrite.id, revision=rewrite.revision)
     rewrite_model = AutoModelForCausalLM.from_pretrained(
-        rewrite.id, revision=rewrite.revision, dtype=REWRITE_DTYPE, use_safetensors=True)
+        rewrite.id, revision=rewrite.revision, dtype=REWRITE_DTYPE, use_safetensors=True
+    )
     # config.py:71-75 and 95-101: safetensors, the fp16 variant, float16 weights; the watermarker off
     # (generator.py:407-409, 427)
     t2i = StableDiffusionXLPipeline.from_pretrained(
-        diffusion.id, revision=diffusion.revision, variant=params.diffusion_variant, use_safetensors=True,
-        dtype=DTYPES[params.dtype] if gpu else torch.float32, add_watermarker=False)
+        diffusion.id,
+        revision=diffusion.revision,
+        variant=params.diffusion_variant,
+        use_safetensors=True,
+        dtype=DTYPES[params.dtype] if gpu else torch.float32,
+        add_watermarker=False,
+    )
     i2i = StableDiffusionXLImg2ImgPipeline.from_pipe(t2i)
-    models = Models(caption_processor, caption_model.eval(), rewrite_tokenizer, rewrite_model.eval(), t2i, i2i,
-                    device, models_description(params))
+    models = Models(
+        caption_processor,
+        caption_model.eval(),
+        rewrite_tokenizer,
+        rewrite_model.eval(),
+        t2i,
+        i2i,
+        device,
+        models_description(params),
+    )
     return _to(models, device)
 
 
@@ -90,13 +105,20 @@ def _to(models: Models, device: torch.device) -> Models:
 
 
 # ===================================================================================== tiny models
-TINY_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|start_header_id|>", "<|end_header_id|>",
-                "<|eot_id|>"]
+TINY_SPECIAL = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|pad|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
 # Llama 3.1's chat layout (header tokens, <|eot_id|> after each turn), shortened
 TINY_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
     "{{ message['content'] }}<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
 
 
 def tiny_tokenizer(model_max_length: int = 77):
@@ -112,8 +134,13 @@ def tiny_tokenizer(model_max_length: int = 77):
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(TINY_SPECIAL)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=TINY_SPECIAL[0], eos_token=TINY_SPECIAL[1], pad_token=TINY_SPECIAL[2],
-        unk_token=TINY_SPECIAL[1], model_max_length=model_max_length)
+        tokenizer_object=backend,
+        bos_token=TINY_SPECIAL[0],
+        eos_token=TINY_SPECIAL[1],
+        pad_token=TINY_SPECIAL[2],
+        unk_token=TINY_SPECIAL[1],
+        model_max_length=model_max_length,
+    )
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
     return tokenizer
 
@@ -126,11 +153,24 @@ def build_tiny_models(seed: int = 0, device: str | torch.device = "cpu", image_s
     text-time conditioning and SDXL base's Euler scheduler settings); t2i draws ``image_size``
     pixels square by default. Nothing is downloaded; the output is noise shaped by the code path.
     """
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
-                              CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, LlamaConfig,
-                              LlamaForCausalLM)
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     if image_size % 2:
         raise ValueError(f"image_size must be even (the tiny VAE halves it), got {image_size}")
@@ -140,55 +180,136 @@ def build_tiny_models(seed: int = 0, device: str | torch.device = "cpu", image_s
         # ---- captioner
         caption_tokenizer = tiny_tokenizer(model_max_length=512)
         caption_processor = Blip2Processor(
-            image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=caption_tokenizer,
-            num_query_tokens=4)
+            image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+            tokenizer=caption_tokenizer,
+            num_query_tokens=4,
+        )
         vocab = len(caption_processor.tokenizer)
         caption_config = Blip2Config(
-            vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                               image_size=32, patch_size=8),
-            qformer_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                                encoder_hidden_size=32, vocab_size=vocab),
-            text_config=dict(model_type="opt", hidden_size=32, ffn_dim=37, num_hidden_layers=2, num_attention_heads=4,
-                             vocab_size=vocab, word_embed_proj_dim=32, max_position_embeddings=256,
-                             bos_token_id=caption_tokenizer.bos_token_id, eos_token_id=caption_tokenizer.eos_token_id,
-                             pad_token_id=caption_tokenizer.pad_token_id),
-            num_query_tokens=4, image_token_index=caption_processor.tokenizer.convert_tokens_to_ids("<image>"))
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=8,
+            ),
+            qformer_config=dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                encoder_hidden_size=32,
+                vocab_size=vocab,
+            ),
+            text_config=dict(
+                model_type="opt",
+                hidden_size=32,
+                ffn_dim=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                vocab_size=vocab,
+                word_embed_proj_dim=32,
+                max_position_embeddings=256,
+                bos_token_id=caption_tokenizer.bos_token_id,
+                eos_token_id=caption_tokenizer.eos_token_id,
+                pad_token_id=caption_tokenizer.pad_token_id,
+            ),
+            num_query_tokens=4,
+            image_token_index=caption_processor.tokenizer.convert_tokens_to_ids("<image>"),
+        )
         caption_model = Blip2ForConditionalGeneration(caption_config)
         # ---- rewrite LM
         rewrite_tokenizer = tiny_tokenizer(model_max_length=4096)
-        rewrite_model = LlamaForCausalLM(LlamaConfig(
-            vocab_size=len(rewrite_tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            bos_token_id=rewrite_tokenizer.bos_token_id, eos_token_id=rewrite_tokenizer.eos_token_id,
-            pad_token_id=rewrite_tokenizer.pad_token_id))
+        rewrite_model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(rewrite_tokenizer),
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=4096,
+                bos_token_id=rewrite_tokenizer.bos_token_id,
+                eos_token_id=rewrite_tokenizer.eos_token_id,
+                pad_token_id=rewrite_tokenizer.pad_token_id,
+            )
+        )
         # ---- SDXL
         tokenizer = tiny_tokenizer(model_max_length=77)
-        text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                    vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=32,
-                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id)
+        text = dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         text_encoder = CLIPTextModel(CLIPTextConfig(**text))
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))
         unet = UNet2DConditionModel(
-            sample_size=image_size // 2, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=6 * 8 + 32,
-            cross_attention_dim=64, norm_num_groups=4)
+            sample_size=image_size // 2,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=6 * 8 + 32,
+            cross_attention_dim=64,
+            norm_num_groups=4,
+        )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            norm_num_groups=4, sample_size=image_size)
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=4,
+            sample_size=image_size,
+        )
     # stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json
     scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        prediction_type="epsilon", steps_offset=1, timestep_spacing="leading", interpolation_type="linear",
-        use_karras_sigmas=False)
-    t2i = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                    tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
-                                    add_watermarker=False)
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type="epsilon",
+        steps_offset=1,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+    )
+    t2i = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        add_watermarker=False,
+    )
     i2i = StableDiffusionXLImg2ImgPipeline(**{k: v for k, v in t2i.components.items()}, add_watermarker=False)
-    models = Models(caption_processor, caption_model.eval(), rewrite_tokenizer, rewrite_model.eval(), t2i, i2i,
-                    device, models_description(SynthesizeParams(backend="tiny"), tiny_seed=seed))
+    models = Models(
+        caption_processor,
+        caption_model.eval(),
+        rewrite_tokenizer,
+        rewrite_model.eval(),
+        t2i,
+        i2i,
+        device,
+        models_description(SynthesizeParams(backend="tiny"), tiny_seed=seed),
+    )
     return _to(models, device)

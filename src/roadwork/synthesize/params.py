@@ -26,7 +26,8 @@ T2I_NEGATIVE_PROMPT = (
     "helicopter view, top-down view, security camera, cctv, surveillance camera, indoor scene, interior, portrait, "
     "face, person close-up, selfie, vibrant colors, oversaturated, neon, glowing, night vision, thermal imaging, "
     "fisheye lens, wide angle distortion, motion blur, blurry, out of focus, unfocused, soft focus, speed blur, "
-    "camera shake, movement blur")
+    "camera shake, movement blur"
+)
 # config.py:113 (I2I_MODELS[...]): the same list without the blur terms after "wide angle distortion"
 I2I_NEGATIVE_PROMPT = T2I_NEGATIVE_PROMPT.split(", motion blur")[0]
 
@@ -35,11 +36,13 @@ ROADWORK_INSTRUCTION = (
     "[INST]Enhance this dashcam footage description to include active roadwork. "
     "Start with 'Photorealistic dashcam footage' and ADD roadwork elements to the existing scene: "
     "orange traffic cones, construction barriers, construction vehicles, road crews in safety vests, "
-    "lane closure signs, construction equipment, or construction zones. The scene MUST show active roadwork.[/INST]")
+    "lane closure signs, construction equipment, or construction zones. The scene MUST show active roadwork.[/INST]"
+)
 CLEAR_ROAD_INSTRUCTION = (
     "[INST]Rewrite as concise dashcam footage description. "
     "Focus on clear roads and regular traffic. "
-    "Start with 'Photorealistic dashcam footage' of normal road and keep factual.[/INST]")
+    "Start with 'Photorealistic dashcam footage' of normal road and keep factual.[/INST]"
+)
 # prompt_generator.py:148-149: the caption used when BLIP-2 returns nothing
 EMPTY_CAPTION = "Dashcam view of road scene."
 
@@ -58,32 +61,47 @@ class SynthesizeParams(Section):
 
     # ------------------------------------------------------------------ what is generated, from what
     splits: tuple[Literal[SPLITS], ...] = Field(
-        SPLITS, min_length=1, description="splits whose sources get synthetic children (each child stays in its "
-                                          "source's split)")
+        SPLITS,
+        min_length=1,
+        description="splits whose sources get synthetic children (each child stays in its source's split)",
+    )
     sources_per_label: Optional[int] = Field(
-        None, gt=0, description="at most this many sources per (split, label), a seeded choice; null = all")
+        None, gt=0, description="at most this many sources per (split, label), a seeded choice; null = all"
+    )
     kinds: tuple[Literal[KINDS], ...] = Field(
         # generator.py:144-154: every prompt of a batch goes through every model, t2i and i2i alike
-        KINDS, min_length=1, description="children per source: one per kind, sharing the source's prompt")
+        KINDS,
+        min_length=1,
+        description="children per source: one per kind, sharing the source's prompt",
+    )
     seed: int = 0
     backend: Literal["hub", "tiny"] = Field(
-        "hub", description="hub: the models below, downloaded by id and revision; tiny: the same architectures "
-                           "built from small configs with random weights (a code-path check, no real images)")
+        "hub",
+        description="hub: the models below, downloaded by id and revision; tiny: the same architectures "
+        "built from small configs with random weights (a code-path check, no real images)",
+    )
     dtype: Literal["float16", "bfloat16", "float32"] = Field(
-        "float16", description="SDXL weights' dtype on a GPU (config.py:73, 99); a CPU run always uses float32")
+        "float16", description="SDXL weights' dtype on a GPU (config.py:73, 99); a CPU run always uses float32"
+    )
 
     # ------------------------------------------------------------------------------------- models
     caption_model: ModelRef = ModelRef(
         # config.py:60 IMAGE_ANNOTATION_MODEL; revision unknown offline: "main" until pinned
-        id="Salesforce/blip2-opt-2.7b-coco", revision="main")
+        id="Salesforce/blip2-opt-2.7b-coco",
+        revision="main",
+    )
     rewrite_model: ModelRef = ModelRef(
         # config.py:61-65 TEXT_MODERATION_MODEL: this id on a CPU, its "-bnb-4bit" twin on CUDA (same weights,
         # 4-bit quantised); revision unknown offline: "main" until pinned
-        id="unsloth/Meta-Llama-3.1-8B-Instruct", revision="main")
+        id="unsloth/Meta-Llama-3.1-8B-Instruct",
+        revision="main",
+    )
     diffusion_model: ModelRef = ModelRef(
         # config.py:69 (t2i) and config.py:97 (i2i "model_id"): one base model for both tasks. The commit is the
         # one public cache paths show for this repo (last change 2023); check with huggingface_hub.model_info
-        id="stabilityai/stable-diffusion-xl-base-1.0", revision="462165984030d82259a11f4367a4eed129e94a7b")
+        id="stabilityai/stable-diffusion-xl-base-1.0",
+        revision="462165984030d82259a11f4367a4eed129e94a7b",
+    )
     diffusion_variant: Optional[str] = Field("fp16", description="config.py:75, 101 (variant='fp16')")
 
     # ------------------------------------------------------------------------------------ prompts

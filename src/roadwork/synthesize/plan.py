@@ -80,8 +80,15 @@ def _check_rows(rows: Sequence[Mapping]) -> list[dict]:
         if row["split"] not in SPLITS:
             raise PlanError(f"{where} (id {rid}): unknown split {row['split']!r}, expected one of {list(SPLITS)}")
         cluster = row.get("cluster")
-        checked.append({"id": rid, "sha256": str(row.get("sha256") or ""), "label": int(str(row["label"]).strip()),
-                        "split": row["split"], "cluster": rid if cluster in (None, "") else str(cluster)})
+        checked.append(
+            {
+                "id": rid,
+                "sha256": str(row.get("sha256") or ""),
+                "label": int(str(row["label"]).strip()),
+                "split": row["split"],
+                "cluster": rid if cluster in (None, "") else str(cluster),
+            }
+        )
     return checked
 
 
@@ -96,15 +103,25 @@ def plan_children(rows: Sequence[Mapping], params: SynthesizeParams) -> list[Chi
     kinds = [kind for kind in KINDS if kind in params.kinds]
     for split in SPLITS:
         for label in (0, 1):
-            sources = sorted(by_stratum.get((split, label), []),
-                             key=lambda row: (stable_key(params.seed, row["id"]), row["id"]))
-            for source in sources[:params.sources_per_label]:
+            sources = sorted(
+                by_stratum.get((split, label), []), key=lambda row: (stable_key(params.seed, row["id"]), row["id"])
+            )
+            for source in sources[: params.sources_per_label]:
                 prompt_seed = derive_seed(params.seed, source["id"], "prompt")
                 for kind in kinds:
-                    children.append(Child(
-                        id=child_id(kind, source["id"]), source_id=source["id"], source_sha256=source["sha256"],
-                        cluster=source["cluster"], split=split, label=label, kind=kind,
-                        seed=derive_seed(params.seed, source["id"], kind), prompt_seed=prompt_seed))
+                    children.append(
+                        Child(
+                            id=child_id(kind, source["id"]),
+                            source_id=source["id"],
+                            source_sha256=source["sha256"],
+                            cluster=source["cluster"],
+                            split=split,
+                            label=label,
+                            kind=kind,
+                            seed=derive_seed(params.seed, source["id"], kind),
+                            prompt_seed=prompt_seed,
+                        )
+                    )
     return children
 
 

@@ -25,12 +25,14 @@ from roadwork.config import AugmentParams
 
 
 def eval_transform(img_size: int, mean, std) -> Callable:
-    return transforms.Compose([
-        transforms.Resize(img_size, interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(img_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(img_size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(img_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
 def train_transform(params: AugmentParams, img_size: int, mean, std) -> Callable:

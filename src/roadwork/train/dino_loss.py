@@ -20,7 +20,9 @@ def teacher_softmax(teacher_logits: torch.Tensor, center: torch.Tensor, temperat
     return F.softmax((teacher_logits.float() - center) / temperature, dim=-1)
 
 
-def updated_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float, world_size: int = 1) -> torch.Tensor:
+def updated_center(
+    center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float, world_size: int = 1
+) -> torch.Tensor:
     """center * m + batch_mean * (1 - m), the batch mean taken over all ranks."""
     batch_sum = teacher_logits.float().sum(dim=0, keepdim=True)
     if world_size > 1:
@@ -28,7 +30,9 @@ def updated_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum:
     return center * momentum + batch_sum / (len(teacher_logits) * world_size) * (1 - momentum)
 
 
-def dino_loss(student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor], student_temp: float) -> torch.Tensor:
+def dino_loss(
+    student_logits: list[torch.Tensor], teacher_probs: list[torch.Tensor], student_temp: float
+) -> torch.Tensor:
     """Mean over (student view v, teacher view t != v) of -sum(p_t * log_softmax(s_v / student_temp)),
     each term averaged over the batch. Student views: globals first (same order as the teacher's)."""
     total, terms = 0.0, 0
@@ -41,8 +45,9 @@ def dino_loss(student_logits: list[torch.Tensor], teacher_probs: list[torch.Tens
     return total / terms
 
 
-def ibot_loss(student_patch_logits: torch.Tensor, teacher_patch_probs: torch.Tensor, masks: torch.Tensor,
-              student_temp: float) -> torch.Tensor:
+def ibot_loss(
+    student_patch_logits: torch.Tensor, teacher_patch_probs: torch.Tensor, masks: torch.Tensor, student_temp: float
+) -> torch.Tensor:
     """iBOT (DINOv2 ``forward_masked``): per masked patch cross-entropy, averaged within each image,
     summed over images, divided by the number of global views (unmasked views count as 0).
     Patch rows are the masked patches in ``masks[masks]`` order."""

@@ -31,7 +31,15 @@ def launch_command(module: str, processes: int) -> list[str] | None:
     """The command that re-launches `module` under torchrun, or None to run in this process."""
     if processes <= 1 or under_torchrun():
         return None
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", module]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        module,
+    ]
 
 
 def relaunch_under_torchrun(module: str, processes: int) -> None:

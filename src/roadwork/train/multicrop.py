@@ -43,14 +43,20 @@ class MultiCropTransform:
             transforms.RandomGrayscale(p=0.2),
         ]
         normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-        g, l = cfg.global_crop_size, cfg.local_crop_size
+        g, local = cfg.global_crop_size, cfg.local_crop_size
         global_crop = transforms.RandomResizedCrop(g, scale=tuple(cfg.global_crop_scale), interpolation=bicubic)
         self.global_1 = transforms.Compose([global_crop, *jitter, RandomGaussianBlur(1.0, g), *normalize])
-        self.global_2 = transforms.Compose([global_crop, *jitter, RandomGaussianBlur(0.1, g),
-                                            transforms.RandomSolarize(128, p=0.2), *normalize])
-        self.local = transforms.Compose([
-            transforms.RandomResizedCrop(l, scale=tuple(cfg.local_crop_scale), interpolation=bicubic),
-            *jitter, RandomGaussianBlur(0.5, l), *normalize])
+        self.global_2 = transforms.Compose(
+            [global_crop, *jitter, RandomGaussianBlur(0.1, g), transforms.RandomSolarize(128, p=0.2), *normalize]
+        )
+        self.local = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(local, scale=tuple(cfg.local_crop_scale), interpolation=bicubic),
+                *jitter,
+                RandomGaussianBlur(0.5, local),
+                *normalize,
+            ]
+        )
         self.local_number = cfg.local_crops_number
 
     def __call__(self, image) -> list[torch.Tensor]:

@@ -48,13 +48,15 @@ def initial_classifier(config: Params, phase1_dir: Path):
     return classifier
 
 
-def pretrained_backbone(config: Params, raw_dir: Path, splits_csv: Path, phase1_dir: Path, runs: Path,
-                        dist, live) -> tuple[dict, dict, Path]:
+def pretrained_backbone(
+    config: Params, raw_dir: Path, splits_csv: Path, phase1_dir: Path, runs: Path, dist, live
+) -> tuple[dict, dict, Path]:
     """(adapted backbone state dict, SSL summary, the run's saved weights file). Reuses a finished
     pre-training of the same run key under `runs`/explora."""
     cfg = config.explora
-    examples, counts = unlabeled_examples(raw_dir, splits_csv, cfg.extra_unlabeled, config.dedup.max_hamming,
-                                          config.data.max_pixels)
+    examples, counts = unlabeled_examples(
+        raw_dir, splits_csv, cfg.extra_unlabeled, config.dedup.max_hamming, config.data.max_pixels
+    )
     images = hashlib.sha256("\n".join(f"{e.id} {e.sha256}" for e in examples).encode()).hexdigest()
     inputs = [splits_csv] + ([phase1_dir / WEIGHTS] if cfg.init == "phase1" else [])
     run_dir = runs / "explora" / run_key(config, *inputs, extra={"explora": cfg.model_dump(), "images": images})
@@ -73,8 +75,9 @@ def pretrained_backbone(config: Params, raw_dir: Path, splits_csv: Path, phase1_
     if dist.is_main:
         print(f"ExPLoRA: {len(examples)} unlabeled images {counts}; parameters {ssl.trainable_counts()}")
     cache = ImageCache(max(cfg.global_crop_size, config.model.img_size))
-    dataset = ImageDataset(examples, cache, MultiCropTransform(cfg, cfg_data["mean"], cfg_data["std"]),
-                           seed=config.train.seed)
+    dataset = ImageDataset(
+        examples, cache, MultiCropTransform(cfg, cfg_data["mean"], cfg_data["std"]), seed=config.train.seed
+    )
     state = pretrain(ssl, dataset, config.train, run_dir, dist, live)
     backbone = ssl.adapted_backbone()
     weights = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
@@ -107,13 +110,20 @@ def save_backbone(config: Params, weights: dict, summary: dict, out_dir: Path) -
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         save_file(weights, tmp / BACKBONE_FILE)
-        (tmp / "backbone.json").write_text(dumps_json({
-            "backbone": config.model.backbone, "overrides": dict(config.model.overrides),
-            "pooling": config.model.pooling, "img_size": config.model.img_size,
-            "source": summary["exported"], "init": summary["init"],
-            "load": "timm.create_model(backbone, num_classes=0, global_pool=pooling, img_size=img_size, **overrides)"
+        (tmp / "backbone.json").write_text(
+            dumps_json(
+                {
+                    "backbone": config.model.backbone,
+                    "overrides": dict(config.model.overrides),
+                    "pooling": config.model.pooling,
+                    "img_size": config.model.img_size,
+                    "source": summary["exported"],
+                    "init": summary["init"],
+                    "load": "timm.create_model(backbone, num_classes=0, global_pool=pooling, img_size=img_size, **overrides)"
                     ".load_state_dict(load_file('backbone.safetensors'))",
-        }))
+                }
+            )
+        )
 
 
 # ------------------------------------------------------------------------------ fine-tuning
@@ -151,9 +161,12 @@ def val_select_scores(logits_csv: Path) -> dict:
     logits, labels = split_logits(logits_csv, "val_select")
     predictions = (logits > 0).astype(int)
     auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else None
-    return {"mcc": round(mcc_at(logits, labels, 0.0), 6),
-            "accuracy": round(float((predictions == labels).mean()), 6),
-            "auc": None if auc is None else round(auc, 6), "n": int(len(labels))}
+    return {
+        "mcc": round(mcc_at(logits, labels, 0.0), 6),
+        "accuracy": round(float((predictions == labels).mean()), 6),
+        "auc": None if auc is None else round(auc, 6),
+        "n": int(len(labels)),
+    }
 
 
 def compare(phase1_logits: Path, phase4_logits: Path) -> dict:
@@ -162,16 +175,27 @@ def compare(phase1_logits: Path, phase4_logits: Path) -> dict:
     images and verdict (:func:`roadwork.evaluate.compare.mcc_difference`, its default 1000
     resamples and seed 0: a training report's figure, not worth a parameter that re-runs phase 4)."""
     one, four = val_select_scores(phase1_logits), val_select_scores(phase4_logits)
-    delta = {k: None if one[k] is None or four[k] is None else round(four[k] - one[k], 6)
-             for k in ("mcc", "accuracy", "auc")}
+    delta = {
+        k: None if one[k] is None or four[k] is None else round(four[k] - one[k], 6) for k in ("mcc", "accuracy", "auc")
+    }
     labels, phase1_z, phase4_z = paired_split_logits(phase1_logits, phase4_logits, "val_select")
     interval = summary(mcc_difference(labels, phase1_z > 0, phase4_z > 0))
     interval = {k: round(v, 6) if isinstance(v, float) else v for k, v in interval.items()}
     return {"phase1": one, "phase4": four, "phase4_minus_phase1": delta, "phase4_vs_phase1": interval}
 
 
-def finetune(config: Params, weights: dict, weights_path: Path, raw_dir: Path, splits_csv: Path, out_dir: Path,
-             runs: Path, dist, live, synthetic_dir: Path | None = None) -> dict:
+def finetune(
+    config: Params,
+    weights: dict,
+    weights_path: Path,
+    raw_dir: Path,
+    splits_csv: Path,
+    out_dir: Path,
+    runs: Path,
+    dist,
+    live,
+    synthetic_dir: Path | None = None,
+) -> dict:
     """Supervised fine-tuning of the adapted backbone into `out_dir` (as phase 1's model dir, with the
     synthetic children of ``synthetic_dir`` as fit() takes them); returns the fine-tuning summary for
     metrics/explora.json."""
@@ -179,12 +203,24 @@ def finetune(config: Params, weights: dict, weights_path: Path, raw_dir: Path, s
     model, extra = finetune_model(config, weights)
     mixed = [Path(synthetic_dir) / "manifest.csv"] if config.train.synthetic_share > 0 else []
     run_dir = runs / "phase4" / run_key(ft_config, splits_csv, weights_path, *mixed, extra=extra)
-    result = fit(ft_config, model, raw_dir, splits_csv, out_dir, run_dir, dist, live, description_extra=extra,
-                 synthetic_dir=synthetic_dir)
+    result = fit(
+        ft_config,
+        model,
+        raw_dir,
+        splits_csv,
+        out_dir,
+        run_dir,
+        dist,
+        live,
+        description_extra=extra,
+        synthetic_dir=synthetic_dir,
+    )
     return {"adapter": config.explora.adapter, "backbone_freeze": ft_config.model.freeze, **result}
 
 
-def explora_metrics(summary: dict, finetuned: dict, phase1_logits: Path, phase4_logits: Path, backbone_dir: Path) -> dict:
+def explora_metrics(
+    summary: dict, finetuned: dict, phase1_logits: Path, phase4_logits: Path, backbone_dir: Path
+) -> dict:
     return {
         "val_select": compare(phase1_logits, phase4_logits),
         "ssl": {k: v for k, v in summary.items() if k != "history"},

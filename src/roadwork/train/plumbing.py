@@ -64,8 +64,10 @@ def decay_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], weight_de
         if param.requires_grad:
             (no_decay if param.ndim <= 1 or name.endswith(NO_DECAY_SUFFIXES) else decay).append(param)
     name = extra.pop("name", None)
-    groups = [{"params": decay, **extra, "weight_decay": weight_decay},
-              {"params": no_decay, **extra, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, **extra, "weight_decay": weight_decay},
+        {"params": no_decay, **extra, "weight_decay": 0.0},
+    ]
     if name is not None:
         groups[0]["name"], groups[1]["name"] = f"{name}_decay", f"{name}_no_decay"
     return [g for g in groups if g["params"]]
@@ -78,16 +80,35 @@ class Optimization:
     (timm's default, phase 1's) the cosine spans all epochs and the warm-up ramps towards it. A
     GradScaler for fp16; accumulation over ``grad_accum_steps`` micro-batches; clipping."""
 
-    def __init__(self, groups: list[dict], *, lr: float, min_lr: float, weight_decay: float, epochs: int,
-                 warmup_epochs: int, updates_per_epoch: int, grad_accum_steps: int, clip_grad: float | None,
-                 precision: str, device: torch.device, warmup_prefix: bool = False):
+    def __init__(
+        self,
+        groups: list[dict],
+        *,
+        lr: float,
+        min_lr: float,
+        weight_decay: float,
+        epochs: int,
+        warmup_epochs: int,
+        updates_per_epoch: int,
+        grad_accum_steps: int,
+        clip_grad: float | None,
+        precision: str,
+        device: torch.device,
+        warmup_prefix: bool = False,
+    ):
         if warmup_prefix and warmup_epochs >= epochs:
             raise ValueError(f"warmup_epochs ({warmup_epochs}) must be smaller than epochs ({epochs})")
         self.optimizer = create_optimizer_v2(groups, opt="adamw", lr=lr, weight_decay=weight_decay)
         self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched="cosine", num_epochs=epochs - warmup_epochs if warmup_prefix else epochs,
-            warmup_epochs=warmup_epochs, warmup_prefix=warmup_prefix, warmup_lr=min_lr, min_lr=min_lr,
-            step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+            self.optimizer,
+            sched="cosine",
+            num_epochs=epochs - warmup_epochs if warmup_prefix else epochs,
+            warmup_epochs=warmup_epochs,
+            warmup_prefix=warmup_prefix,
+            warmup_lr=min_lr,
+            min_lr=min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=updates_per_epoch,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.grad_accum_steps, self.clip_grad = grad_accum_steps, clip_grad
@@ -121,8 +142,11 @@ class Optimization:
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])

@@ -25,8 +25,15 @@ from roadwork.synthesize.plan import derive_seed
 from roadwork.train.augment import eval_transform, train_transform
 from roadwork.train.data import ImageCache, ImageDataset
 from roadwork.train.distributed import Dist
-from roadwork.train.supervised import (TrainingDataError, TrainState, binary_scores, eval_loader, extract_features,
-                                       predict_logits, train)
+from roadwork.train.supervised import (
+    TrainingDataError,
+    TrainState,
+    binary_scores,
+    eval_loader,
+    extract_features,
+    predict_logits,
+    train,
+)
 
 EVAL_SPLITS = ("val_select", "val_calib", "val_test")
 SYNTHETIC_KINDS = ("i2i", "t2i")
@@ -48,8 +55,11 @@ def has_synthetic(synthetic_dir: Path | None) -> bool:
 
 def run_key(params: Params, *inputs: Path, extra: dict | None = None) -> str:
     """Identifies a training run: its params and the content of its inputs (for resume)."""
-    digest = hashlib.sha256(dumps_json({"model": params.model.model_dump(), "train": params.train.model_dump(),
-                                        "extra": extra or {}}).encode())
+    digest = hashlib.sha256(
+        dumps_json(
+            {"model": params.model.model_dump(), "train": params.train.model_dump(), "extra": extra or {}}
+        ).encode()
+    )
     for path in inputs:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -78,8 +88,10 @@ def fit(
     synthetic = has_synthetic(synthetic_dir)
     if train_params.synthetic_share > 0:
         if not synthetic:
-            raise TrainingDataError(f"train.synthetic_share is {train_params.synthetic_share} but "
-                                    f"{synthetic_dir}/manifest.csv does not exist: run the synthesize stage")
+            raise TrainingDataError(
+                f"train.synthetic_share is {train_params.synthetic_share} but "
+                f"{synthetic_dir}/manifest.csv does not exist: run the synthesize stage"
+            )
         children = load_split(raw_dir, splits_csv, "train", SYNTHETIC_KINDS, synthetic_dir)
         examples["train"] = mix_in(examples["train"], children, train_params.synthetic_share, train_params.seed)
     evaluate_tf = eval_transform(img_size, mean, std)
@@ -90,14 +102,27 @@ def fit(
     if train_params.feature_cache:
         # Frozen backbone: features once, then epochs over the head alone (no image augmentation).
         batch = max(1, train_params.batch_size // dist.world_size)
-        train_set = extract_features(model, ImageDataset(examples["train"], cache, evaluate_tf), batch, dist,
-                                     train_params.precision, train_params.num_workers)
-        val_set = extract_features(model, ImageDataset(examples["val_select"], cache, evaluate_tf), batch, dist,
-                                   train_params.precision, train_params.num_workers)
+        train_set = extract_features(
+            model,
+            ImageDataset(examples["train"], cache, evaluate_tf),
+            batch,
+            dist,
+            train_params.precision,
+            train_params.num_workers,
+        )
+        val_set = extract_features(
+            model,
+            ImageDataset(examples["val_select"], cache, evaluate_tf),
+            batch,
+            dist,
+            train_params.precision,
+            train_params.num_workers,
+        )
         state = train(model, train_set, val_set, train_params, run_dir, dist, live, forward_name="head")
     else:
-        train_set = ImageDataset(examples["train"], cache, train_transform(train_params.augment, img_size, mean, std),
-                                 seed=train_params.seed)
+        train_set = ImageDataset(
+            examples["train"], cache, train_transform(train_params.augment, img_size, mean, std), seed=train_params.seed
+        )
         val_set = ImageDataset(examples["val_select"], cache, evaluate_tf)
         state = train(model, train_set, val_set, train_params, run_dir, dist, live)
 
@@ -105,22 +130,30 @@ def fit(
     model.eval()
     for split in EVAL_SPLITS:
         dataset = ImageDataset(examples[split], cache, evaluate_tf)
-        loader = eval_loader(dataset, max(1, train_params.batch_size // dist.world_size), dist, train_params.num_workers)
+        loader = eval_loader(
+            dataset, max(1, train_params.batch_size // dist.world_size), dist, train_params.num_workers
+        )
         logits = predict_logits(model, loader, dist, train_params.precision, len(dataset))
-        rows += [{"split": split, "id": e.id, "label": e.label, "logit": float(v)} for e, v in zip(dataset.examples, logits)]
+        rows += [
+            {"split": split, "id": e.id, "label": e.label, "logit": float(v)} for e, v in zip(dataset.examples, logits)
+        ]
     synthetic_rows = None
     if synthetic:
         synthetic_rows = []
         for split in EVAL_SPLITS:
-            dataset = ImageDataset(load_split(raw_dir, splits_csv, split, SYNTHETIC_KINDS, synthetic_dir), cache,
-                                   evaluate_tf)
+            dataset = ImageDataset(
+                load_split(raw_dir, splits_csv, split, SYNTHETIC_KINDS, synthetic_dir), cache, evaluate_tf
+            )
             if not len(dataset):
                 continue
-            loader = eval_loader(dataset, max(1, train_params.batch_size // dist.world_size), dist,
-                                 train_params.num_workers)
+            loader = eval_loader(
+                dataset, max(1, train_params.batch_size // dist.world_size), dist, train_params.num_workers
+            )
             logits = predict_logits(model, loader, dist, train_params.precision, len(dataset))
-            synthetic_rows += [{"split": split, "id": e.id, "kind": e.kind, "label": e.label, "logit": float(v)}
-                               for e, v in zip(dataset.examples, logits)]
+            synthetic_rows += [
+                {"split": split, "id": e.id, "kind": e.kind, "label": e.label, "logit": float(v)}
+                for e, v in zip(dataset.examples, logits)
+            ]
     if not dist.is_main:
         return {}
     description = model_description(params.model, model, best_epoch=state.best_epoch, **(description_extra or {}))
@@ -133,11 +166,14 @@ def fit(
 
 
 def summarise(state: TrainState, rows: list[dict], counts) -> dict:
-    metrics = {"best_epoch": state.best_epoch, "epochs_run": state.epoch,
-               "trainable_parameters": int(counts.trainable), "total_parameters": int(counts.total)}
+    metrics = {
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "trainable_parameters": int(counts.trainable),
+        "total_parameters": int(counts.total),
+    }
     for split in EVAL_SPLITS:
         labels = np.array([r["label"] for r in rows if r["split"] == split])
         logits = np.array([r["logit"] for r in rows if r["split"] == split])
         metrics[split] = {k: round(v, 6) for k, v in binary_scores(logits, labels).items()} | {"n": int(len(labels))}
     return metrics
-

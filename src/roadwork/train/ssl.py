@@ -46,21 +46,40 @@ from roadwork.data.images import IMAGE_SUFFIXES
 from roadwork.io import read_csv, sha256_bytes
 from roadwork.train.data import EpochSampler
 from roadwork.train.distributed import Dist
-from roadwork.train.plumbing import (Checkpoint, Optimization, barrier, decay_groups, log_row as log_metrics,
-                                     micro_batches, seed_epoch, wrap_ddp)
+from roadwork.train.plumbing import (
+    Checkpoint,
+    Optimization,
+    barrier,
+    decay_groups,
+    micro_batches,
+    seed_epoch,
+    wrap_ddp,
+)
+from roadwork.train.plumbing import (
+    log_row as log_metrics,
+)
 from roadwork.train.student_teacher import ExploraSSL
 
 
 # ------------------------------------------------------------------------------ unlabeled images
 def unlabeled_examples(
-    raw_dir: Path, splits_csv: Path, extra_dir: str | Path = "", max_hamming: int = 10, max_pixels: int = 89_478_485,
+    raw_dir: Path,
+    splits_csv: Path,
+    extra_dir: str | Path = "",
+    max_hamming: int = 10,
+    max_pixels: int = 89_478_485,
 ) -> tuple[list[Example], dict]:
     """The SSL images: the train split, then the decodable images of ``extra_dir`` (recursive,
     sorted) that are not copies of a train image and not exact/pixel/pHash (<= ``max_hamming``
     bits) duplicates of any val_select, val_calib or val_test image. Returns (examples, counts)."""
     train = load_split(raw_dir, splits_csv, "train")
-    counts = {"train": len(train), "extra": 0, "extra_excluded_eval_duplicates": 0, "extra_undecodable": 0,
-              "extra_duplicates": 0}
+    counts = {
+        "train": len(train),
+        "extra": 0,
+        "extra_excluded_eval_duplicates": 0,
+        "extra_undecodable": 0,
+        "extra_duplicates": 0,
+    }
     if not extra_dir:
         return train, counts
     from roadwork.data.decode import QuarantineError, decode_image
@@ -83,7 +102,10 @@ def unlabeled_examples(
         except QuarantineError:
             counts["extra_undecodable"] += 1
             continue
-        near = held_phash.size and int(np.bitwise_count(held_phash ^ np.uint64(phash64(decoded.image))).min()) <= max_hamming
+        near = (
+            held_phash.size
+            and int(np.bitwise_count(held_phash ^ np.uint64(phash64(decoded.image))).min()) <= max_hamming
+        )
         if sha in held_hashes or decoded.pixel_sha256 in held_hashes or near:
             counts["extra_excluded_eval_duplicates"] += 1
             continue
@@ -112,7 +134,9 @@ def teacher_temperature(epoch: float, cfg: ExploraParams) -> float:
     """Linear warm-up from ``teacher_temp_warmup`` to ``teacher_temp`` over the warm-up epochs."""
     if epoch >= cfg.teacher_temp_warmup_epochs:
         return cfg.teacher_temp
-    return cfg.teacher_temp_warmup + (cfg.teacher_temp - cfg.teacher_temp_warmup) * epoch / cfg.teacher_temp_warmup_epochs
+    return (
+        cfg.teacher_temp_warmup + (cfg.teacher_temp - cfg.teacher_temp_warmup) * epoch / cfg.teacher_temp_warmup_epochs
+    )
 
 
 # ------------------------------------------------------------------------------------- trainer
@@ -126,22 +150,33 @@ class SSLTrainer:
         self.total_steps = cfg.epochs * updates_per_epoch
         self.freeze_last_layer_steps = cfg.freeze_last_layer_epochs * updates_per_epoch
         if cfg.warmup_epochs >= cfg.epochs:
-            raise ValueError(f"explora.warmup_epochs ({cfg.warmup_epochs}) must be smaller than explora.epochs "
-                             f"({cfg.epochs})")
+            raise ValueError(
+                f"explora.warmup_epochs ({cfg.warmup_epochs}) must be smaller than explora.epochs ({cfg.epochs})"
+            )
         ssl.to(dist.device)
         self.student = wrap_ddp(ssl.student, dist)
         self.optimization = Optimization(
-            decay_groups(ssl.student.named_parameters(), cfg.weight_decay), lr=cfg.lr, min_lr=cfg.min_lr,
-            weight_decay=cfg.weight_decay, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-            updates_per_epoch=updates_per_epoch, grad_accum_steps=cfg.grad_accum_steps, clip_grad=cfg.clip_grad,
-            precision=precision, device=dist.device, warmup_prefix=True,
+            decay_groups(ssl.student.named_parameters(), cfg.weight_decay),
+            lr=cfg.lr,
+            min_lr=cfg.min_lr,
+            weight_decay=cfg.weight_decay,
+            epochs=cfg.epochs,
+            warmup_epochs=cfg.warmup_epochs,
+            updates_per_epoch=updates_per_epoch,
+            grad_accum_steps=cfg.grad_accum_steps,
+            clip_grad=cfg.clip_grad,
+            precision=precision,
+            device=dist.device,
+            warmup_prefix=True,
         )
 
     def schedule(self, step: int) -> dict:
         """The values update ``step`` uses (the learning rate: as the scheduler set it after ``step`` updates)."""
-        return {"lr": self.optimization.lr,
-                "teacher_momentum": teacher_momentum(step, self.total_steps, self.cfg.teacher_momentum),
-                "teacher_temp": teacher_temperature(step / self.updates_per_epoch, self.cfg)}
+        return {
+            "lr": self.optimization.lr,
+            "teacher_momentum": teacher_momentum(step, self.total_steps, self.cfg.teacher_momentum),
+            "teacher_temp": teacher_temperature(step / self.updates_per_epoch, self.cfg),
+        }
 
     def step(self, micro_batches: Iterable[list[torch.Tensor]], step: int) -> dict:
         """One optimizer update (index ``step``, 0-based) from ``grad_accum_steps`` micro-batches of
@@ -172,9 +207,14 @@ class SSLState:
     history: list[dict] = field(default_factory=list)
 
 
-METRIC_NAMES = {"teacher_entropy": "collapse/teacher_entropy", "teacher_batch_entropy": "collapse/teacher_batch_entropy",
-                "embedding_std": "collapse/embedding_std", "lr": "schedule/lr",
-                "teacher_momentum": "schedule/teacher_momentum", "teacher_temp": "schedule/teacher_temp"}
+METRIC_NAMES = {
+    "teacher_entropy": "collapse/teacher_entropy",
+    "teacher_batch_entropy": "collapse/teacher_batch_entropy",
+    "embedding_std": "collapse/embedding_std",
+    "lr": "schedule/lr",
+    "teacher_momentum": "schedule/teacher_momentum",
+    "teacher_temp": "schedule/teacher_temp",
+}
 
 
 def metric_name(key: str) -> str:
@@ -203,12 +243,20 @@ def pretrain(
     ``on_epoch_end`` is called after each epoch's checkpoint (tests use it to interrupt a run)."""
     cfg = ssl.cfg
     if cfg.batch_size % (dist.world_size * cfg.grad_accum_steps):
-        raise ValueError(f"explora.batch_size ({cfg.batch_size}) must be divisible by train.processes x "
-                         f"explora.grad_accum_steps ({dist.world_size} x {cfg.grad_accum_steps})")
+        raise ValueError(
+            f"explora.batch_size ({cfg.batch_size}) must be divisible by train.processes x "
+            f"explora.grad_accum_steps ({dist.world_size} x {cfg.grad_accum_steps})"
+        )
     micro_batch = cfg.batch_size // (dist.world_size * cfg.grad_accum_steps)
     sampler = EpochSampler(np.zeros(len(dataset), dtype=int), train.seed, False, dist.rank, dist.world_size)
-    loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
-                        num_workers=train.num_workers, persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=micro_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=train.num_workers,
+        persistent_workers=False,
+    )
     updates_per_epoch = len(loader) // cfg.grad_accum_steps
     if updates_per_epoch == 0:
         raise ValueError(f"{len(dataset)} unlabeled images give no full batch of explora.batch_size={cfg.batch_size}")
@@ -244,8 +292,11 @@ def pretrain(
         state.epoch = epoch + 1
         if dist.is_main:
             log_row(live, state.history[-1])
-            print(f"ssl epoch {epoch + 1}/{cfg.epochs}: loss {sums['loss']:.4f}  teacher entropy "
-                  f"{sums['teacher_entropy']:.3f}  embedding std {sums['embedding_std']:.4f}", flush=True)
+            print(
+                f"ssl epoch {epoch + 1}/{cfg.epochs}: loss {sums['loss']:.4f}  teacher entropy "
+                f"{sums['teacher_entropy']:.3f}  embedding std {sums['embedding_std']:.4f}",
+                flush=True,
+            )
             checkpoint.save(ssl.resumable_state(), trainer.optimization, state.__dict__)
         barrier(dist)
         if on_epoch_end is not None:

@@ -30,8 +30,9 @@ from roadwork.train.multicrop import make_masks
 from roadwork.train.plumbing import autocast
 
 
-def encode(backbone: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None,
-           mask_token: torch.Tensor | None = None) -> torch.Tensor:
+def encode(
+    backbone: nn.Module, images: torch.Tensor, masks: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+) -> torch.Tensor:
     """All output tokens (B, prefix + patches, C) after the final norm (timm's ``forward_features``),
     with the patches where ``masks`` (B, patches) is True replaced by ``mask_token`` before the blocks."""
     if masks is None:
@@ -63,7 +64,7 @@ class Student(nn.Module):
         if local_crops is not None:
             out["local"] = self.head(encode(self.backbone, local_crops)[:, 0])
         if masks is not None:
-            out["patches"] = self.head(tokens[:, self.backbone.num_prefix_tokens:][masks])
+            out["patches"] = self.head(tokens[:, self.backbone.num_prefix_tokens :][masks])
         return out
 
 
@@ -81,15 +82,20 @@ class ExploraSSL(nn.Module):
         self.cfg = cfg
         explora_trainable(backbone, cfg.unfrozen_blocks, cfg.lora_rank)
         backbone.set_grad_checkpointing(cfg.grad_checkpointing)
-        head = DINOHead(backbone.num_features, cfg.head_prototypes, cfg.head_hidden_dim, cfg.head_bottleneck_dim,
-                        cfg.head_layers)
+        head = DINOHead(
+            backbone.num_features, cfg.head_prototypes, cfg.head_hidden_dim, cfg.head_bottleneck_dim, cfg.head_layers
+        )
         self.student = Student(backbone, head, mask_token=cfg.ibot_weight > 0)
         self.teacher = nn.ModuleDict({"backbone": share_frozen_copy(backbone), "head": copy.deepcopy(head)})
         self.teacher["backbone"].set_grad_checkpointing(False)
         self.teacher.requires_grad_(False)  # shared frozen tensors were frozen already
         self.teacher.eval()
-        trainable = {f"{part}.{name}" for part in ("backbone", "head")
-                     for name, p in getattr(self.student, part).named_parameters() if p.requires_grad}
+        trainable = {
+            f"{part}.{name}"
+            for part in ("backbone", "head")
+            for name, p in getattr(self.student, part).named_parameters()
+            if p.requires_grad
+        }
         self.ema_names = sorted(trainable)  # student names == teacher names
         self.register_buffer("center", torch.zeros(1, cfg.head_prototypes))
         self.register_buffer("patch_center", torch.zeros(1, cfg.head_prototypes))
@@ -120,8 +126,12 @@ class ExploraSSL(nn.Module):
         """What changes during training (frozen weights are rebuilt from the same start)."""
         student = {n: p.detach().clone() for n, p in self.student.named_parameters() if p.requires_grad}
         _, teacher = self.ema_pairs()
-        return {"student": student, "teacher": {n: t.detach().clone() for n, t in zip(self.ema_names, teacher)},
-                "center": self.center.clone(), "patch_center": self.patch_center.clone()}
+        return {
+            "student": student,
+            "teacher": {n: t.detach().clone() for n, t in zip(self.ema_names, teacher)},
+            "center": self.center.clone(),
+            "patch_center": self.patch_center.clone(),
+        }
 
     @torch.no_grad()
     def load_resumable_state(self, state: dict) -> None:
@@ -146,8 +156,9 @@ class ExploraSSL(nn.Module):
         return backbone.requires_grad_(False).eval()
 
     # -- one micro-batch ------------------------------------------------------------------------
-    def losses(self, student: nn.Module, views: list[torch.Tensor], teacher_temp: float, dist: Dist,
-               precision: str) -> dict:
+    def losses(
+        self, student: nn.Module, views: list[torch.Tensor], teacher_temp: float, dist: Dist, precision: str
+    ) -> dict:
         """Forward teacher and student on one micro-batch of views; update the centres (after using
         them, as DINO); return the loss terms and the collapse monitors. ``student`` is
         ``self.student`` or its DDP wrapper."""
@@ -158,7 +169,9 @@ class ExploraSSL(nn.Module):
         masks = None
         if cfg.ibot_weight > 0:
             grid = global_crops.shape[-1] // self.student.backbone.patch_embed.patch_size[0]
-            masks = make_masks(len(global_crops), grid * grid, cfg.ibot_mask_ratio, cfg.ibot_mask_probability).to(device)
+            masks = make_masks(len(global_crops), grid * grid, cfg.ibot_mask_ratio, cfg.ibot_mask_probability).to(
+                device
+            )
         with autocast(precision, device):
             with torch.no_grad():
                 tokens = self.teacher["backbone"].forward_features(global_crops)
@@ -179,8 +192,14 @@ class ExploraSSL(nn.Module):
             patch_probs = teacher_softmax(teacher_patches, self.patch_center, teacher_temp)
             if len(teacher_patches):
                 with torch.no_grad():  # DINOv2: EMA of the mean over the masked patches (of all ranks)
-                    self.patch_center.copy_(updated_center(
-                        self.patch_center, teacher_patches.mean(0, keepdim=True), cfg.center_momentum, dist.world_size))
+                    self.patch_center.copy_(
+                        updated_center(
+                            self.patch_center,
+                            teacher_patches.mean(0, keepdim=True),
+                            cfg.center_momentum,
+                            dist.world_size,
+                        )
+                    )
             result["ibot_loss"] = ibot_loss(out["patches"], patch_probs, masks, cfg.student_temp)
             loss = loss + cfg.ibot_weight * result["ibot_loss"]
         if cfg.koleo_weight > 0:  # per global view: never between the two views of one image

@@ -27,8 +27,17 @@ from roadwork.io import atomic_path
 from roadwork.train.augment import build_mixup, soft_targets
 from roadwork.train.data import EpochSampler
 from roadwork.train.distributed import Dist, all_gather_cat
-from roadwork.train.plumbing import (Checkpoint, Optimization, autocast, barrier, decay_groups, log_row, micro_batches,
-                                     seed_epoch, wrap_ddp)
+from roadwork.train.plumbing import (
+    Checkpoint,
+    Optimization,
+    autocast,
+    barrier,
+    decay_groups,
+    log_row,
+    micro_batches,
+    seed_epoch,
+    wrap_ddp,
+)
 
 
 class TrainingDataError(ValueError):
@@ -76,8 +85,14 @@ def eval_loader(dataset, batch_size: int, dist: Dist, num_workers: int) -> DataL
 
 def train_loader(train_set, sampler: EpochSampler, micro_batch: int, num_workers: int) -> DataLoader:
     # Items are seeded per (epoch, index), so workers can persist across epochs.
-    return DataLoader(train_set, batch_size=micro_batch, sampler=sampler, drop_last=True,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+    return DataLoader(
+        train_set,
+        batch_size=micro_batch,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def binary_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -114,11 +129,19 @@ def train(
         raise TrainingDataError(
             f"the train split has {len(train_set)} images, fewer than one optimizer update of train.batch_size="
             f"{params.batch_size} (train.processes={dist.world_size}, train.grad_accum_steps="
-            f"{params.grad_accum_steps}): lower train.batch_size, or add data")
+            f"{params.grad_accum_steps}): lower train.batch_size, or add data"
+        )
     optimization = Optimization(
-        param_groups(model, params), lr=params.lr, min_lr=params.min_lr, weight_decay=params.weight_decay,
-        epochs=params.epochs, warmup_epochs=params.warmup_epochs, updates_per_epoch=updates_per_epoch,
-        grad_accum_steps=params.grad_accum_steps, clip_grad=params.clip_grad, precision=params.precision,
+        param_groups(model, params),
+        lr=params.lr,
+        min_lr=params.min_lr,
+        weight_decay=params.weight_decay,
+        epochs=params.epochs,
+        warmup_epochs=params.warmup_epochs,
+        updates_per_epoch=updates_per_epoch,
+        grad_accum_steps=params.grad_accum_steps,
+        clip_grad=params.clip_grad,
+        precision=params.precision,
         device=dist.device,
     )
     mixup = build_mixup(params.augment, params.label_smoothing) if forward_name is None else None
@@ -145,8 +168,9 @@ def train(
         sampler.set_epoch(epoch)
         model.train()
         losses = []
-        progress = tqdm(total=updates_per_epoch, desc=f"epoch {epoch + 1}/{params.epochs}", disable=not dist.is_main,
-                        leave=False)
+        progress = tqdm(
+            total=updates_per_epoch, desc=f"epoch {epoch + 1}/{params.epochs}", disable=not dist.is_main, leave=False
+        )
         for update in micro_batches(loader, updates_per_epoch, params.grad_accum_steps):
             optimization.zero_grad()
             for index, (inputs, labels) in enumerate(update):
@@ -171,8 +195,12 @@ def train(
         model.eval()
         val_logits = predict_logits(core, val_loader, dist, params.precision, len(val_set))
         scores = binary_scores(val_logits, val_labels)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": optimization.lr, **{f"val_select_{k}": v for k, v in scores.items()}}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": optimization.lr,
+            **{f"val_select_{k}": v for k, v in scores.items()},
+        }
         state.history.append(row)
         state.epoch = epoch + 1
         if scores["mcc"] > state.best_mcc:
@@ -184,8 +212,10 @@ def train(
             state.bad_epochs += 1
         if dist.is_main:
             log_row(live, row, metric_name)
-            print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val_select mcc {scores['mcc']:.4f}"
-                  f"  acc {scores['accuracy']:.4f}{'  *best*' if state.best_epoch == epoch + 1 else ''}")
+            print(
+                f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val_select mcc {scores['mcc']:.4f}"
+                f"  acc {scores['accuracy']:.4f}{'  *best*' if state.best_epoch == epoch + 1 else ''}"
+            )
             checkpoint.save(model.state_dict(), optimization, state.__dict__)
         barrier(dist)
 
