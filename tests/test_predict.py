@@ -19,7 +19,8 @@ from trainkit import TINY_MODEL
 
 from roadwork.config import PredictParams, parse_params
 from roadwork.io import read_csv
-from roadwork.predict import CSV_COLUMNS, Predictor, tile_boxes, topk_by_confidence, topk_mean
+from roadwork.miner.detector import tile_boxes
+from roadwork.predict import CSV_COLUMNS, Predictor, topk_by_confidence, topk_mean
 
 
 def make_model_dir(path: Path, seed: int = 0) -> Path:
