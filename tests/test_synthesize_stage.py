@@ -22,8 +22,8 @@ from roadwork.evaluate import per_kind
 from roadwork.evaluate.threshold_report import choose_threshold, write_threshold_outputs
 from roadwork.io import format_csv, read_csv, read_json
 from roadwork.synthesize.generate import caption, draw, rewrite
-from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import plan_children
+from roadwork.synthesize_params import SynthesizeParams
 from roadwork.train.run import mix_in
 
 ROOT = Path(__file__).resolve().parents[1]
