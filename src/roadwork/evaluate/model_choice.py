@@ -29,6 +29,8 @@ class CalibrationError(Exception):
 
 @dataclass(frozen=True)
 class Candidate:
+    """A trained model that may be shipped: its model directory and its threshold decision."""
+
     name: str
     model_dir: Path
     threshold_json: Path  # the threshold stage's decision for this model
