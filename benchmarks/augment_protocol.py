@@ -45,7 +45,7 @@ def train(config, out_dir: Path, run_dir: Path) -> None:
 
     from roadwork.models.classifier import build_model
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import fit
+    from roadwork.train.fit import fit
 
     if (out_dir / "logits.csv").exists():
         print(f"reusing {out_dir}", file=sys.stderr)
@@ -64,8 +64,8 @@ def train(config, out_dir: Path, run_dir: Path) -> None:
 
 
 def detector_for(model_dir: Path, target_prior: float, bundle_dir: Path):
+    from roadwork.evaluate.logits import split_logits
     from roadwork.evaluate.threshold import best_threshold
-    from roadwork.evaluate.threshold_report import split_logits
     from roadwork.export.bundle import build_bundle
     from roadwork.miner.detector import RoadworkTimmDetector
 

@@ -220,7 +220,8 @@ def child(hwm: str, target: list[str]) -> None:
 
 def cache_fill(size: int, root: Path) -> None:
     """The first epoch's decode-cache fill: every kept image decoded once into ImageCache."""
-    from roadwork.train.data import ImageCache, load_split
+    from roadwork.data.examples import load_split
+    from roadwork.train.data import ImageCache
 
     examples = [
         e

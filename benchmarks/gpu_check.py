@@ -14,9 +14,9 @@ What runs (one process, one GPU: one rank's share of the preset's 2-GPU run, wit
   ``benchmarks/explora_memory.py`` and the README use) where the preset leaves ``explora.*`` at
   params.yaml's CPU sizes. Every change to the resolved preset is printed and written to the JSON;
 * phase 1: ``build_model`` + ``apply_freeze_policy`` (``model.freeze``), ``supervised.param_groups``
-  (``decay_groups``: backbone and head learning rates), ``plumbing.Optimization`` (timm AdamW,
+  (``decay_groups``: backbone and head learning rates), ``loop.Optimization`` (timm AdamW,
   clipping, accumulation over ``train.grad_accum_steps`` micro-batches of ``train.batch_size /
-  (train.processes x grad_accum_steps)`` images), ``plumbing.autocast``; the loss of
+  (train.processes x grad_accum_steps)`` images), ``loop.autocast``; the loss of
   ``supervised.train`` (BCE on the logit, ``soft_targets``). Mixup/cutmix (data-side) are left out so
   the batch stays fixed;
 * ExPLoRA: ``ExploraSSL`` (student + EMA teacher + DINO head) and ``ssl.SSLTrainer.step`` (one update:
@@ -76,8 +76,8 @@ from roadwork.models.model_dir import model_description
 from roadwork.presets import resolve
 from roadwork.train.augment import soft_targets
 from roadwork.train.distributed import Dist, seed_everything
+from roadwork.train.loop import Optimization, autocast
 from roadwork.train.multicrop import MultiCropTransform
-from roadwork.train.plumbing import Optimization, autocast
 from roadwork.train.ssl import SSLTrainer
 from roadwork.train.student_teacher import ExploraSSL
 from roadwork.train.supervised import param_groups

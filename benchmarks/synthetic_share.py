@@ -48,7 +48,7 @@ def train(config, out_dir: Path, run_dir: Path) -> None:
 
     from roadwork.models.classifier import build_model
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import fit
+    from roadwork.train.fit import fit
 
     if (out_dir / "logits.csv").exists():
         print(f"reusing {out_dir}", file=sys.stderr)
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from roadwork.data.examples import load_split
+    from roadwork.evaluate.logits import paired_split_logits
     from roadwork.evaluate.protocol import protocol_over_draws
-    from roadwork.evaluate.threshold_report import paired_split_logits
     from roadwork.predict import load_image
 
     base = load_params(ROOT / "params.yaml")

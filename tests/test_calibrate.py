@@ -14,19 +14,18 @@ import yaml
 from scipy.special import expit
 
 from roadwork.config import CalibrateParams
-from roadwork.evaluate.calibrate import (
-    ECE_AIM,
-    RELIABILITY_COLUMNS,
-    SERIES,
-    CalibrationError,
-    calibrate,
-    choose_model,
-    write_outputs,
-)
 from roadwork.evaluate.calibration import apply_temperature, ece, fit_temperature
 from roadwork.evaluate.compare import BETTER, SUMMARY_KEYS, TIE, WORSE
 from roadwork.evaluate.metrics import prior_sample_weights
+from roadwork.evaluate.model_choice import CalibrationError, choose_model
 from roadwork.io import read_csv, read_json, write_csv
+from roadwork.stages.calibrate import (
+    ECE_AIM,
+    RELIABILITY_COLUMNS,
+    SERIES,
+    calibrate,
+    write_outputs,
+)
 from roadwork.stages.calibrate import candidates as default_candidates
 
 SPLITS = {"val_select": 600, "val_calib": 600, "val_test": 600}

@@ -484,8 +484,8 @@ def test_planted_pairs_skip_originals_and_broken_files():
 
 def test_planted_truth_measures_the_synthetic_plants(tmp_path):
     from roadwork.config import parse_params
-    from roadwork.data.dedup_report import manifest_records
     from roadwork.data.ingest import ingest
+    from roadwork.stages.dedup import manifest_records
 
     synthetic = dict(count=120, exact_duplicates=3, pixel_duplicates=3, near_duplicates=10, broken_files=2)
     ingest(parse_params({"data": {"synthetic": synthetic}}).data, tmp_path / "raw")

@@ -4,6 +4,7 @@ val/test images, resume, every explora key changing behaviour, and the stage end
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import shutil
@@ -640,7 +641,7 @@ def test_phase_comparison_pairs_the_same_val_select_images(tmp_path):
 
     from roadwork.evaluate.compare import BETTER, TIE
     from roadwork.io import write_csv
-    from roadwork.train.phase4 import compare
+    from roadwork.stages.explora import compare
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 400)
@@ -663,7 +664,7 @@ def test_phase_comparison_pairs_the_same_val_select_images(tmp_path):
 
 def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     from roadwork.models.backbone import apply_freeze_policy
-    from roadwork.train import phase4 as stage
+    from roadwork.train import adaptation as stage
 
     phase1_dir = stage_run / "data" / "phase1"
     phase1 = load_file(phase1_dir / "model.safetensors")
@@ -689,16 +690,17 @@ def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     assert trainable[("lora", 2)] < trainable[("lora", 4)] < trainable[("none", 4)]
 
 
-def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch, capsys):
-    from roadwork.train import phase4 as stage
+def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch, caplog):
+    from roadwork.train import adaptation as stage
 
     monkeypatch.chdir(stage_run)
     config = stage_params()
     inputs = (Path("data/raw"), Path("data/split/splits.csv"), Path("data/phase1"), Path("runs"))
     first, summary, path = stage.pretrained_backbone(config, *inputs, CPU, None)
     try:
-        again, summary_again, path_again = stage.pretrained_backbone(config, *inputs, CPU, None)
-        assert "already finished" in capsys.readouterr().out
+        with caplog.at_level(logging.INFO, logger="roadwork.train.adaptation"):
+            again, summary_again, path_again = stage.pretrained_backbone(config, *inputs, CPU, None)
+        assert "already finished" in caplog.text
         assert path_again == path and summary_again == summary
         assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
         # the same params give the same adapted backbone as the stage's own run
@@ -711,7 +713,7 @@ def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch,
 def test_finetune_model_takes_the_adapted_weights_without_a_copy(tmp_path):
     """Phase 4's classifier uses the pre-trained backbone's tensors themselves (no second copy
     of a 3.4 GB backbone alongside the fine-tuning state), and they keep requires_grad."""
-    from roadwork.train.phase4 import finetune_model
+    from roadwork.train.adaptation import finetune_model
 
     config = parse_params(write_params(tmp_path, model={"overrides": TINY}))
     weights = {k: v.clone() for k, v in tiny_backbone(seed=1).state_dict().items()}

@@ -195,7 +195,7 @@ def probe_training(params, ws):
     """A real (tiny) phase-1 run in-process; the observable is the weights and the history."""
     from roadwork.models.classifier import build_model
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import fit
+    from roadwork.train.fit import fit
 
     run_dir = ws / "runs" / digest(params.model_dump())[:12]
     seed_everything(params.train.seed)
@@ -253,7 +253,7 @@ def probe_launch(params, ws):
 
 
 def probe_threshold(params, ws):
-    from roadwork.evaluate.threshold_report import choose_threshold
+    from roadwork.evaluate.threshold import choose_threshold
     from roadwork.io import write_csv
 
     rng = np.random.default_rng(0)

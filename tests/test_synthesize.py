@@ -16,8 +16,8 @@ from PIL import Image
 from roadwork.config import SPLITS
 from roadwork.io import read_csv, read_json, sha256_bytes
 from roadwork.synthesize.generate import SynthesizeError, collect, generate, i2i_input, truncate_prompt
-from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import PlanError, plan_children, shard, training_children
+from roadwork.synthesize_params import SynthesizeParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -437,7 +437,7 @@ def test_hub_loader_reads_saved_models_by_id(tiny, sources, tmp_path):
     """backend "hub" loads the three models with the libraries' from_pretrained (safetensors, SDXL's fp16 variant);
     here the "ids" are local folders holding the tiny models, so nothing is downloaded."""
     from roadwork.synthesize.models import load_models
-    from roadwork.synthesize.params import ModelRef
+    from roadwork.synthesize_params import ModelRef
 
     tiny.caption_processor.save_pretrained(tmp_path / "blip2")
     tiny.caption_model.save_pretrained(tmp_path / "blip2")

@@ -19,12 +19,13 @@ from trainkit import make_dataset, write_params
 from roadwork.config import parse_params
 from roadwork.data.examples import load_split
 from roadwork.evaluate import per_kind
-from roadwork.evaluate.threshold_report import choose_threshold, write_threshold_outputs
+from roadwork.evaluate.threshold import choose_threshold
 from roadwork.io import format_csv, read_csv, read_json
+from roadwork.stages.threshold import write_threshold_outputs
 from roadwork.synthesize.generate import caption, draw, rewrite
-from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import plan_children
-from roadwork.train.run import mix_in
+from roadwork.synthesize_params import SynthesizeParams
+from roadwork.train.fit import mix_in
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_PARAMS = {
@@ -195,7 +196,7 @@ def test_training_mixes_in_train_children_only(dataset, tmp_path):
     above); the evaluation splits' children get logits with their kind; no synthetic set, no silent fallback."""
     from roadwork.models.classifier import build_model
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import fit
+    from roadwork.train.fit import fit
     from roadwork.train.supervised import TrainingDataError
 
     params = parse_params(write_params(tmp_path, train={"synthetic_share": 0.5, "epochs": 1}))
@@ -360,8 +361,7 @@ def test_calibrate_fits_on_real_images_and_reports_ece_and_mcc_per_kind(tmp_path
     from test_calibrate import logits_rows, make_model
 
     from roadwork.config import CalibrateParams
-    from roadwork.evaluate.calibrate import calibrate
-    from roadwork.stages.calibrate import candidates
+    from roadwork.stages.calibrate import calibrate, candidates
 
     model_dir = make_model(tmp_path, "phase1", logits_rows(0))
     settings = CalibrateParams(model="phase1", bootstrap=200)
@@ -470,7 +470,7 @@ def test_share_zero_trains_the_same_bytes_with_or_without_the_synthetic_set(data
     data/synthetic; only logits_synthetic.csv is added."""
     from roadwork.models.classifier import build_model
     from roadwork.train.distributed import Dist, seed_everything
-    from roadwork.train.run import fit
+    from roadwork.train.fit import fit
 
     params = parse_params(write_params(tmp_path, train={"epochs": 1}))
     outputs = {}

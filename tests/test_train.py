@@ -197,7 +197,7 @@ def test_micro_batches_are_drawn_lazily_and_a_partial_update_never():
     """Both loops draw an update's micro-batches one at a time (per-item seeding in the loader
     must interleave with the loss's random draws as in a plain loop) and never start an update
     they cannot finish."""
-    from roadwork.train.plumbing import micro_batches
+    from roadwork.train.loop import micro_batches
 
     drawn = []
 

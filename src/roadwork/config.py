@@ -18,7 +18,7 @@ import yaml
 from pydantic import BeforeValidator, Field, StrictBool, StrictInt, ValidationError, model_validator
 
 from roadwork.sections import MAX_STRING, SPLITS, Section  # noqa: F401  (re-exported: roadwork.config.SPLITS)
-from roadwork.synthesize.params import SynthesizeParams
+from roadwork.synthesize_params import SynthesizeParams
 
 
 class ConfigError(ValueError):

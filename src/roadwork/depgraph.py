@@ -26,6 +26,15 @@ import yaml
 
 PACKAGE = "roadwork"
 STAGE_COMMAND = re.compile(r"python -m (roadwork\.stages\.\w+)")
+# The package's layers, top first, by the name under roadwork/: a module imports from its own layer or
+# below, never above (:func:`upward_imports`; tests/test_dvc_graph.py checks it).
+LAYERS = (
+    ("stages", "cli", "depgraph"),
+    ("predict", "miner", "export"),
+    ("train", "evaluate", "synthesize"),
+    ("data", "models"),
+    ("config", "io", "sections", "synthesize_params", "presets"),
+)
 
 
 class SourceTree:
@@ -79,6 +88,32 @@ class SourceTree:
             todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
             todo.extend(self.direct_imports(name))
         return sorted(self.path_of(name) for name in seen)
+
+
+def layer_of(module: str) -> int | None:
+    """0 for the top layer (stages), larger further down; None for a module outside :data:`LAYERS`."""
+    parts = module.split(".")
+    for depth, names in enumerate(LAYERS):
+        if len(parts) > 1 and parts[0] == PACKAGE and parts[1] in names:
+            return depth
+    return None
+
+
+def upward_imports(src: Path) -> list[str]:
+    """``importer -> imported`` for every import (anywhere in a module, functions included) of a module
+    in a layer above the importer's; an unlisted module is reported too."""
+    tree, problems = SourceTree(src), []
+    for path in sorted(Path(src, PACKAGE).rglob("*.py")):
+        module = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        own = layer_of(module)
+        if own is None:
+            if module != PACKAGE:
+                problems.append(f"{module}: in no layer of roadwork.depgraph.LAYERS")
+            continue
+        problems += [
+            f"{module} -> {name}" for name in sorted(tree.direct_imports(module)) if (layer_of(name) or own) < own
+        ]
+    return problems
 
 
 def _stage_bodies(dvc_yaml: dict) -> dict[str, dict]:

@@ -1,5 +1,5 @@
 """The base of every params section and the split names: shared by :mod:`roadwork.config` and the
-sections defined next to their code (:mod:`roadwork.synthesize.params`), which config imports."""
+sections defined in their own modules (:mod:`roadwork.synthesize_params`), which config imports."""
 
 from __future__ import annotations
 

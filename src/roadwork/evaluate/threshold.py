@@ -21,10 +21,12 @@ Conventions
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from roadwork.evaluate.logits import split_logits
 from roadwork.evaluate.metrics import (
     check_binary_labels,
     check_sample_weight,
@@ -39,6 +41,7 @@ __all__ = [
     "mcc_at_all_thresholds",
     "operating_thresholds",
     "best_threshold",
+    "choose_threshold",
     "downsample_curve",
 ]
 
@@ -217,3 +220,34 @@ def best_threshold(
         "reweighted": rw,
         "curve": rows,
     }
+
+
+def choose_threshold(logits_csv: Path, target_prior: float) -> dict:
+    """Exact MCC-optimal logit threshold on val_select, re-weighted to `target_prior`. Only
+    val_select is read: val_test is evaluated once, by the export (its figure at this threshold
+    is the model card's ``val_test_saved_logits``)."""
+    logits, labels = split_logits(logits_csv, "val_select")
+    result = best_threshold(logits, labels, target_prior)
+    chosen = result["reweighted"] or result["raw"]
+    report = {
+        "space": "logit",
+        "target_prior": target_prior,
+        "threshold": chosen["threshold"],
+        "val_select": {
+            "n": result["n"],
+            "positive_rate": round(result["positive_rate"], 6),
+            "raw_prior": {
+                "threshold": result["raw"]["threshold"],
+                "mcc_at_optimum": result["raw"]["mcc"],
+                "mcc_at_0.5": result["raw"]["mcc_at_default"],
+            },
+        },
+    }
+    if result["reweighted"] is not None:
+        rw = result["reweighted"]
+        report["val_select"]["target_prior"] = {
+            "threshold": rw["threshold"],
+            "mcc_at_optimum": rw["mcc"],
+            "mcc_at_0.5": rw["mcc_at_default"],
+        }
+    return report | {"_curve": result["curve"]}

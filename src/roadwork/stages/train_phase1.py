@@ -6,7 +6,7 @@ import time
 from roadwork.models.classifier import build_model
 from roadwork.stages.common import PHASE1, RAW, RUNS, SPLITS_CSV, SYNTHETIC, finish, open_live, params
 from roadwork.train.distributed import init_distributed, relaunch_under_torchrun, seed_everything, shutdown
-from roadwork.train.run import fit, run_key
+from roadwork.train.fit import fit, run_key
 from roadwork.train.supervised import TrainingDataError
 
 

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from roadwork.io import read_csv
 from roadwork.synthesize.generate import SynthesizeError, run, source_paths
-from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import PlanError, plan_children
+from roadwork.synthesize_params import SynthesizeParams
 
 
 def read_params(path: Path | None) -> SynthesizeParams:

@@ -56,8 +56,8 @@ from roadwork.io import (
     write_text,
 )
 from roadwork.synthesize.models import Models, load_models, models_description
-from roadwork.synthesize.params import SynthesizeParams
 from roadwork.synthesize.plan import PLAN_COLUMNS, Child, shard
+from roadwork.synthesize_params import SynthesizeParams
 
 MANIFEST_COLUMNS = PLAN_COLUMNS + ["prompt", "path", "sha256", "width", "height"]
 # params that decide what is planned or how challenges are drawn, not how a planned image looks

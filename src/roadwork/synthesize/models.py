@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from roadwork.synthesize.params import SynthesizeParams
+from roadwork.synthesize_params import SynthesizeParams
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 from roadwork.config import SPLITS
 from roadwork.data.split import stable_key
-from roadwork.synthesize.params import KINDS, SynthesizeParams
+from roadwork.synthesize_params import KINDS, SynthesizeParams
 
 PLAN_COLUMNS = ["id", "source_id", "source_sha256", "cluster", "split", "label", "kind", "seed", "prompt_seed"]
 

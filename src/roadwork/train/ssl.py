@@ -9,7 +9,7 @@ of every other block and all normalisation layers. The pieces live in their own 
 * :mod:`roadwork.models.dino_head`: DINO's projection head;
 * :mod:`roadwork.train.dino_loss`: the DINO, iBOT and KoLeo losses;
 * :mod:`roadwork.train.student_teacher`: the student, its EMA teacher and one micro-batch's losses;
-* :mod:`roadwork.train.plumbing`: what this loop shares with the supervised one (AMP, DDP,
+* :mod:`roadwork.train.loop`: what this loop shares with the supervised one (AMP, DDP,
   optimizer and learning-rate schedule, atomic checkpoint and resume, dvclive).
 
 This module: which images are used (:func:`unlabeled_examples`), the teacher's schedules
@@ -46,7 +46,7 @@ from roadwork.data.images import IMAGE_SUFFIXES
 from roadwork.io import read_csv, sha256_bytes
 from roadwork.train.data import EpochSampler
 from roadwork.train.distributed import Dist
-from roadwork.train.plumbing import (
+from roadwork.train.loop import (
     Checkpoint,
     Optimization,
     barrier,
@@ -55,7 +55,7 @@ from roadwork.train.plumbing import (
     seed_epoch,
     wrap_ddp,
 )
-from roadwork.train.plumbing import (
+from roadwork.train.loop import (
     log_row as log_metrics,
 )
 from roadwork.train.student_teacher import ExploraSSL

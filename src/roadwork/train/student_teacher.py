@@ -26,8 +26,8 @@ from roadwork.models.adapters import explora_trainable, merge_adapters
 from roadwork.models.dino_head import DINOHead
 from roadwork.train.dino_loss import dino_loss, ibot_loss, koleo_loss, teacher_softmax, updated_center
 from roadwork.train.distributed import Dist
+from roadwork.train.loop import autocast
 from roadwork.train.multicrop import make_masks
-from roadwork.train.plumbing import autocast
 
 
 def encode(

@@ -27,7 +27,7 @@ from roadwork.io import atomic_path
 from roadwork.train.augment import build_mixup, soft_targets
 from roadwork.train.data import EpochSampler
 from roadwork.train.distributed import Dist, all_gather_cat
-from roadwork.train.plumbing import (
+from roadwork.train.loop import (
     Checkpoint,
     Optimization,
     autocast,

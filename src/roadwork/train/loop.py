@@ -1,4 +1,4 @@
-"""What every training loop here shares, so that each loop (``supervised.train``,
+"""The training-loop machinery every loop here shares, so that each loop (``supervised.train``,
 ``ssl.pretrain``) reads top to bottom as its objective.
 
 * mixed precision: :func:`autocast` (bf16/fp16 autocast; fp32 a no-op) and the fp16 GradScaler;

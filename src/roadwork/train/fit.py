@@ -1,4 +1,5 @@
-"""Shared by the phase-1 and phase-4 stages: data, training, and the trained model directory
+"""Supervised training of a classifier (phase 1, and phase 4 on the adapted backbone): data, training, and the
+trained model directory
 (:mod:`roadwork.models.model_dir`) they save: weights, model.json and the logits of val_select,
 val_calib and val_test computed from exactly those weights.
 
@@ -10,6 +11,7 @@ evaluation splits get logits too (``logits_synthetic.csv``, with their kind).
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -37,6 +39,8 @@ from roadwork.train.supervised import (
 
 EVAL_SPLITS = ("val_select", "val_calib", "val_test")
 SYNTHETIC_KINDS = ("i2i", "t2i")
+
+log = logging.getLogger(__name__)
 
 
 def mix_in(real: list[Example], synthetic: list[Example], share: float, seed: int) -> list[Example]:
@@ -97,7 +101,7 @@ def fit(
     evaluate_tf = eval_transform(img_size, mean, std)
     counts = apply_freeze_policy(model.backbone, params.model.freeze, params.model.freeze_last_n)
     if dist.is_main:
-        print(f"backbone parameters: {counts}")
+        log.info("backbone parameters: %s", counts)
 
     if train_params.feature_cache:
         # Frozen backbone: features once, then epochs over the head alone (no image augmentation).

@@ -1,7 +1,6 @@
-"""Phase 4 (the explora stage's logic; paths come from the caller): ExPLoRA self-supervised
-pre-training of the backbone on unlabeled train-split images (+ explora.extra_unlabeled), then
-supervised fine-tuning with the phase-1 trainer, and a phase-1 vs phase-4 comparison on val_select
-(with the paired bootstrap interval and verdict of the MCC difference).
+"""Domain adaptation of the backbone (ExPLoRA, phase 4; paths come from the caller): self-supervised
+pre-training of the backbone on unlabeled train-split images (+ explora.extra_unlabeled), then supervised
+fine-tuning of the adapted backbone with the phase-1 trainer (:func:`roadwork.train.fit.fit`).
 
 Resume: the pre-training checkpoints every epoch under ``<runs>/explora/<key>/`` and keeps its
 finished backbone there until the caller has finished the whole stage (it then removes that
@@ -12,29 +11,26 @@ through the phase-1 trainer (``<runs>/phase4/<key>/``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from roadwork.config import Params
-from roadwork.evaluate.compare import mcc_difference, summary
-from roadwork.evaluate.metrics import mcc_at
-from roadwork.evaluate.threshold_report import paired_split_logits, split_logits
-from roadwork.io import atomic_path, dumps_json, read_json, sha256_file, write_text
+from roadwork.io import atomic_path, dumps_json, read_json, write_text
 from roadwork.models.adapters import add_qv_adapters
 from roadwork.models.classifier import build_model, data_config
 from roadwork.models.model_dir import WEIGHTS, backbone_weights
 from roadwork.train.data import ImageCache, ImageDataset
 from roadwork.train.distributed import seed_everything
+from roadwork.train.fit import fit, run_key
 from roadwork.train.multicrop import MultiCropTransform
-from roadwork.train.run import fit, run_key
 from roadwork.train.ssl import log_row, pretrain, unlabeled_examples
 from roadwork.train.student_teacher import ExploraSSL
 
-BACKBONE_FILE = "backbone.safetensors"
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ pre-training
@@ -64,7 +60,7 @@ def pretrained_backbone(
     if weights_path.exists() and summary_path.exists():
         summary = read_json(summary_path)
         if dist.is_main:
-            print(f"self-supervised pre-training already finished in {run_dir}: reusing it")
+            log.info("self-supervised pre-training already finished in %s: reusing it", run_dir)
             for row in summary["history"]:
                 log_row(live, row)
         return load_file(weights_path), summary, weights_path
@@ -73,7 +69,7 @@ def pretrained_backbone(
     cfg_data = data_config(classifier)
     ssl = ExploraSSL(classifier.backbone, cfg)
     if dist.is_main:
-        print(f"ExPLoRA: {len(examples)} unlabeled images {counts}; parameters {ssl.trainable_counts()}")
+        log.info("ExPLoRA: %d unlabeled images %s; parameters %s", len(examples), counts, ssl.trainable_counts())
     cache = ImageCache(max(cfg.global_crop_size, config.model.img_size))
     dataset = ImageDataset(
         examples, cache, MultiCropTransform(cfg, cfg_data["mean"], cfg_data["std"]), seed=config.train.seed
@@ -104,28 +100,6 @@ def pretrained_backbone(
     return weights, summary, weights_path
 
 
-def save_backbone(config: Params, weights: dict, summary: dict, out_dir: Path) -> None:
-    """`out_dir`/backbone.safetensors (+ backbone.json): the adapted backbone, LoRA merged, a stock
-    timm state dict."""
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        save_file(weights, tmp / BACKBONE_FILE)
-        (tmp / "backbone.json").write_text(
-            dumps_json(
-                {
-                    "backbone": config.model.backbone,
-                    "overrides": dict(config.model.overrides),
-                    "pooling": config.model.pooling,
-                    "img_size": config.model.img_size,
-                    "source": summary["exported"],
-                    "init": summary["init"],
-                    "load": "timm.create_model(backbone, num_classes=0, global_pool=pooling, img_size=img_size, **overrides)"
-                    ".load_state_dict(load_file('backbone.safetensors'))",
-                }
-            )
-        )
-
-
 # ------------------------------------------------------------------------------ fine-tuning
 def finetune_params(config: Params) -> Params:
     """The params fit() trains phase 4 with. An adapter (lora/dora/doran) is parameter-efficient
@@ -152,36 +126,6 @@ def finetune_model(config: Params, weights: dict):
         add_qv_adapters(model.backbone, **adapter)
         extra["adapter"] = adapter
     return model, extra
-
-
-# ------------------------------------------------------------------------------ comparison
-def val_select_scores(logits_csv: Path) -> dict:
-    from sklearn.metrics import roc_auc_score
-
-    logits, labels = split_logits(logits_csv, "val_select")
-    predictions = (logits > 0).astype(int)
-    auc = float(roc_auc_score(labels, logits)) if len(np.unique(labels)) == 2 else None
-    return {
-        "mcc": round(mcc_at(logits, labels, 0.0), 6),
-        "accuracy": round(float((predictions == labels).mean()), 6),
-        "auc": None if auc is None else round(auc, 6),
-        "n": int(len(labels)),
-    }
-
-
-def compare(phase1_logits: Path, phase4_logits: Path) -> dict:
-    """val_select MCC, accuracy (at logit 0, i.e. probability 0.5) and AUC of both phases, and
-    ``phase4_vs_phase1``: the MCC difference with its paired bootstrap 95% interval over the same
-    images and verdict (:func:`roadwork.evaluate.compare.mcc_difference`, its default 1000
-    resamples and seed 0: a training report's figure, not worth a parameter that re-runs phase 4)."""
-    one, four = val_select_scores(phase1_logits), val_select_scores(phase4_logits)
-    delta = {
-        k: None if one[k] is None or four[k] is None else round(four[k] - one[k], 6) for k in ("mcc", "accuracy", "auc")
-    }
-    labels, phase1_z, phase4_z = paired_split_logits(phase1_logits, phase4_logits, "val_select")
-    interval = summary(mcc_difference(labels, phase1_z > 0, phase4_z > 0))
-    interval = {k: round(v, 6) if isinstance(v, float) else v for k, v in interval.items()}
-    return {"phase1": one, "phase4": four, "phase4_minus_phase1": delta, "phase4_vs_phase1": interval}
 
 
 def finetune(
@@ -216,14 +160,3 @@ def finetune(
         synthetic_dir=synthetic_dir,
     )
     return {"adapter": config.explora.adapter, "backbone_freeze": ft_config.model.freeze, **result}
-
-
-def explora_metrics(
-    summary: dict, finetuned: dict, phase1_logits: Path, phase4_logits: Path, backbone_dir: Path
-) -> dict:
-    return {
-        "val_select": compare(phase1_logits, phase4_logits),
-        "ssl": {k: v for k, v in summary.items() if k != "history"},
-        "finetune": finetuned,
-        "backbone_sha256": sha256_file(backbone_dir / BACKBONE_FILE),
-    }
