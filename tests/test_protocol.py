@@ -620,3 +620,29 @@ def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
             progress=False,
         )
     assert not Path("data/bundle").exists()
+
+
+def test_export_and_evaluate_run_as_their_stage_commands(tmp_path, dataset, monkeypatch):
+    """`python -m roadwork.stages.export` then `... evaluate` in a calibrated workspace: the paths of the
+    table (stages.common), the bundle, metrics/export.json's build facts and metrics/evaluate.json's reports."""
+    import subprocess
+    import sys
+
+    from trainkit import write_params
+
+    calibrated_workspace(tmp_path, dataset, monkeypatch)
+    write_params(tmp_path, export={**EXPORT_A, "protocol_draws": 1})
+    for stage in ("export", "evaluate"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"roadwork.stages.{stage}"], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"== {stage}: done" in done.stdout
+    exported, evaluated = read_json("metrics/export.json"), read_json("metrics/evaluate.json")
+    assert set(exported) == {"bundle", "checks", "onnx", "sizes_bytes", "multiview", "timings_s"}
+    assert set(evaluated) == {"protocol", "val_test", "comparisons", "power", "multiview", "latency", "bundle"}
+    assert evaluated["bundle"] == exported["bundle"] and Path("data/bundle/inference.json").is_file()
+    assert evaluated["multiview"]["threshold"] == exported["multiview"]["threshold"]
+    assert not Path("dvclive/export").exists()
+    for kind in ("roc", "precision_recall", "confusion_matrix"):
+        assert Path(f"dvclive/evaluate/plots/sklearn/{kind}.json").exists()
