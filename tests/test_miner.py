@@ -346,6 +346,8 @@ def test_multiview_is_used_only_when_the_paired_interval_is_above_zero():
     assert decision.inference_config(hurts, **MULTIVIEW)["views"] == "single"
     assert decision.inference_config(helps, **MULTIVIEW)["views"] == "multi"
     assert "val_test" not in decision.inference_config(helps, **MULTIVIEW)["measured"]
+    with pytest.raises(ValueError, match="val_select holds one class only"):
+        decision.multiview_decision([1, 1, 1], [0.6, 0.7, 0.8], [0.7, 0.8, 0.9], n_boot=10)
 
 
 def test_write_inference_config_keeps_the_manifest_true(bundle, tmp_path):

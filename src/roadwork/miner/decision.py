@@ -125,6 +125,11 @@ def multiview_decision(
             f"val_select labels {y.shape}, single {single_scores.shape} and multi {multi_scores.shape} "
             "must be equal and non-empty"
         )
+    if y.all() or not y.any():
+        raise ValueError(
+            f"val_select holds one class only ({int(y.sum())} roadwork of {y.size}): the views decision "
+            "compares class-balanced MCCs and needs both"
+        )
     folds = int(max(1, min(folds, y.size)))
     tau, chosen = fit_multiview_threshold(y, multi_scores, target_prior)
     single = single_scores > 0.5

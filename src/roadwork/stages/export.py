@@ -142,14 +142,17 @@ def export(
         # comparison, both on the validators' 224 x 224 inputs; inference.json tells the detector
         predictor = Predictor.from_params(tmp, views, device=device)
         scores = score_views(predictor, select, full_size=False, progress=progress, desc="val_select")
-        decision = multiview_decision(
-            [e.label for e in select],
-            scores["v224_single"],
-            scores["v224_multi"],
-            target_prior=config.threshold.target_prior,
-            n_boot=settings.bootstrap,
-            seed=settings.protocol_seed,
-        )
+        try:
+            decision = multiview_decision(
+                [e.label for e in select],
+                scores["v224_single"],
+                scores["v224_multi"],
+                target_prior=config.threshold.target_prior,
+                n_boot=settings.bootstrap,
+                seed=settings.protocol_seed,
+            )
+        except ValueError as error:
+            raise ExportError(f"{split_dir / 'splits.csv'}: {error}") from error
         manifest = write_inference_config(
             tmp,
             inference_config(
