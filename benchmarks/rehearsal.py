@@ -42,6 +42,7 @@ STAGES = [
     "threshold@phase4",
     "calibrate",
     "export",
+    "evaluate",
 ]
 SIZES = ["data/raw", "runs", "data/phase1", "data/explora", "data/phase4", "data/bundle"]
 
@@ -163,7 +164,7 @@ def rehearse(preset: Path, base: Path | None, workdir: Path, logs: Path, from_st
             return report
     report["sizes"] = {name: size_of(repo / name) for name in SIZES}
     report["onnx"] = json.loads((repo / "data/bundle/manifest.json").read_text()).get("onnx")
-    report["latency"] = json.loads((repo / "metrics/export.json").read_text()).get("latency")
+    report["latency"] = json.loads((repo / "metrics/evaluate.json").read_text()).get("latency")
     raw = repo / "data/raw"
     for kind in ("predictor", "detector"):
         row = timed(
@@ -214,7 +215,7 @@ def table(report: dict) -> str:
     if report.get("latency"):
         views = report["latency"]["views"]
         lines += [
-            "detector latency per query (export stage, CPU): "
+            "detector latency per query (evaluate stage, CPU): "
             + ", ".join(f"{n} view(s) {v['detector_s']:.2f} s" for n, v in views.items())
         ]
     if report.get("failed"):

@@ -243,7 +243,7 @@ def deployed(tmp_path_factory):
         bundle, MULTIVIEW["overlap"], MULTIVIEW["topk"], MULTIVIEW["grid"], MULTIVIEW["flip_tta"], device="cpu"
     ).predict(pictures, multiview=True)
     tau = float(np.median(aggregate))  # stands in for the export's fit on val_select
-    decision = {"threshold": tau, "use_multiview": True, "val_test": {}, "val_select": {}}
+    decision = {"threshold": tau, "use_multiview": True, "val_select": {}}
     write_inference_config(bundle, inference_config(decision, **MULTIVIEW))
     install_route1(subnet, bundle, root)
     detectors = subnet / "base_miner" / "detectors"

@@ -30,7 +30,7 @@ HEADLINE_COLUMNS = {
     "Experiment",
     "train.lr",
     "metrics/phase1.json:val_select.mcc",
-    "metrics/export.json:val_test.mcc",
+    "metrics/evaluate.json:val_test.mcc",
     "val_test.mcc_ci95_low",
     "val_test.mcc_ci95_high",
     "val_test.prior_0.5.ece_positive_uniform",
@@ -188,9 +188,9 @@ def test_queued_sweep_from_a_clean_clone_then_a_workspace_experiment(tmp_path):
     assert full["params"]["train"]["lr"] == 3e-4
     for path, *keys in [
         ("metrics/phase1.json", "val_select", "mcc"),  # val_select MCC
-        ("metrics/export.json", "val_test", "mcc"),  # val_test MCC of the bundle
-        ("metrics/export.json", "val_test", "prior_0.5", "ece_positive_uniform"),  # ECE, 50/50
-        ("metrics/export.json", "protocol", "reward"),
+        ("metrics/evaluate.json", "val_test", "mcc"),  # val_test MCC of the bundle
+        ("metrics/evaluate.json", "val_test", "prior_0.5", "ece_positive_uniform"),  # ECE, 50/50
+        ("metrics/evaluate.json", "protocol", "reward"),
     ]:  # validators'-protocol reward
         assert isinstance(metric(full, path, *keys), (int, float)), (path, keys)
     # same commit, same params: the workspace run and the queued one (in a temp copy) agree

@@ -52,7 +52,7 @@ def no_network(monkeypatch):
 
 
 def make_model_dir(path: Path, head_type: str, adapter: dict | None = None, seed: int = 0) -> Path:
-    """A trained-model directory in the format of roadwork.train.run (random but non-trivial weights)."""
+    """A trained-model directory in the format of roadwork.train.fit (random but non-trivial weights)."""
     torch.manual_seed(seed)
     params = parse_params({"model": {**TINY_MODEL, "head_type": head_type, "head": {"rank": 2, "hidden": 8}}}).model
     classifier = build_model(params)

@@ -112,8 +112,8 @@ def test_one_engine_for_every_views_and_flip_combination(bundle, tmp_path, multi
 
     from roadwork.cli import main
     from roadwork.evaluate.protocol import validator_resize
-    from roadwork.export.evaluate import score_views
     from roadwork.predict import load_image
+    from roadwork.stages.export import score_views
 
     settings = {**MULTIVIEW, "flip_tta": flip}
     folder = tmp_path / "originals"
@@ -304,28 +304,50 @@ def synthetic_scores(n: int, seed: int, multi_noise: float):
 
 
 def test_multiview_threshold_is_the_exact_sweep_on_val_select():
-    y, _, multi = synthetic_scores(400, 0, 1.0)
-    y_test, single_test, multi_test = synthetic_scores(400, 1, 1.0)
-    result = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=200)
+    y, single, multi = synthetic_scores(400, 0, 1.0)
+    result = decision.multiview_decision(y, single, multi, n_boot=200)
     fit = best_threshold(multi, y, 0.5, default_threshold=0.5)["reweighted"]
     assert result["threshold"] == fit["threshold"] and result["threshold"] > 0.5  # the top-k shift, undone
-    test = result["val_test"]
-    assert test["multi"]["mcc_prior_0.5"] > test["multi_at_0.5_unfitted"]["mcc_prior_0.5"]
+    select = result["val_select"]
+    assert select["n"] == 400 and select["folds"] == decision.FOLDS
+    # cross-fitted: each fold decided at a threshold fitted without it, a little worse than in-sample
+    assert select["multi_cross_fitted"]["mcc_prior_0.5"] <= select["multi_in_sample"]["mcc_prior_0.5"] + 1e-12
+    assert "val_select" in result["rule"] and "val_test is not read" in result["rule"]
     assert json.loads(json.dumps(result)) == result
+
+    # the report on another split (val_test), at the shipped threshold
+    y_test, single_test, multi_test = synthetic_scores(400, 1, 1.0)
+    test = decision.multiview_report(y_test, single_test, multi_test, result["threshold"], n_boot=200)
+    assert test["multi"]["mcc_prior_0.5"] > test["multi_at_0.5_unfitted"]["mcc_prior_0.5"]
+    assert test["n"] == 400 and "mcc_prior_0.5_difference" in test
+
+
+def test_cross_fitted_decisions_use_thresholds_fitted_without_their_fold():
+    y, _, multi = synthetic_scores(200, 6, 1.0)
+    folds = decision.stratified_folds(y, 5, seed=3)
+    assert set(folds) == set(range(5))
+    for k in range(5):  # both classes in every fold, dealt evenly
+        assert abs(int(y[folds == k].sum()) - y.sum() / 5) <= 1
+    crossed = decision.cross_fitted_decisions(y, multi, target_prior=0.5, folds=5, seed=3)
+    for k in range(5):
+        held = folds == k
+        tau, _ = decision.fit_multiview_threshold(y[~held], multi[~held], 0.5)
+        np.testing.assert_array_equal(crossed[held], multi[held] > tau)
 
 
 def test_multiview_is_used_only_when_the_paired_interval_is_above_zero():
-    y, _, multi = synthetic_scores(1500, 2, 0.5)
-    y_test, single_test, multi_test = synthetic_scores(1500, 3, 0.5)
-    helps = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=300, seed=1)
-    assert helps["val_test"]["mcc_prior_0.5_difference"]["ci95_low"] > 0 and helps["use_multiview"]
+    y, single, multi = synthetic_scores(1500, 2, 0.5)
+    helps = decision.multiview_decision(y, single, multi, n_boot=300, seed=1)
+    assert helps["val_select"]["mcc_prior_0.5_difference"]["ci95_low"] > 0 and helps["use_multiview"]
 
-    y, _, multi = synthetic_scores(1500, 4, 2.0)
-    y_test, single_test, multi_test = synthetic_scores(1500, 5, 2.0)
-    hurts = decision.multiview_decision(y, multi, y_test, single_test, multi_test, n_boot=300, seed=1)
-    assert hurts["val_test"]["mcc_prior_0.5_difference"]["difference"] < 0 and not hurts["use_multiview"]
+    y, single, multi = synthetic_scores(1500, 4, 2.0)
+    hurts = decision.multiview_decision(y, single, multi, n_boot=300, seed=1)
+    assert hurts["val_select"]["mcc_prior_0.5_difference"]["difference"] < 0 and not hurts["use_multiview"]
     assert decision.inference_config(hurts, **MULTIVIEW)["views"] == "single"
     assert decision.inference_config(helps, **MULTIVIEW)["views"] == "multi"
+    assert "val_test" not in decision.inference_config(helps, **MULTIVIEW)["measured"]
+    with pytest.raises(ValueError, match="val_select holds one class only"):
+        decision.multiview_decision([1, 1, 1], [0.6, 0.7, 0.8], [0.7, 0.8, 0.9], n_boot=10)
 
 
 def test_write_inference_config_keeps_the_manifest_true(bundle, tmp_path):

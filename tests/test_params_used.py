@@ -394,17 +394,12 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "calibrate.seed": "test_calibrate.py::test_bootstrap_and_seed_set_the_selection_interval",
     "calibrate.n_bins": "test_calibrate.py::test_n_bins_sets_the_bins_of_every_ece_and_the_diagram",
     **{
-        f"export.{key}": "test_protocol.py::test_export_stage_end_to_end"
-        for key in (
-            "model_name",
-            "version",
-            "submitted_by",
-            "onnx",
-            "bootstrap",
-            "protocol_seed",
-            "protocol_draws",
-            "latency_budget_s",
-        )
+        f"export.{key}": "test_protocol.py::test_export_stage_builds_the_bundle_and_decides_views_on_val_select"
+        for key in ("model_name", "version", "submitted_by", "onnx")
+    },
+    **{
+        f"export.{key}": "test_protocol.py::test_evaluate_stage_end_to_end"
+        for key in ("bootstrap", "protocol_seed", "protocol_draws", "latency_budget_s")
     },
     "data.local.allow_outside_root": "test_local_source.py::test_symlinks_leaving_the_root_are_refused_unless_allowed",
     "data.max_file_bytes": "test_local_source.py::test_quarantine_keeps_bytes_only_of_image_like_files_within_the_cap",

@@ -1,6 +1,6 @@
 """The validators' protocol and the final val_test evaluation: class balance, per-level metrics,
 the reward formula, determinism, the miner's pipeline deciding as our Predictor does, and the
-export stage end to end."""
+export and evaluate stages end to end."""
 
 import os
 
@@ -279,7 +279,7 @@ def write_model(root: Path, name: str = "phase1", seed: int = 0) -> None:
     from roadwork.models.model_dir import load_trained
     from roadwork.train.augment import eval_transform
     from roadwork.train.data import ImageCache, ImageDataset
-    from roadwork.train.run import EVAL_SPLITS
+    from roadwork.train.fit import EVAL_SPLITS
 
     model_dir = make_model_dir(root / "data" / name, seed)
     classifier, description = load_trained(model_dir)
@@ -303,8 +303,8 @@ def calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split"
     """`tmp_path` as the working directory of a pipeline that has run up to export: the dataset's `folders` linked
     under data/, two trained models (phase1, phase4) with their threshold outputs, and calibrate's outputs.
     Returns the calibration."""
-    from roadwork.evaluate.calibrate import calibrate, write_outputs
-    from roadwork.evaluate.threshold_report import write_threshold_outputs
+    from roadwork.stages.calibrate import calibrate, write_outputs
+    from roadwork.stages.threshold import write_threshold_outputs
     from roadwork.stages.calibrate import candidates
 
     (tmp_path / "data").mkdir(exist_ok=True)
@@ -346,39 +346,139 @@ EXPORT_B = {
 }
 
 
-def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
-    """calibrate + export in a workspace; every export key shows in the outputs."""
+def run_export(tag: str, settings: dict, split: str = "data/split") -> tuple[dict, dict, dict]:
+    """The export stage's recipe into data/bundle_<tag>: (metrics, card, manifest)."""
+    from roadwork.stages.export import export
+
+    metrics = export(
+        parse_params({"model": TINY_MODEL, "export": settings}),
+        Path(f"data/bundle_{tag}"),
+        Path("data/calibrate/calibration.json"),
+        Path("data/raw"),
+        Path(split),
+        Path("dvc.lock"),
+        progress=False,
+    )
+    return metrics, read_json(f"data/bundle_{tag}/model_card.json"), read_json(f"data/bundle_{tag}/manifest.json")
+
+
+def all_keys(obj) -> list[str]:
+    """Every mapping key in a JSON-like record, nested ones included."""
+    if isinstance(obj, dict):
+        return [*obj, *(k for v in obj.values() for k in all_keys(v))]
+    if isinstance(obj, list):
+        return [k for v in obj for k in all_keys(v)]
+    return []
+
+
+@pytest.fixture
+def exported(tmp_path, dataset, monkeypatch):
+    """A calibrated workspace with two bundles built by the export stage (EXPORT_A, EXPORT_B)."""
+    calibration = calibrated_workspace(tmp_path, dataset, monkeypatch)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the card's submission time
+    return calibration, {tag: run_export(tag, settings) for tag, settings in (("a", EXPORT_A), ("b", EXPORT_B))}
+
+
+def test_export_stage_builds_the_bundle_and_decides_views_on_val_select(exported):
+    """Every export key shows in the bundle; the views decision is val_select's; no val_test figure."""
+    from roadwork.export.provenance import dvc_md5
+    from roadwork.miner.manifest import verify_manifest
+
+    calibration, results = exported
+    metrics, card, manifest = results["a"]
+    assert set(metrics) == {"bundle", "checks", "onnx", "sizes_bytes", "multiview", "timings_s"}
+    inference = read_json("data/bundle_a/inference.json")  # what the detector reads
+    for record in (metrics, card, manifest["metrics"], manifest["inference"], inference):  # no val_test figure
+        assert not [key for key in all_keys(record) if "val_test" in key], all_keys(record)
+    assert verify_manifest("data/bundle_a") == [] and verify_manifest("data/bundle_b") == []
+    assert metrics["sizes_bytes"]["total"] == sum(v for k, v in metrics["sizes_bytes"].items() if k != "total")
+    assert metrics["sizes_bytes"]["model.safetensors"] == Path("data/bundle_a/model.safetensors").stat().st_size
+    assert set(metrics["timings_s"]) == {"build_s", "decision_s"}
+    multiview = metrics["multiview"]
+    assert {"threshold", "use_multiview", "val_select", "settings", "rule"} <= multiview.keys()
+    n_select = len(load_split(Path("data/raw"), Path("data/split/splits.csv"), "val_select"))
+    assert multiview["val_select"]["n"] == n_select
+    difference = multiview["val_select"]["mcc_prior_0.5_difference"]
+    assert difference["ci95_low"] <= difference["difference"] <= difference["ci95_high"]
+    assert multiview["use_multiview"] == (difference["ci95_low"] > 0)
+    assert "val_select" in multiview["rule"] and "val_test is not read" in multiview["rule"]
+    assert inference["views"] == ("multi" if multiview["use_multiview"] else "single") == metrics["bundle"]["views"]
+    assert inference["multiview"]["threshold"] == pytest.approx(multiview["threshold"], abs=1e-6)
+    assert set(inference["measured"]) == {"val_select"} and inference["rule"] == multiview["rule"]
+    assert manifest["provenance"]["data/split"] == dvc_md5(Path("data/split"))
+    assert manifest["provenance"]["data/phase1"].endswith(".dir")
+    assert manifest["decision"]["temperature"] == calibration["temperature"]
+    assert manifest["decision"]["threshold_logit"] == calibration["threshold_logit"]
+    assert card["metrics"]["val_select"]["n"] > 0
+
+    other, card_b, _ = results["b"]
+    assert (card["model_name"], card["version"], card["submitted_by"]) == ("name-a", "1.0.0", "")
+    assert (card_b["model_name"], card_b["version"], card_b["submitted_by"]) == ("name-b", "2.0.0", "5Hotkey")
+    assert not Path("data/bundle_a/model.onnx").exists() and Path("data/bundle_b/model.onnx").exists()
+    assert metrics["onnx"] is None and other["onnx"]["max_abs_logit_diff"] <= other["onnx"]["tolerance"]
+    assert other["bundle"]["onnx"] and "transformers_max_abs_diff" in metrics["checks"]
+    # export.bootstrap and export.protocol_seed drive the decision's paired interval
+    assert multiview["val_select"]["mcc_difference"]["n_boot"] == 50
+    assert other["multiview"]["val_select"]["mcc_difference"]["n_boot"] == 60
+
+
+def test_export_output_does_not_depend_on_val_test_labels(exported):
+    """val_test is report-only: with every val_test label flipped, the export builds the same bundle and
+    the same metrics (only the provenance's hash of the split folder, which records the change, differs)."""
+    import shutil
+
+    from roadwork.io import format_csv, read_csv
+
+    _, results = exported
+    rows = read_csv(Path("data/split/splits.csv"))
+    source = Path("data/split").resolve()
+    Path("data/split").unlink()  # the dataset's, linked: replaced by a copy with val_test's labels flipped
+    shutil.copytree(source, "data/split")
+    flipped = [{**r, "label": str(1 - int(r["label"]))} if r["split"] == "val_test" else r for r in rows]
+    assert flipped != rows
+    Path("data/split/splits.csv").write_text(format_csv(flipped, list(rows[0])))
+    metrics, card, manifest = run_export("flipped", EXPORT_A)
+    before_metrics, before_card, before_manifest = results["a"]
+    assert {k: v for k, v in metrics.items() if k != "timings_s"} == {
+        k: v for k, v in before_metrics.items() if k != "timings_s"
+    }
+    assert card == before_card
+    for name in ("config.json", "model.safetensors", "inference.json", "model_card.json"):
+        assert Path(f"data/bundle_flipped/{name}").read_bytes() == Path(f"data/bundle_a/{name}").read_bytes(), name
+    split_hash = manifest["provenance"].pop("data/split")
+    assert split_hash != before_manifest["provenance"].pop("data/split")
+    assert manifest == before_manifest
+
+
+def test_evaluate_stage_end_to_end(exported):
+    """The evaluate stage on the exported bundles: every report key, every comparison, dvclive plots; every
+    evaluation key of params.export shows in the outputs."""
     from dvclive import Live
     from roadwork.evaluate.metrics import mcc_at
-    from roadwork.evaluate.threshold_report import split_logits
-    from roadwork.export.evaluate import export, headline
-    from roadwork.export.provenance import dvc_md5
+    from roadwork.evaluate.logits import split_logits
     from roadwork.stages.calibrate import candidates
+    from roadwork.stages.evaluate import evaluate, headline
 
-    calibration = calibrated_workspace(tmp_path, dataset, monkeypatch)
-
+    _, built = exported
     results = {}
     for tag, settings in (("a", EXPORT_A), ("b", EXPORT_B)):
         config = parse_params({"model": TINY_MODEL, "export": settings})
-        live = Live("dvclive/export", dvcyaml=None, save_dvc_exp=False) if tag == "a" else None
-        metrics = export(
+        live = Live("dvclive/evaluate", dvcyaml=None, save_dvc_exp=False) if tag == "a" else None
+        results[tag] = evaluate(
             config,
             Path(f"data/bundle_{tag}"),
             Path("data/calibrate/calibration.json"),
             Path("data/raw"),
             Path("data/split"),
-            Path("dvc.lock"),
             candidates(),
             live=live,
             progress=False,
         )
         if live is not None:
             live.end()
-        card = read_json(f"data/bundle_{tag}/model_card.json")
-        manifest = read_json(f"data/bundle_{tag}/manifest.json")
-        results[tag] = (metrics, card, manifest)
 
-    metrics, card, manifest = results["a"]
+    metrics = results["a"]
+    assert set(metrics) == {"protocol", "val_test", "comparisons", "power", "multiview", "latency", "bundle"}
     protocol = metrics["protocol"]
     assert {
         "reward",
@@ -398,20 +498,20 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert metrics["val_test"]["n"] == 12
     assert metrics["val_test"]["mcc_ci95_low"] <= metrics["val_test"]["mcc"] <= metrics["val_test"]["mcc_ci95_high"]
     assert metrics["val_test"]["agreement_with_saved_logits"] == 1.0  # the bundle decides as the saved logits
-    multiview = metrics["multiview"]
-    assert {"threshold", "use_multiview", "val_select", "val_test", "settings"} <= multiview.keys()
+    # the views decision (export, val_select) reported on val_test
+    multiview, decided = metrics["multiview"], built["a"][0]["multiview"]
+    assert multiview["threshold"] == decided["threshold"] and multiview["use_multiview"] == decided["use_multiview"]
+    assert multiview["rule"] == decided["rule"] and "val_select" in multiview["decided_on"]
     difference = multiview["val_test"]["mcc_prior_0.5_difference"]
+    assert multiview["val_test"]["n"] == 12
     assert difference["ci95_low"] <= difference["difference"] <= difference["ci95_high"]
-    assert multiview["use_multiview"] == (difference["ci95_low"] > 0)
-    inference = read_json("data/bundle_a/inference.json")  # what the detector reads
-    assert inference["views"] == ("multi" if multiview["use_multiview"] else "single")
-    assert inference["multiview"]["threshold"] == pytest.approx(multiview["threshold"], abs=1e-6)
+    inference = read_json("data/bundle_a/inference.json")
     assert protocol["views"] == inference["views"] == metrics["bundle"]["views"]
     latency = metrics["latency"]
     assert latency["device"] == "cpu" and set(latency["views"]) == {"1", str(latency["configured_views"])}
     assert all(v["detector_s"] > 0 for v in latency["views"].values()) and latency["budget_s"] == 4.0
     assert latency["warning"] is None
-    warned = results["b"][0]["latency"]["warning"]  # export.latency_budget_s: 1e-6 s
+    warned = results["b"]["latency"]["warning"]  # export.latency_budget_s: 1e-6 s
     assert "export.latency_budget_s = 1e-06 s" in warned and "predict.multiview_grid" in warned
     # every comparison: a paired interval around its difference, and a verdict
     compared = metrics["comparisons"]
@@ -452,15 +552,8 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     assert lines["comparisons.protocol_vs_colour_baseline.mix"].endswith(
         compared["protocol_vs_colour_baseline"]["mix"]["verdict"]
     )
-    assert manifest["provenance"]["data/split"] == dvc_md5(Path("data/split"))
-    assert manifest["provenance"]["data/phase1"].endswith(".dir")
-    assert manifest["decision"]["temperature"] == calibration["temperature"]
-    assert manifest["decision"]["threshold_logit"] == calibration["threshold_logit"]
 
-    other, card_b, _ = results["b"]
-    assert (card["model_name"], card["version"], card["submitted_by"]) == ("name-a", "1.0.0", "")
-    assert (card_b["model_name"], card_b["version"], card_b["submitted_by"]) == ("name-b", "2.0.0", "5Hotkey")
-    assert not Path("data/bundle_a/model.onnx").exists() and Path("data/bundle_b/model.onnx").exists()
+    other = results["b"]
     assert metrics["val_test"]["n_boot"] == 50 and other["val_test"]["n_boot"] == 60
     bounds = ("mcc_ci95_low", "mcc_ci95_high", "accuracy_ci95_low", "accuracy_ci95_high")
     assert [metrics["val_test"][k] for k in bounds] != [other["val_test"][k] for k in bounds]
@@ -469,12 +562,38 @@ def test_export_stage_end_to_end(tmp_path, dataset, monkeypatch):
     for key in ("mcc", "accuracy", "reward"):  # level 0 has no augmentation randomness
         assert other["protocol"]["levels"]["0"][key] == protocol["levels"]["0"][key]
     for kind in ("roc", "precision_recall", "confusion_matrix"):
-        assert Path(f"dvclive/export/plots/sklearn/{kind}.json").exists()
+        assert Path(f"dvclive/evaluate/plots/sklearn/{kind}.json").exists()
+
+
+def test_evaluate_refuses_a_bundle_changed_after_export(exported):
+    from roadwork.stages.calibrate import candidates
+    from roadwork.stages.evaluate import EvaluateError, evaluate
+
+    Path("data/bundle_a/inference.json").write_text("{}")
+    with pytest.raises(EvaluateError, match="files differ from manifest.json: \\['inference.json'\\]"):
+        evaluate(
+            parse_params({"model": TINY_MODEL, "export": EXPORT_A}),
+            Path("data/bundle_a"),
+            Path("data/calibrate/calibration.json"),
+            Path("data/raw"),
+            Path("data/split"),
+            candidates(),
+            progress=False,
+        )
+    with pytest.raises(EvaluateError, match="run the export stage first"):
+        evaluate(
+            parse_params({}),
+            Path("data/no_bundle"),
+            Path("data/calibrate/calibration.json"),
+            Path("data/raw"),
+            Path("data/split"),
+            candidates(),
+            progress=False,
+        )
 
 
 def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
-    from roadwork.export.evaluate import ExportError, export
-    from roadwork.stages.calibrate import candidates
+    from roadwork.stages.export import ExportError, export
 
     monkeypatch.chdir(tmp_path)
     make_model_dir(tmp_path / "data" / "phase1")
@@ -498,7 +617,32 @@ def test_export_refuses_weights_that_were_not_calibrated(tmp_path, monkeypatch):
             Path("data/raw"),
             Path("data/split"),
             Path("dvc.lock"),
-            candidates(),
             progress=False,
         )
     assert not Path("data/bundle").exists()
+
+
+def test_export_and_evaluate_run_as_their_stage_commands(tmp_path, dataset, monkeypatch):
+    """`python -m roadwork.stages.export` then `... evaluate` in a calibrated workspace: the paths of the
+    table (stages.common), the bundle, metrics/export.json's build facts and metrics/evaluate.json's reports."""
+    import subprocess
+    import sys
+
+    from trainkit import write_params
+
+    calibrated_workspace(tmp_path, dataset, monkeypatch)
+    write_params(tmp_path, export={**EXPORT_A, "protocol_draws": 1})
+    for stage in ("export", "evaluate"):
+        done = subprocess.run(
+            [sys.executable, "-m", f"roadwork.stages.{stage}"], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"== {stage}: done" in done.stdout
+    exported, evaluated = read_json("metrics/export.json"), read_json("metrics/evaluate.json")
+    assert set(exported) == {"bundle", "checks", "onnx", "sizes_bytes", "multiview", "timings_s"}
+    assert set(evaluated) == {"protocol", "val_test", "comparisons", "power", "multiview", "latency", "bundle"}
+    assert evaluated["bundle"] == exported["bundle"] and Path("data/bundle/inference.json").is_file()
+    assert evaluated["multiview"]["threshold"] == exported["multiview"]["threshold"]
+    assert not Path("dvclive/export").exists()
+    for kind in ("roc", "precision_recall", "confusion_matrix"):
+        assert Path(f"dvclive/evaluate/plots/sklearn/{kind}.json").exists()

@@ -422,39 +422,22 @@ def test_protocol_mix_reward_weights_kinds_by_their_shares():
 
 
 @pytest.mark.slow
-def test_export_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset, monkeypatch):
+def test_evaluate_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset, monkeypatch):
     from test_protocol import EXPORT_A, calibrated_workspace
     from trainkit import TINY_MODEL
 
-    from roadwork.export.evaluate import export, headline
     from roadwork.stages.calibrate import candidates
+    from roadwork.stages.evaluate import evaluate, headline
+    from roadwork.stages.export import export
 
     calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split", "synthetic"))
     config = parse_params(
         {"model": TINY_MODEL, "export": {**EXPORT_A, "protocol_draws": 1}, "synthesize": {"backend": "tiny"}}
     )
-    common = dict(progress=False)
-    real = export(
-        config,
-        Path("data/bundle_real"),
-        Path("data/calibrate/calibration.json"),
-        Path("data/raw"),
-        Path("data/split"),
-        Path("dvc.lock"),
-        candidates(),
-        **common,
-    )["protocol"]
-    mixed = export(
-        config,
-        Path("data/bundle_mix"),
-        Path("data/calibrate/calibration.json"),
-        Path("data/raw"),
-        Path("data/split"),
-        Path("dvc.lock"),
-        candidates(),
-        synthetic_dir=Path("data/synthetic"),
-        **common,
-    )
+    paths = (Path("data/bundle"), Path("data/calibrate/calibration.json"), Path("data/raw"), Path("data/split"))
+    export(config, *paths, Path("dvc.lock"), progress=False)
+    real = evaluate(config, *paths, candidates(), progress=False)["protocol"]
+    mixed = evaluate(config, *paths, candidates(), synthetic_dir=Path("data/synthetic"), progress=False)
     protocol = mixed["protocol"]
     assert protocol["reward_real"] == real["reward"] and "kinds" not in real  # the real figure, under its own key
     kinds = protocol["kinds"]

@@ -292,7 +292,7 @@ class CalibrateParams(Section):
         description="model to ship; best = phase 4 only when distinguishably better than phase 1 "
         "(val_select MCC at their own thresholds, paired bootstrap)",
     )
-    n_bins: Int = Field(15, gt=1, description="ECE and reliability-diagram bins (calibrate and export)")
+    n_bins: Int = Field(15, gt=1, description="ECE and reliability-diagram bins (calibrate and evaluate)")
     bootstrap: Int = Field(
         1000,
         gt=0,
@@ -306,8 +306,8 @@ class ExportParams(Section):
     version: str = "0.1.0"
     submitted_by: str = Field("", description="miner hotkey for model_card.json (public, not a secret)")
     onnx: StrictBool = True
-    bootstrap: Int = Field(1000, gt=0, description="bootstrap resamples for val_test confidence intervals")
-    protocol_seed: Int = Field(0, description="validators'-protocol augmentation draws, reward stream, bootstrap")
+    bootstrap: Int = Field(1000, gt=0, description="bootstrap resamples: val_test confidence intervals (evaluate) and the views decision on val_select (export)")
+    protocol_seed: Int = Field(0, description="seed of the validators'-protocol augmentation draws, reward stream and the bootstraps")
     latency_budget_s: Float = Field(
         4.0,
         gt=0,

@@ -27,7 +27,7 @@ import yaml
 PACKAGE = "roadwork"
 STAGE_COMMAND = re.compile(r"python -m (roadwork\.stages\.\w+)")
 # The package's layers, top first, by the name under roadwork/: a module imports from its own layer or
-# below, never above (:func:`upward_imports`; tests/test_dvc_graph.py checks it).
+# below, never above (tests/test_layers.py checks it, imports inside functions included).
 LAYERS = (
     ("stages", "cli", "depgraph"),
     ("predict", "miner", "export"),
@@ -97,23 +97,6 @@ def layer_of(module: str) -> int | None:
         if len(parts) > 1 and parts[0] == PACKAGE and parts[1] in names:
             return depth
     return None
-
-
-def upward_imports(src: Path) -> list[str]:
-    """``importer -> imported`` for every import (anywhere in a module, functions included) of a module
-    in a layer above the importer's; an unlisted module is reported too."""
-    tree, problems = SourceTree(src), []
-    for path in sorted(Path(src, PACKAGE).rglob("*.py")):
-        module = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
-        own = layer_of(module)
-        if own is None:
-            if module != PACKAGE:
-                problems.append(f"{module}: in no layer of roadwork.depgraph.LAYERS")
-            continue
-        problems += [
-            f"{module} -> {name}" for name in sorted(tree.direct_imports(module)) if (layer_of(name) or own) < own
-        ]
-    return problems
 
 
 def _stage_bodies(dvc_yaml: dict) -> dict[str, dict]:

@@ -3,7 +3,7 @@
 It answers one question about a dataset: can the label be read off colour statistics alone?
 On the synthetic data it must stay weak (MCC well below 0.6), otherwise the generator's
 negatives lack colour distractors and a model could score without ever seeing a cone's shape.
-On real data it is a floor that any trained model must clear by a wide margin; the export stage
+On real data it is a floor that any trained model must clear by a wide margin; the evaluate stage
 fits it on the train split and compares the shipped model with it on val_test and on the
 validators' challenges (:func:`colour_features` / :func:`colour_scorer`: each image reduced to at
 most 224 px first, the validators' size).

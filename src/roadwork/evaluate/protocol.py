@@ -5,7 +5,7 @@ Validators' protocol (natixnetwork/streetvision-subnet; see ``validator_aug`` fo
 augmentation): every val_test image goes through augmentation level 0, 1, 2 and 3
 (:func:`~roadwork.evaluate.validator_aug.apply_validator_augmentation`, 224 x 224), is
 JPEG-encoded and decoded as the validator's base64 JPEG is (PIL default quality), and is scored
-by a callable: the export stage passes the detector the miner runs
+by a callable: the evaluate stage passes the detector the miner runs
 (:class:`roadwork.miner.detector.RoadworkTimmDetector`, with the views the bundle ships);
 :func:`load_pipeline` / :func:`pipeline_scores` are the stock miner's transformers call
 (``AutoModelForImageClassification`` + ``AutoImageProcessor(use_fast=True)`` + the

@@ -36,11 +36,8 @@ the exported model independently of when it was exported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import timm
@@ -52,14 +49,16 @@ from roadwork.io import atomic_path, dumps_json, sha256_file
 
 # the one loader and eval transform: the miner's detector file's (read with safetensors, never torch.load)
 from roadwork.miner.detector import bundle_data_config, bundle_transform, load_bundle_model  # noqa: F401
+
+# the manifest's names and checks, shared with the miner's tools (publish, inference.json)
+from roadwork.miner.manifest import MANIFEST, MODEL_CARD, submission_time_now, verify_manifest  # noqa: F401
+from roadwork.miner.manifest import model_sha256 as _model_sha256
 from roadwork.models.adapters import has_adapters, merge_adapters
 from roadwork.models.classifier import RoadworkClassifier
 from roadwork.models.model_dir import eval_data_config, load_trained
 
 LABEL_NAMES = ["None", "Roadwork"]
 ROADWORK_INDEX = 1
-MODEL_CARD = "model_card.json"
-MANIFEST = "manifest.json"
 ONNX_NAME = "model.onnx"
 DEFAULT_DESCRIPTION = (
     "Binary roadwork classifier (NATIX StreetVision): a DINOv3 ViT from timm fine-tuned on "
@@ -123,13 +122,6 @@ def roadwork_probability(model: nn.Module, images: torch.Tensor) -> torch.Tensor
 
 
 # ------------------------------------------------------------------------------ building
-def submission_time_now() -> str:
-    """UTC ISO 8601 (seconds); ``SOURCE_DATE_EPOCH`` (reproducible builds) wins if set."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def _write_hf_layout(model: nn.Module, description: dict, out_dir: Path) -> None:
     save_for_hf(
         model,
@@ -179,14 +171,6 @@ def _check_transformers(bundle_dir: Path, exported: nn.Module, images: torch.Ten
     if not difference <= 1e-5:
         raise BundleError(f"transformers' TimmWrapper output differs from timm's by {difference:.3g}")
     return difference
-
-
-def _model_sha256(files: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        if name not in (MODEL_CARD, MANIFEST):
-            digest.update(f"{name}\0{files[name]}\n".encode())
-    return digest.hexdigest()
 
 
 def build_bundle(
@@ -289,13 +273,3 @@ def build_bundle(
         }
         (tmp / MANIFEST).write_text(dumps_json(manifest))
     return manifest
-
-
-def verify_manifest(bundle_dir: str | Path) -> list[str]:
-    """Names of files whose sha256 does not match the manifest (and files missing from it)."""
-    bundle_dir = Path(bundle_dir)
-    files = json.loads((bundle_dir / MANIFEST).read_text())["files"]
-    present = {p.name for p in bundle_dir.iterdir() if p.is_file() and p.name != MANIFEST}
-    bad = sorted(present.symmetric_difference(files))
-    bad += sorted(n for n in present & files.keys() if sha256_file(bundle_dir / n) != files[n])
-    return bad

@@ -236,8 +236,8 @@ def write_publish_folder(
     """Write the folder to publish (see module docstring); returns {file name: sha256} of every file written,
     the marker included. ``hotkey`` replaces the card's ``submitted_by`` (the subnet needs an SS58 hotkey),
     ``version`` its version (X.Y.Z); ``submission_time`` is now."""
-    from roadwork.export.bundle import MANIFEST, MODEL_CARD, submission_time_now, verify_manifest
     from roadwork.io import dumps_json, sha256_file
+    from roadwork.miner.manifest import MANIFEST, MODEL_CARD, submission_time_now, verify_manifest
 
     if hf_repo:
         check_repo_id(hf_repo)

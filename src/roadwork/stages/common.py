@@ -87,9 +87,20 @@ STAGE_FILES: dict[str, dict[str, list[Path]]] = {
         "deps": [PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4")],
         "outs": [CALIBRATE, RELIABILITY_CSV, METRICS / "calibrate.json"],
     },
-    "export": {
-        "deps": [CALIBRATE, PHASE1, threshold_json("phase1"), PHASE4, threshold_json("phase4"), RAW, SPLIT, SYNTHETIC],
-        "outs": [BUNDLE, METRICS / "export.json", live_dir("export") / "plots"],
+    "export": {"deps": [CALIBRATE, PHASE1, PHASE4, RAW, SPLIT], "outs": [BUNDLE, METRICS / "export.json"]},
+    "evaluate": {
+        "deps": [
+            BUNDLE,
+            CALIBRATE,
+            PHASE1,
+            threshold_json("phase1"),
+            PHASE4,
+            threshold_json("phase4"),
+            RAW,
+            SPLIT,
+            SYNTHETIC,
+        ],
+        "outs": [METRICS / "evaluate.json", live_dir("evaluate") / "plots"],
     },
 }
 
