@@ -1,6 +1,6 @@
 """dedup: exact duplicates removed, near-duplicates clustered, label conflicts resolved."""
 
-import sys
+import logging
 import time
 
 from roadwork.data.dedup import conflict_warnings, deduplicate
@@ -8,6 +8,8 @@ from roadwork.data.dedup_report import manifest_records, write_outputs
 from roadwork.data.recall import planted_truth
 from roadwork.io import atomic_path
 from roadwork.stages.common import DEDUP, RAW, finish, params
+
+log = logging.getLogger("roadwork.stages.dedup")  # not __name__: that is __main__ under `python -m`
 
 
 def main() -> None:
@@ -21,7 +23,7 @@ def main() -> None:
     metrics = dict(result.counts)
     metrics["warnings"] = conflict_warnings(result.counts, config.max_conflict_share)
     for warning in metrics["warnings"]:
-        print(f"WARNING: dedup: {warning}", file=sys.stderr)
+        log.warning("%s", warning)
     truth = planted_truth(RAW, records, config.max_hamming)
     if truth is not None:
         metrics["synthetic_truth"] = truth
