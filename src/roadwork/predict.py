@@ -35,10 +35,10 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from roadwork.config import PredictParams
-from roadwork.data.images import IMAGE_SUFFIXES
+from roadwork.data.images import IMAGE_SUFFIXES, to_rgb
 from roadwork.data.walk import open_regular, walk
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     applied, converted to RGB. Raises on unreadable files; a FIFO, socket or device is refused
     from its ``stat`` without being opened (it could block forever)."""
     with open_regular(path) as handle, Image.open(handle) as image:
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        return to_rgb(image, plain=True)
 
 
 def iter_image_paths(paths: Iterable[str | os.PathLike], skipped: list[dict] | None = None) -> Iterator[Path]:
