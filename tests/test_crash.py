@@ -42,5 +42,5 @@ def test_killed_dvc_repro_leaves_no_output_and_resumes_from_the_checkpoint(tmp_p
 
     (repo / "params.yaml").write_text(params.replace("epochs: 2\n", "epochs: 12\n", 1))
     resumed = dvc(repo, "repro", "train_phase1")
-    assert "resuming from runs/phase1/" in resumed.stdout
+    assert "resuming from runs/phase1/" in resumed.stdout + resumed.stderr  # a log record (stderr) of the stage
     assert (repo / "data" / "phase1" / "model.safetensors").exists()

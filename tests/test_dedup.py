@@ -568,7 +568,7 @@ def test_dedup_stage_writes_the_warning_to_metrics_and_stderr(tmp_path):
         assert metrics["removed_label_conflict"] == 2
         assert (
             len(metrics["warnings"]) == warned
-            and ("WARNING: dedup: label conflicts dropped 2 of 10" in run.stderr) == warned
+            and ("WARNING roadwork.stages.dedup: label conflicts dropped 2 of 10" in run.stderr) == warned
         )
         if warned:
             assert "dedup.max_conflict_share=0.1" in metrics["warnings"][0]

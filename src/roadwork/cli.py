@@ -27,6 +27,9 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from roadwork.log import setup as setup_logging
+
+    setup_logging()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(usage())

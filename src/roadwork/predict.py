@@ -26,6 +26,7 @@ multi-view threshold folded in when the settings are the ones it was fitted for
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +35,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from roadwork.config import PredictParams
-from roadwork.data.images import IMAGE_SUFFIXES
+from roadwork.data.images import IMAGE_SUFFIXES, to_rgb
 from roadwork.data.walk import open_regular, walk
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["path", "probability", "decision", "error"]
 _DEFAULTS = PredictParams()
@@ -73,8 +76,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     applied, converted to RGB. Raises on unreadable files; a FIFO, socket or device is refused
     from its ``stat`` without being opened (it could block forever)."""
     with open_regular(path) as handle, Image.open(handle) as image:
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        return to_rgb(image, plain=True)
 
 
 def iter_image_paths(paths: Iterable[str | os.PathLike], skipped: list[dict] | None = None) -> Iterator[Path]:
@@ -305,7 +307,9 @@ EXIT_SOME_UNREADABLE = 3  # the readable files were scored; the others have thei
 
 def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> int:
     from roadwork.io import format_csv
+    from roadwork.log import setup as setup_logging
 
+    setup_logging()
     args = build_parser(prog).parse_args(argv)
     if args.batch_size < 1:
         print("error: --batch-size must be >= 1", file=sys.stderr)
@@ -327,10 +331,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "roadwork predict") -> i
         if args.multiview:
             threshold = bundle_multiview_threshold(args.bundle, args.grid, args.overlap, args.topk, args.flip_tta)
             if threshold is None:
-                print(
-                    f"note: {args.bundle} has no multi-view threshold fitted for these settings (inference.json): "
+                log.warning(
+                    "%s has no multi-view threshold fitted for these settings (inference.json): "
                     "the probability is the raw top-k mean and its decision at 0.5 is not a tuned one",
-                    file=sys.stderr,
+                    args.bundle,
                 )
         predictor = Predictor(
             args.bundle,

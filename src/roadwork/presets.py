@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from ruamel.yaml import YAML
 
 from roadwork.config import ConfigError, Params, parse_params
 from roadwork.io import write_text
+
+log = logging.getLogger(__name__)
 
 
 def _section(schema: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
@@ -76,6 +79,9 @@ def apply(preset: str | Path, params_path: str | Path = "params.yaml") -> Params
 
 
 def main(argv=None) -> None:
+    from roadwork.log import setup as setup_logging
+
+    setup_logging()
     parser = argparse.ArgumentParser(
         prog="python -m roadwork.presets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -90,7 +96,7 @@ def main(argv=None) -> None:
     if args.action == "show":
         print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     else:
-        print(f"applied {args.preset} to {args.params}; run `dvc repro` or `dvc exp run`")
+        log.info("applied %s to %s; run `dvc repro` or `dvc exp run`", args.preset, args.params)
 
 
 if __name__ == "__main__":

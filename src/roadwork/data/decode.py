@@ -10,14 +10,13 @@ import io
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from roadwork.data.images import UnsupportedImageMode, is_rotated, to_rgb
 from roadwork.io import sha256_bytes
 
 # Pillow's own bomb guard uses a process-global limit; we enforce ours (from params) instead.
 Image.MAX_IMAGE_PIXELS = None
-EXIF_ORIENTATION = 0x0112
 
 
 class QuarantineError(Exception):
@@ -42,28 +41,6 @@ class DecodedImage:
         return self.source_format == "JPEG" and self.source_mode == "RGB" and not self.rotated
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("P", "PA"):
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "RGBa", "La"):
-        # Transparent pixels become white, as a browser would show them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        array = np.asarray(image, dtype=np.uint32 if mode == "I" else np.uint16).astype(np.float64)
-        peak = 65535.0 if mode != "I" else max(float(array.max()), 1.0)
-        gray = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-        return image.convert("RGB")
-    raise QuarantineError(f"unsupported image mode {mode!r}")
-
-
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Fully decode `data`; apply EXIF orientation; convert to RGB; hash the pixels."""
     if len(data) == 0:
@@ -79,10 +56,12 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
                 )
             image.load()  # full decode: truncated or corrupt data fails here
             source_format, source_mode = image.format or "unknown", image.mode
-            rotated = image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
-            rgb = _to_rgb(ImageOps.exif_transpose(image) if rotated else image)
+            rotated = is_rotated(image)
+            rgb = to_rgb(image)
     except QuarantineError:
         raise
+    except UnsupportedImageMode as error:
+        raise QuarantineError(str(error)) from None
     except UnidentifiedImageError:
         raise QuarantineError("not an image (no decoder recognises the bytes)") from None
     except Image.DecompressionBombError as error:
@@ -94,7 +73,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
 
 
 def load_rgb(path, max_side: int | None = None) -> Image.Image:
-    """Load a stored (already validated) image as RGB, decoding JPEGs at reduced size.
+    """Load a stored (already validated) image as upright RGB (`roadwork.data.images.to_rgb`),
+    decoding JPEGs at reduced size.
 
     `path` is a file path or a binary file object (``io.BytesIO(data)``).
 
@@ -107,5 +87,7 @@ def load_rgb(path, max_side: int | None = None) -> Image.Image:
             scale = min(image.size) / max_side
             if scale >= 2:
                 image.draft("RGB", (max(1, int(image.width / scale)), max(1, int(image.height / scale))))
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image).copy() if image.mode != "RGB" else image.copy()
+        try:
+            return to_rgb(image).copy()
+        except UnsupportedImageMode as error:
+            raise QuarantineError(str(error)) from None

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 DETECTOR_FILE = "roadwork_detector_timm.py"
 CONFIG_FILE = "roadwork_timm.yaml"
@@ -302,7 +305,7 @@ def write_publish_folder(
     finally:
         if (tmp / "old").exists() and _foreign_entries(tmp / "old") != []:  # putting it back failed: keep it
             shutil.rmtree(tmp / "new", ignore_errors=True)
-            print(f"error: the earlier {out_dir} is in {tmp / 'old'}", file=sys.stderr)
+            log.error("the earlier %s is in %s", out_dir, tmp / "old")
         else:
             shutil.rmtree(tmp)  # ours: what is left of new, and the replaced publish folder
     return written
@@ -352,6 +355,9 @@ def build_parser(prog: str = "roadwork publish") -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "roadwork publish") -> int:
+    from roadwork.log import setup as setup_logging
+
+    setup_logging()
     args = build_parser(prog).parse_args(argv)
     try:
         files = write_publish_folder(

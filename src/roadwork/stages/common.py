@@ -15,6 +15,9 @@ from pathlib import Path
 
 from roadwork.config import ConfigError, Params, load_params
 from roadwork.io import write_json
+from roadwork.log import setup as setup_logging
+
+setup_logging()  # every stage imports this module: the library's log records go to stderr
 
 DATA = Path("data")
 METRICS = Path("metrics")
@@ -126,6 +129,7 @@ def finish(stage: str, metrics: dict, started: float, path: Path | None = None) 
 
 
 def finish_printed(stage: str, metrics: dict, started: float) -> None:
+    """The stage's end-of-run report on stdout (what `dvc repro` shows; the stage's output, not a log record)."""
     print(f"\n== {stage}: done in {time.monotonic() - started:.1f}s")
     for key, value in metrics.items():
         print(f"   {key}: {value}")

@@ -1,7 +1,7 @@
 """dedup: exact duplicates removed, near-duplicates clustered, label conflicts resolved (roadwork.data.dedup):
 records read from the download manifest, the DedupResult written out as data/dedup/*.csv."""
 
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +10,9 @@ from roadwork.data.phash import phash_from_hex, phash_hex
 from roadwork.data.recall import planted_truth
 from roadwork.io import atomic_path, format_csv, read_csv
 from roadwork.stages.common import DEDUP, RAW, finish, params
+
+log = logging.getLogger("roadwork.stages.dedup")  # not __name__: that is __main__ under `python -m`
+
 
 RECORD_COLUMNS = ["id", "sha256", "label", "original_label", "cluster", "phash"]
 
@@ -62,7 +65,7 @@ def main() -> None:
     metrics = dict(result.counts)
     metrics["warnings"] = conflict_warnings(result.counts, config.max_conflict_share)
     for warning in metrics["warnings"]:
-        print(f"WARNING: dedup: {warning}", file=sys.stderr)
+        log.warning("%s", warning)
     truth = planted_truth(RAW, records, config.max_hamming)
     if truth is not None:
         metrics["synthetic_truth"] = truth

@@ -43,6 +43,9 @@ def read_params(path: Path | None) -> SynthesizeParams:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from roadwork.log import setup as setup_logging
+
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m roadwork.synthesize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--splits", type=Path, required=True, help="splits.csv (id, sha256, label, cluster, split)")
     parser.add_argument("--raw", type=Path, required=True, help="the folder of manifest.csv and the images")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def relaunch_under_torchrun(module: str, processes: int) -> None:
     """Replace this process by torchrun with `processes` workers when more than one is asked for."""
     command = launch_command(module, processes)
     if command is not None:
-        print("launching:", " ".join(command[1:]), flush=True)
+        log.info("launching: %s", " ".join(command[1:]))
         os.execv(command[0], command)
 
 

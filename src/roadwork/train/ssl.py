@@ -31,6 +31,7 @@ evaluation image are excluded).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ from roadwork.train.loop import (
     log_row as log_metrics,
 )
 from roadwork.train.student_teacher import ExploraSSL
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ unlabeled images
@@ -269,7 +272,7 @@ def pretrain(
         ssl.load_resumable_state(saved["model"])
         state = SSLState(**saved["state"])
         if dist.is_main:
-            print(f"resuming self-supervised training from {checkpoint.path} at epoch {state.epoch}")
+            log.info("resuming self-supervised training from %s at epoch %d", checkpoint.path, state.epoch)
             for row in state.history:
                 log_row(live, row)
 
@@ -292,10 +295,13 @@ def pretrain(
         state.epoch = epoch + 1
         if dist.is_main:
             log_row(live, state.history[-1])
-            print(
-                f"ssl epoch {epoch + 1}/{cfg.epochs}: loss {sums['loss']:.4f}  teacher entropy "
-                f"{sums['teacher_entropy']:.3f}  embedding std {sums['embedding_std']:.4f}",
-                flush=True,
+            log.info(
+                "ssl epoch %d/%d: loss %.4f  teacher entropy %.3f  embedding std %.4f",
+                epoch + 1,
+                cfg.epochs,
+                sums["loss"],
+                sums["teacher_entropy"],
+                sums["embedding_std"],
             )
             checkpoint.save(ssl.resumable_state(), trainer.optimization, state.__dict__)
         barrier(dist)

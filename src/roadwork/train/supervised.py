@@ -9,6 +9,7 @@ threshold, temperature, export) comes from exactly the weights that are saved.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ from roadwork.train.loop import (
     seed_epoch,
     wrap_ddp,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDataError(ValueError):
@@ -153,7 +156,7 @@ def train(
         model.load_state_dict(saved["model"])
         state = TrainState(**saved["state"])
         if dist.is_main:
-            print(f"resuming from {checkpoint.path} at epoch {state.epoch}")
+            log.info("resuming from %s at epoch %d", checkpoint.path, state.epoch)
             for row in state.history:  # a re-run starts a fresh dvclive folder: replay the log
                 log_row(live, row, metric_name)
 
@@ -212,9 +215,13 @@ def train(
             state.bad_epochs += 1
         if dist.is_main:
             log_row(live, row, metric_name)
-            print(
-                f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  val_select mcc {scores['mcc']:.4f}"
-                f"  acc {scores['accuracy']:.4f}{'  *best*' if state.best_epoch == epoch + 1 else ''}"
+            log.info(
+                "epoch %d: loss %.4f  val_select mcc %.4f  acc %.4f%s",
+                epoch + 1,
+                row["train_loss"],
+                scores["mcc"],
+                scores["accuracy"],
+                "  *best*" if state.best_epoch == epoch + 1 else "",
             )
             checkpoint.save(model.state_dict(), optimization, state.__dict__)
         barrier(dist)
