@@ -155,8 +155,6 @@ class SplitRatios(Section):
 
 
 class SplitParams(Section):
-    """Clusters to train / val_select / val_calib / val_test; no near-duplicate crosses a split."""
-
     ratios: SplitRatios = Field(
         SplitRatios(),
         description="the embedded default measures more (val_test 0.20); presets/real.yaml: the seed's 60/15/15/10",
@@ -173,8 +171,6 @@ class HeadParams(Section):
 
 
 class ModelParams(Section):
-    """The timm DINOv3 backbone and its one-logit head (docs/pipeline.md, train_phase1)."""
-
     backbone: str = Field(
         "vit_small_patch16_dinov3",
         description="any timm DINOv3 name; presets/real.yaml uses vit_huge_plus_patch16_dinov3",
@@ -208,7 +204,7 @@ class ModelParams(Section):
         description="linear | doran (magnitude times direction, a low-rank update from a small hypernetwork, "
         "feature noise in training only)",
     )
-    head: HeadParams = Field(HeadParams(), description="doran: rank, hidden, noise_std; both: dropout")
+    head: HeadParams = Field(HeadParams(), description="DoRAN head: rank, hidden, noise_std; both heads: dropout")
 
     @model_validator(mode="after")
     def _patch_multiple(self):
@@ -393,8 +389,6 @@ class ExploraParams(Section):
 
 
 class CalibrateParams(Section):
-    """The model to ship and its calibration under the validators' prior (docs/pipeline.md, calibrate)."""
-
     model: Literal["phase1", "phase4", "best"] = Field(
         "best",
         description="model to ship; best = phase 4 only when distinguishably better than phase 1 "
@@ -410,8 +404,6 @@ class CalibrateParams(Section):
 
 
 class ExportParams(Section):
-    """The bundle a miner loads, and its evaluation on val_test (docs/pipeline.md, export)."""
-
     model_name: str = Field("roadwork-dinov3", description="model_card.json's model_name")
     version: str = Field("0.1.0", description="model_card.json's version")
     submitted_by: str = Field("", description="your miner hotkey (public, not a secret); goes into model_card.json")
@@ -448,8 +440,13 @@ class PredictParams(Section):
 class Params(Section):
     data: DataParams = Field(DataParams(), description="where the images come from (download)")
     dedup: DedupParams = Field(DedupParams(), description="exact and near-duplicates (dedup)")
-    split: SplitParams = Field(SplitParams(), description="train / val_select / val_calib / val_test (split)")
-    model: ModelParams = Field(ModelParams(), description="backbone and head (train_phase1, explora)")
+    split: SplitParams = Field(
+        SplitParams(),
+        description="clusters to train / val_select / val_calib / val_test, no near-duplicate across (split)",
+    )
+    model: ModelParams = Field(
+        ModelParams(), description="the timm DINOv3 backbone and its one-logit head (train_phase1, explora)"
+    )
     train: TrainParams = Field(TrainParams(), description="supervised fine-tuning (train_phase1, explora)")
     threshold: ThresholdParams = Field(ThresholdParams(), description="the decision threshold (threshold)")
     explora: ExploraParams = Field(
@@ -457,8 +454,12 @@ class Params(Section):
         description="phase 4: ExPLoRA self-supervised pre-training (DINO), then fine-tuning "
         "(src/roadwork/train/ssl.py)",
     )
-    calibrate: CalibrateParams = Field(CalibrateParams(), description="model choice and calibration (calibrate)")
-    export: ExportParams = Field(ExportParams(), description="the miner bundle and its val_test figures (export)")
+    calibrate: CalibrateParams = Field(
+        CalibrateParams(), description="the model to ship and its calibration under the validators' prior (calibrate)"
+    )
+    export: ExportParams = Field(
+        ExportParams(), description="the bundle a miner loads (export) and its figures on val_test (evaluate)"
+    )
     predict: PredictParams = Field(
         PredictParams(), description="multi-view vs single view on val_test (export); `roadwork predict` flags"
     )
@@ -466,7 +467,9 @@ class Params(Section):
     # CPU); SynthesizeParams' own defaults are the validators' (presets/real.yaml: the hub models)
     synthesize: SynthesizeParams = Field(
         SynthesizeParams(backend="tiny", sources_per_label=4),
-        description="the validators' synthetic challenges (src/roadwork/synthesize/params.py cites their code)",
+        description="the validators' synthetic challenges; in the embedded default the tiny backend on 4 sources per "
+        "(split, label), every other default is the validators' value (src/roadwork/synthesize/params.py cites "
+        "their code)",
     )
 
     @model_validator(mode="after")

@@ -246,7 +246,10 @@ def params_md() -> str:
             continue
         field = _field(path)
         out += ["", f"{'##' if '.' not in path else '###'} `{path}`", ""]
-        intro = _doc(model) or field.description or ""
+        parts = [_doc(model)]
+        if field.description and not parts[0].lower().startswith(field.description.lower()[:15]):  # no restating
+            parts.append(field.description[0].upper() + field.description[1:])
+        intro = ". ".join(part.rstrip(".") for part in parts if part)
         if intro:
             out += [intro[0].upper() + intro[1:] + ("" if intro.endswith(".") else "."), ""]
         leaves = [(name, f) for name, f in model.model_fields.items() if _section(f.annotation) is None]
