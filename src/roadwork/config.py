@@ -1,7 +1,9 @@
-"""params.yaml -> typed, validated objects.
+"""params.yaml -> typed, validated objects; the one source of each param's default and description.
 
-The defaults here are the embedded default's values, the same as params.yaml's (a test keeps the
-two equal), so a section built in code and the checked-in params.yaml never disagree.
+Every field carries its default (the embedded default's value) and ``Field(description=...)``;
+``python -m roadwork.paramsdoc --write`` generates docs/params.md and params.yaml's keys, order and
+comments from them (tests/test_paramsdoc.py), and the committed params.yaml holds these defaults
+(tests/test_config.py), so a section built in code and the checked-in params.yaml never disagree.
 
 Every section is a pydantic model with ``extra="forbid"``: an unknown key, a wrong type or an
 out-of-range value fails at load time with a message naming the key (``split.ratios.train``)
