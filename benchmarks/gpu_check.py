@@ -11,7 +11,7 @@ What runs (one process, one GPU: one rank's share of the preset's 2-GPU run, wit
   weights (no hub access), LayerScale started at ``--init-values`` (1.0; DINOv3's 1e-5 makes a random
   backbone give every image the same CLS embedding, below bf16's resolution, so nothing could be
   learnt), and ExPLoRA at the paper's scale (:data:`PAPER_SCALE_EXPLORA`, the sizes
-  ``benchmarks/explora_memory.py`` and the README use) where the preset leaves ``explora.*`` at
+  ``benchmarks/explora_memory.py`` and docs/pipeline.md use) where the preset leaves ``explora.*`` at
   params.yaml's CPU sizes. Every change to the resolved preset is printed and written to the JSON;
 * phase 1: ``build_model`` + ``apply_freeze_policy`` (``model.freeze``), ``supervised.param_groups``
   (``decay_groups``: backbone and head learning rates), ``loop.Optimization`` (timm AdamW,

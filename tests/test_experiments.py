@@ -21,7 +21,7 @@ SWEEP = merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0}, "export": {"b
 # The README's `dvc exp show` command for the headline columns. DVC prefixes a metric with its file
 # ("metrics/phase1.json:val_select.mcc") only where the same key is in several files.
 HEADLINE_KEEP = (
-    r"Experiment|train\.lr$|metrics/phase1\.json:val_select\.mcc$|metrics/export\.json:val_test\.mcc$"
+    r"Experiment|train\.lr$|metrics/phase1\.json:val_select\.mcc$|metrics/evaluate\.json:val_test\.mcc$"
     r"|(.*:)?val_test\.mcc_ci95_(low|high)$"
     r"|(.*:)?val_test\.prior_0\.5\.ece_positive_uniform$|(.*:)?protocol\.reward(_ci95_low|_ci95_high)?$"
     r"|(.*:)?comparisons\.[a-z0-9_]+\.verdict$|(.*:)?ece_shipped_minus_raw\.prior_0\.5\.verdict$"

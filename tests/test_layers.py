@@ -1,11 +1,12 @@
 """The library's layering: no module imports a module of a higher layer (imports inside
 functions included), and no two packages import each other, directly or round a longer loop.
 
-    stages, cli, depgraph                4  (recipes: may import anything)
+    stages, cli, depgraph, paramsdoc,    4  (recipes and tools: may import anything)
+    figures
     predict, miner, export               3
     train, evaluate, synthesize          2
     data, models                         1
-    config, io, sections, presets,       0
+    config, io, log, sections, presets,  0
     synthesize_params, the package's __init__
 
 The layers are :data:`roadwork.depgraph.LAYERS`. The imports are read with ``ast`` by

@@ -29,11 +29,11 @@ STAGE_COMMAND = re.compile(r"python -m (roadwork\.stages\.\w+)")
 # The package's layers, top first, by the name under roadwork/: a module imports from its own layer or
 # below, never above (tests/test_layers.py checks it, imports inside functions included).
 LAYERS = (
-    ("stages", "cli", "depgraph"),
+    ("stages", "cli", "depgraph", "paramsdoc", "figures"),
     ("predict", "miner", "export"),
     ("train", "evaluate", "synthesize"),
     ("data", "models"),
-    ("config", "io", "sections", "synthesize_params", "presets"),
+    ("config", "io", "log", "sections", "synthesize_params", "presets"),
 )
 
 

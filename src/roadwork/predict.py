@@ -298,7 +298,7 @@ def build_parser(prog: str = "roadwork predict") -> argparse.ArgumentParser:
     return parser
 
 
-# exit codes of `roadwork predict` (README, "predict")
+# exit codes of `roadwork predict` (docs/pipeline.md, "predict")
 EXIT_OK = 0  # every file scored
 EXIT_NOTHING_SCORED = 1  # no image file found, or none could be read
 EXIT_USAGE = 2  # bad arguments, or --bundle is not a bundle

@@ -52,7 +52,7 @@ KINDS = ("t2i", "i2i")
 class ModelRef(Section):
     """A hub model: its id and the revision (commit) that is downloaded."""
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, description="the hub model id")
     revision: str = Field("main", min_length=1, description="a commit hash pins the weights; 'main' moves")
 
 
@@ -74,7 +74,7 @@ class SynthesizeParams(Section):
         min_length=1,
         description="children per source: one per kind, sharing the source's prompt",
     )
-    seed: int = 0
+    seed: int = Field(0, description="per-image seeds derive from it")
     backend: Literal["hub", "tiny"] = Field(
         "hub",
         description="hub: the models below, downloaded by id and revision; tiny: the same architectures "
@@ -85,51 +85,81 @@ class SynthesizeParams(Section):
     )
 
     # ------------------------------------------------------------------------------------- models
-    caption_model: ModelRef = ModelRef(
-        # config.py:60 IMAGE_ANNOTATION_MODEL; revision unknown offline: "main" until pinned
-        id="Salesforce/blip2-opt-2.7b-coco",
-        revision="main",
+    caption_model: ModelRef = Field(
+        ModelRef(
+            # config.py:60 IMAGE_ANNOTATION_MODEL; revision unknown offline: "main" until pinned
+            id="Salesforce/blip2-opt-2.7b-coco",
+            revision="main",
+        ),
+        description="BLIP-2 captioner; pin a commit for real runs",
     )
-    rewrite_model: ModelRef = ModelRef(
-        # config.py:61-65 TEXT_MODERATION_MODEL: this id on a CPU, its "-bnb-4bit" twin on CUDA (same weights,
-        # 4-bit quantised); revision unknown offline: "main" until pinned
-        id="unsloth/Meta-Llama-3.1-8B-Instruct",
-        revision="main",
+    rewrite_model: ModelRef = Field(
+        ModelRef(
+            # config.py:61-65 TEXT_MODERATION_MODEL: this id on a CPU, its "-bnb-4bit" twin on CUDA (same weights,
+            # 4-bit quantised); revision unknown offline: "main" until pinned
+            id="unsloth/Meta-Llama-3.1-8B-Instruct",
+            revision="main",
+        ),
+        description="the caption's label-specific rewrite (Llama 3.1 8B; 4-bit on CUDA, as the validators)",
     )
-    diffusion_model: ModelRef = ModelRef(
-        # config.py:69 (t2i) and config.py:97 (i2i "model_id"): one base model for both tasks. The commit is the
-        # one public cache paths show for this repo (last change 2023); check with huggingface_hub.model_info
-        id="stabilityai/stable-diffusion-xl-base-1.0",
-        revision="462165984030d82259a11f4367a4eed129e94a7b",
+    diffusion_model: ModelRef = Field(
+        ModelRef(
+            # config.py:69 (t2i) and config.py:97 (i2i "model_id"): one base model for both tasks. The commit is the
+            # one public cache paths show for this repo (last change 2023); check with huggingface_hub.model_info
+            id="stabilityai/stable-diffusion-xl-base-1.0",
+            revision="462165984030d82259a11f4367a4eed129e94a7b",
+        ),
+        description="SDXL base, one model for t2i and i2i",
     )
-    diffusion_variant: Optional[str] = Field("fp16", description="config.py:75, 101 (variant='fp16')")
+    diffusion_variant: Optional[str] = Field("fp16", description="the hub weights' variant (config.py:75, 101)")
 
     # ------------------------------------------------------------------------------------ prompts
-    caption_max_new_tokens: int = Field(80, gt=0)  # prompt_generator.py:118 (generate(max_new_tokens=80))
-    rewrite_max_new_tokens: int = Field(80, gt=0)  # prompt_generator.py:154 (moderate(max_new_tokens=80))
-    empty_caption: str = Field(EMPTY_CAPTION, min_length=1)  # prompt_generator.py:148-149
-    instruction_roadwork: str = Field(ROADWORK_INSTRUCTION, min_length=1)  # prompt_generator.py:168-174
-    instruction_clear: str = Field(CLEAR_ROAD_INSTRUCTION, min_length=1)  # prompt_generator.py:175-180
+    # prompt_generator.py:118 (generate(max_new_tokens=80))
+    caption_max_new_tokens: int = Field(80, gt=0, description="longest BLIP-2 caption, in tokens")
+    # prompt_generator.py:154 (moderate(max_new_tokens=80))
+    rewrite_max_new_tokens: int = Field(80, gt=0, description="longest rewritten prompt, in tokens")
+    # prompt_generator.py:148-149
+    empty_caption: str = Field(EMPTY_CAPTION, min_length=1, description="used when BLIP-2 says nothing")
+    # prompt_generator.py:168-174
+    instruction_roadwork: str = Field(ROADWORK_INSTRUCTION, min_length=1, description="rewrite instruction, label 1")
+    # prompt_generator.py:175-180
+    instruction_clear: str = Field(CLEAR_ROAD_INSTRUCTION, min_length=1, description="rewrite instruction, label 0")
 
     # --------------------------------------------------------------------------------- generation
-    guidance_scale: float = Field(8.0, ge=0)  # config.py:81 (t2i), config.py:107 (i2i)
-    num_inference_steps: int = Field(25, gt=0)  # config.py:82 (t2i), config.py:108 (i2i)
-    strength: float = Field(0.7, gt=0, le=1)  # config.py:109 (i2i only)
-    negative_prompt_t2i: str = T2I_NEGATIVE_PROMPT  # config.py:86
-    negative_prompt_i2i: str = I2I_NEGATIVE_PROMPT  # config.py:113
+    # config.py:81 (t2i), config.py:107 (i2i)
+    guidance_scale: float = Field(8.0, ge=0, description="classifier-free guidance scale (t2i and i2i)")
+    # config.py:82 (t2i), config.py:108 (i2i)
+    num_inference_steps: int = Field(25, gt=0, description="denoising steps (t2i and i2i)")
+    strength: float = Field(0.7, gt=0, le=1, description="i2i noise strength")  # config.py:109 (i2i only)
+    negative_prompt_t2i: str = Field(T2I_NEGATIVE_PROMPT, description="t2i negative prompt")  # config.py:86
+    negative_prompt_i2i: str = Field(  # config.py:113
+        I2I_NEGATIVE_PROMPT, description="i2i negative prompt (the t2i one without the blur terms)"
+    )
     # generator.py:272-274: an i2i input wider or taller than this is resized to exactly this size (aspect
     # ratio not kept) with LANCZOS; a smaller input is used as it is
-    i2i_max_width: int = Field(1024, gt=0)
-    i2i_max_height: int = Field(1024, gt=0)
-    i2i_resample: Literal["lanczos"] = "lanczos"  # generator.py:274 (Image.Resampling.LANCZOS)
+    i2i_max_width: int = Field(
+        1024, gt=0, description="larger i2i inputs are resized to exactly max_width x max_height (LANCZOS)"
+    )
+    i2i_max_height: int = Field(1024, gt=0, description="see i2i_max_width")
+    # generator.py:274 (Image.Resampling.LANCZOS)
+    i2i_resample: Literal["lanczos"] = Field("lanczos", description="the resampling filter of that resize")
     # generator.py:293-299: neither generate_at_target_size nor "resolution" is set for SDXL, so t2i draws at the
     # pipeline's default size (1024x1024 for SDXL base); null keeps that default
-    t2i_width: Optional[int] = Field(None, gt=0)
-    t2i_height: Optional[int] = Field(None, gt=0)
+    t2i_width: Optional[int] = Field(
+        None, gt=0, description="null: the pipeline's default size (SDXL base: 1024; the tiny backend: 96)"
+    )
+    t2i_height: Optional[int] = Field(None, gt=0, description="set with t2i_width (both null or both set)")
 
     # ------------------------------------------------------------------- how challenges are drawn
-    fake_prob: float = Field(0.5, ge=0, le=1)  # forward.py:145, 149; neurons/validator.py:90 (default 0.5)
-    i2i_share: float = Field(0.5, ge=0, le=1)  # forward.py:152 ("i2i" if rand < 0.5 else "t2i")
+    # forward.py:145, 149; neurons/validator.py:90 (default 0.5)
+    fake_prob: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="validators: share of challenges that are synthetic (the per-kind reports' mix weights)",
+    )
+    # forward.py:152 ("i2i" if rand < 0.5 else "t2i")
+    i2i_share: float = Field(0.5, ge=0, le=1, description="validators: share of synthetic challenges that are i2i")
 
     @model_validator(mode="after")
     def _unique(self):

@@ -1,15 +1,10 @@
 """A NATIX miner detector for our exported bundle that needs only timm, torch, safetensors,
-Pillow and PyYAML: what the subnet's pinned environment (transformers ~4.45, timm 1.0.22) has.
-
-Why not the stock ``ViT`` detector: it loads the model through transformers'
-``AutoModelForImageClassification``, and the timm-layout bundle only loads that way from
-transformers 4.53.0 on; the subnet pins transformers ~4.45.0.
+Pillow and PyYAML: what the subnet's pinned environment (transformers ~4.45, timm 1.0.22) has, where
+the stock ``ViT`` detector cannot load a timm-layout bundle (why: docs/deploy.md).
 
 This file is self-contained (no ``roadwork`` import) so that a miner can copy it into the
-subnet's ``base_miner/detectors/`` as it is (README, "Deploying into the miner", Route 1: the
-exact commands, run by tests/miner_env_check.py), and select it in ``miner.env``:
-``IMAGE_DETECTOR=RoadworkTimm``, ``IMAGE_DETECTOR_CONFIG=roadwork_timm.yaml``,
-``IMAGE_DETECTOR_DEVICE=cpu`` (missing or ``None``: the CPU). The miner then calls
+subnet's ``base_miner/detectors/`` as it is and select it in ``miner.env`` (README, "Deploying into
+the miner": Route 1's commands and miner.env, run as written by tests/miner_env_check.py). The miner then calls
 ``DETECTOR_REGISTRY["RoadworkTimm"](config_name=..., device=...)`` once and
 ``detector(pil_image) -> float`` per query. Where the subnet's ``base_miner`` package is importable,
 the class subclasses its ``FeatureDetector`` and registers itself in ``DETECTOR_REGISTRY``;

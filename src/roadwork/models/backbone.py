@@ -107,7 +107,7 @@ def create_backbone(
     """Build a DINOv3 backbone with no classifier (``num_classes=0``): forward returns pooled features
     of size ``model.num_features``. ``pooling='token'`` is the CLS token (upstream DINOv3);
     ``'avg'`` is timm's default mean over patch tokens; ``'max'`` is their element-wise maximum
-    (a feature fires if any patch shows it: the embedded default uses it, see README)."""
+    (a feature fires if any patch shows it: the embedded default uses it, see docs/params.md, model.pooling)."""
     check_backbone_name(name)
     kwargs = _timm_kwargs(pooling, img_size, overrides)
     source, loc = _parse_pretrained(name, pretrained)
