@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import yaml
-from e2e import REPO, dvc, expand_stages, make_repo
+from kit.repo import REPO, dvc, expand_stages, make_repo
 
 from roadwork import depgraph
 from roadwork.stages.common import STAGE_FILES

@@ -16,9 +16,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from kit.train import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 from PIL import Image
 from safetensors.torch import load_file
-from trainkit import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 
 from roadwork.config import ExploraParams, TrainParams, parse_params
 from roadwork.data.examples import load_split

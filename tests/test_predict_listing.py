@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_predict import make_bundle, pictures
+from kit.bundles import make_bundle
+from kit.images import pictures
 
 from roadwork.io import read_csv
 from roadwork.predict import iter_image_paths, load_image

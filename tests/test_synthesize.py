@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kit.repo import files_of
 from PIL import Image
 
 from roadwork.config import SPLITS
@@ -251,10 +252,6 @@ def params_for_test(**changes):
     return SynthesizeParams(
         **{"backend": "tiny", "num_inference_steps": STEPS, "t2i_width": SIZE, "t2i_height": SIZE, **changes}
     )
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

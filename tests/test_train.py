@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kit.train import make_dataset, write_params
 from safetensors.torch import load_file
-from trainkit import make_dataset, write_params
 
 from roadwork.io import read_csv, read_json
 from roadwork.train.distributed import launch_command, seed_everything, seed_host_rngs
@@ -171,7 +171,7 @@ def test_results_do_not_depend_on_the_number_of_loader_workers(tmp_path, dataset
 def test_precision_setting_takes_effect_in_the_training_step(tmp_path, dataset, precision, dtype):
     """The plan's first implementation asked for bf16 and silently ran fp16 (NaN with DINOv3):
     the dtype the backbone's matmuls actually run in must be the one asked for."""
-    from trainkit import TINY_MODEL, TINY_TRAIN
+    from kit.train import TINY_MODEL, TINY_TRAIN
 
     from roadwork.config import parse_params
     from roadwork.data.examples import load_split

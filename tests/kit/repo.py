@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -197,3 +197,8 @@ def make_clean_repo(dest: Path, params_patch: dict | None = None) -> Path:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         git(repo, "commit", "-q", "--amend", "--allow-empty", "-m", "initial")
     return repo
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, keyed by path relative to `folder`."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
