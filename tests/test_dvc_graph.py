@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from kit.repo import REPO, dvc, expand_stages, make_repo
 
@@ -108,6 +109,7 @@ def test_stage_scripts_are_thin_and_know_no_paths_but_the_table():
             assert literal not in text, f"{script.name} spells a pipeline path ({literal}...); use stages.common"
 
 
+@pytest.mark.slow
 def test_editing_a_module_marks_exactly_the_stages_that_import_it(tmp_path):
     """In a clone with the committed lock, append a comment to a module imported by one stage and to
     one imported by all: `dvc status` reports it modified in exactly the importing stages."""

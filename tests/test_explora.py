@@ -574,6 +574,7 @@ def stage_run(dataset, tmp_path_factory) -> Path:
     return cwd
 
 
+@pytest.mark.slow
 def test_stage_end_to_end(stage_run):
     cwd = stage_run
     from roadwork.models.classifier import build_model
@@ -661,6 +662,7 @@ def test_phase_comparison_pairs_the_same_val_select_images(tmp_path):
     assert compare(paths["weak"], paths["weak"])["phase4_vs_phase1"]["verdict"] == TIE
 
 
+@pytest.mark.slow
 def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     from roadwork.models.backbone import apply_freeze_policy
     from roadwork.train import phase4 as stage
@@ -689,6 +691,7 @@ def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     assert trainable[("lora", 2)] < trainable[("lora", 4)] < trainable[("none", 4)]
 
 
+@pytest.mark.slow
 def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch, capsys):
     from roadwork.train import phase4 as stage
 

@@ -213,6 +213,7 @@ def repro_download(repo: Path) -> bool:
     return "Running stage 'download'" in out or "Stage 'download' is cached" in out
 
 
+@pytest.mark.slow
 def test_adding_changing_or_removing_one_image_reruns_download(tmp_path, make_jpeg):
     """download depends on scan_local's inventory of data.local.path (every entry's name, size and
     sha256), so the pipeline never keeps data that no longer matches the folder, and an unchanged

@@ -23,13 +23,12 @@ import pytest
 import torch
 import yaml
 from kit.images import jpeg_bytes
-from kit.repo import merge
+from kit.repo import REPO, merge
 from kit.train import make_dataset
 from PIL import Image
 
 from roadwork.config import parse_params
 
-REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 

@@ -64,6 +64,7 @@ def test_load_image_refuses_special_files_unopened(tmp_path, make, reason):
         load_image(tmp_path / "x.jpg")
 
 
+@pytest.mark.slow
 def test_predict_on_a_fifo_and_a_hostile_folder_ends_with_rows_not_a_hang(tmp_path, bundle):
     os.mkfifo(tmp_path / "alone.jpg")
     out = tmp_path / "fifo.csv"

@@ -1,5 +1,6 @@
 """End-to-end helpers: a throwaway git+DVC repository made from this working tree."""
 
+import importlib.util
 import os
 import re
 import shutil
@@ -202,3 +203,11 @@ def make_clean_repo(dest: Path, params_patch: dict | None = None) -> Path:
 def files_of(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes, keyed by path relative to `folder`."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def load_script(path: Path):
+    """A script outside the package (e.g. benchmarks/gpu_check.py) imported as a module named after its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
