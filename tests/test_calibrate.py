@@ -297,6 +297,7 @@ def fix_mistakes(rows: list[dict], threshold: float, k: int) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_best_ships_phase4_only_when_distinguishably_better(tmp_path):
     good, poor = logits_rows(0), noisy_rows(6.0, seed=1)
     make_model(tmp_path, "phase1", poor)

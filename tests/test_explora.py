@@ -505,6 +505,7 @@ def ssl_fingerprint(cfg: dict, examples, cache_dir: Path, run_dir: Path, monkeyp
     }
 
 
+@pytest.mark.slow
 def test_every_ssl_key_changes_the_run(dataset, tmp_path, monkeypatch):
     examples = load_split(dataset / "data" / "raw", dataset / "data" / "split" / "splits.csv", "train")[:16]
     runs = iter(range(1000))

@@ -151,6 +151,7 @@ def test_unreadable_files_are_reported_and_the_run_continues(bundle, folder):
             assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_csv(bundle, folder, tmp_path):
     out = tmp_path / "out" / "predictions.csv"
     done = subprocess.run(
