@@ -3,7 +3,7 @@
     python benchmarks/rehearsal.py                                   # ViT-H/16+ (presets/rehearsal.yaml), ~1 h on 2 cores
     python benchmarks/rehearsal.py --preset presets/rehearsal_ci.yaml  # ViT-B/16, minutes (tests/test_rehearsal.py)
 
-A throwaway git+DVC clone of this working tree (tests/e2e.py's make_clean_repo) gets
+A throwaway git+DVC clone of this working tree (tests/kit/repo.py's make_clean_repo) gets
 ``presets/real.yaml`` and then ``--preset`` applied with ``python -m roadwork.presets apply`` and
 committed; each stage then runs with ``dvc repro -s <stage>`` under ``/usr/bin/time -v`` (wall
 time and the peak resident memory of the largest process of the stage). Afterwards: sizes of the
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from e2e import BIN, env, git, make_clean_repo  # noqa: E402
+from kit.repo import BIN, env, git, make_clean_repo  # noqa: E402
 
 STAGES = [
     "scan_local",

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_export import make_model_dir
+from kit.bundles import make_model_dir
 
 from roadwork.data.synthetic import render_scene, scene_rng
 from roadwork.evaluate.protocol import query_rng, validator_challenge_image
@@ -438,7 +438,7 @@ def repro_deployed(tmp_path_factory):
     """A fresh subnet (harness or ROADWORK_SUBNET) with, installed by the README's Route 1 commands, the
     published bundle of a fresh clone's `dvc repro` (a tiny configuration of the real pipeline), scored
     by the project on that run's val_test images as validator challenges (levels 0-3) with the bundle's views."""
-    from e2e import TINY, dvc, make_clean_repo, merge
+    from kit.repo import TINY, dvc, make_clean_repo, merge
 
     from roadwork.data.examples import load_split
     from roadwork.miner.detector import read_inference_config

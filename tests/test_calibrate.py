@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from scipy.special import expit
+from kit.bundles import SPLITS, logits_rows, make_model
 
 from roadwork.config import CalibrateParams
 from roadwork.evaluate.calibration import apply_temperature, ece, fit_temperature
@@ -27,44 +27,6 @@ from roadwork.stages.calibrate import (
     write_outputs,
 )
 from roadwork.stages.calibrate import candidates as default_candidates
-
-SPLITS = {"val_select": 600, "val_calib": 600, "val_test": 600}
-
-
-def logits_rows(seed: int, separation: float = 1.5, overconfidence: float = 3.0) -> list[dict]:
-    """Labels drawn from a calibrated logit z ~ N(-1.5, separation) (~25% positives); the saved
-    logit is `overconfidence` x z, so the fitted T is near `overconfidence`; `separation` sets
-    how well the model ranks (its val_select MCC)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for split, n in SPLITS.items():
-        z = rng.normal(-1.5, separation, n)
-        y = (rng.random(n) < expit(z)).astype(int)
-        rows += [
-            {"split": split, "id": f"{split}{i:04d}", "label": int(label), "logit": float(overconfidence * v)}
-            for i, (label, v) in enumerate(zip(y, z))
-        ]
-    return rows
-
-
-def make_model(root: Path, name: str, rows: list[dict]) -> Path:
-    """A trained-model directory as the calibrate stage sees it (logits.csv + weights files) and
-    its threshold decision and report, written by the real threshold stage."""
-    model_dir = root / "data" / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(model_dir / "logits.csv", rows, ["split", "id", "label", "logit"])
-    (model_dir / "model.safetensors").write_bytes(f"weights of {name}".encode())
-    (model_dir / "model.json").write_text("{}")
-    (root / "params.yaml").write_text(yaml.safe_dump({"threshold": {"target_prior": 0.5}}))
-    done = subprocess.run(
-        [sys.executable, "-m", "roadwork.stages.threshold", name], cwd=root, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert set(read_json(root / "data" / "threshold" / f"{name}.json")) == {"space", "target_prior", "threshold"}
-    assert (root / "metrics" / f"threshold_{name}.json").exists() and (
-        root / "plots" / f"threshold_{name}.csv"
-    ).exists()
-    return model_dir
 
 
 def with_logits(rows: list[dict], split: str, change) -> list[dict]:
@@ -334,6 +296,7 @@ def fix_mistakes(rows: list[dict], threshold: float, k: int) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_best_ships_phase4_only_when_distinguishably_better(tmp_path):
     good, poor = logits_rows(0), noisy_rows(6.0, seed=1)
     make_model(tmp_path, "phase1", poor)

@@ -1,13 +1,10 @@
 """params.yaml is validated before any work, and errors name the key and the expected form."""
 
-from pathlib import Path
-
 import pytest
 import yaml
+from kit.repo import REPO
 
 from roadwork.config import ConfigError, load_params, parse_params
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def repo_params() -> dict:

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from e2e import BIN, TINY, digest_tree, dvc, env, make_clean_repo, merge
+from kit.repo import BIN, TINY, digest_tree, dvc, env, make_clean_repo, merge
 
 
 @pytest.mark.slow

@@ -1,20 +1,13 @@
 """decode_image: every broken input is quarantined with a reason; odd modes become RGB."""
 
-import io
-
 import numpy as np
 import pytest
+from kit.images import encode
 from PIL import Image
 
 from roadwork.data.decode import QuarantineError, decode_image, load_rgb
 
 MAX = 10_000_000
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def gradient(width=40, height=30) -> Image.Image:

@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from kit.images import encode
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.fft import dctn
 
@@ -52,12 +53,6 @@ def street_scene(seed: int, width: int = 256, height: int = 192) -> Image.Image:
         draw.ellipse([x0, y0, x0 + r, y0 + 2 * r], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
     noisy = np.asarray(image, dtype=float) + rng.normal(0, 6, (height, width, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB").filter(ImageFilter.GaussianBlur(1))
-
-
-def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def decode(data: bytes) -> Image.Image:

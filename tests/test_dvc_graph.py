@@ -7,8 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
-from e2e import REPO, dvc, expand_stages, make_repo
+from kit.repo import REPO, dvc, expand_stages, make_repo
 
 from roadwork import depgraph
 from roadwork.stages.common import STAGE_FILES
@@ -111,6 +112,7 @@ def test_stage_modules_run_their_stage_and_know_no_paths_but_the_table():
             assert literal not in text, f"{script.name} spells a pipeline path ({literal}...); use stages.common"
 
 
+@pytest.mark.slow
 def test_editing_a_module_marks_exactly_the_stages_that_import_it(tmp_path):
     """In a clone with the committed lock, append a comment to a module imported by one stage and to
     one imported by all: `dvc status` reports it modified in exactly the importing stages."""

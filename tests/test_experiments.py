@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import BIN, REPO, TINY, dvc, env, experiments, git, make_clean_repo, merge, pipeline_paths
+from kit.repo import BIN, REPO, TINY, dvc, env, experiments, git, make_clean_repo, merge, pipeline_paths
 
 # later stages kept small too, so the one full-pipeline run here stays around a minute on 2 cores
 SWEEP = merge(TINY, {"explora": {"epochs": 1, "warmup_epochs": 0}, "export": {"bootstrap": 100}})

@@ -17,9 +17,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from kit.train import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 from PIL import Image
 from safetensors.torch import load_file
-from trainkit import TINY_MODEL, TINY_TRAIN, make_dataset, write_params
 
 from roadwork.config import ExploraParams, TrainParams, parse_params
 from roadwork.data.examples import load_split
@@ -506,6 +506,7 @@ def ssl_fingerprint(cfg: dict, examples, cache_dir: Path, run_dir: Path, monkeyp
     }
 
 
+@pytest.mark.slow
 def test_every_ssl_key_changes_the_run(dataset, tmp_path, monkeypatch):
     examples = load_split(dataset / "data" / "raw", dataset / "data" / "split" / "splits.csv", "train")[:16]
     runs = iter(range(1000))
@@ -575,6 +576,7 @@ def stage_run(dataset, tmp_path_factory) -> Path:
     return cwd
 
 
+@pytest.mark.slow
 def test_stage_end_to_end(stage_run):
     cwd = stage_run
     from roadwork.models.classifier import build_model
@@ -662,6 +664,7 @@ def test_phase_comparison_pairs_the_same_val_select_images(tmp_path):
     assert compare(paths["weak"], paths["weak"])["phase4_vs_phase1"]["verdict"] == TIE
 
 
+@pytest.mark.slow
 def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     from roadwork.models.backbone import apply_freeze_policy
     from roadwork.train import adaptation as stage
@@ -690,6 +693,7 @@ def test_init_phase1_and_finetuning_adapters(stage_run, monkeypatch):
     assert trainable[("lora", 2)] < trainable[("lora", 4)] < trainable[("none", 4)]
 
 
+@pytest.mark.slow
 def test_finished_pretraining_is_reused_and_reproducible(stage_run, monkeypatch, caplog):
     from roadwork.train import adaptation as stage
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kit.bundles import make_model_dir
+from kit.train import TINY_MODEL
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from trainkit import TINY_MODEL
+from safetensors.torch import load_file
 
-from roadwork.config import parse_params
 from roadwork.export.bundle import (
     build_bundle,
     bundle_transform,
@@ -29,9 +29,8 @@ from roadwork.export.bundle import (
     verify_manifest,
 )
 from roadwork.io import sha256_file
-from roadwork.models.adapters import add_qv_adapters, has_adapters
-from roadwork.models.classifier import build_model
-from roadwork.models.model_dir import load_trained, model_description
+from roadwork.models.adapters import has_adapters
+from roadwork.models.model_dir import load_trained
 from roadwork.train.augment import eval_transform
 
 TEMPERATURE = 1.7
@@ -49,28 +48,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-def make_model_dir(path: Path, head_type: str, adapter: dict | None = None, seed: int = 0) -> Path:
-    """A trained-model directory in the format of roadwork.train.fit (random but non-trivial weights)."""
-    torch.manual_seed(seed)
-    params = parse_params({"model": {**TINY_MODEL, "head_type": head_type, "head": {"rank": 2, "hidden": 8}}}).model
-    classifier = build_model(params)
-    extra = {"best_epoch": 1}
-    if adapter:
-        add_qv_adapters(classifier.backbone, **adapter)
-        with torch.no_grad():  # DoRA starts equal to the base model: move it away
-            for name, p in classifier.backbone.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.2)
-        extra["adapter"] = adapter
-    with torch.no_grad():  # timm's init (std 0.02) makes the CLS token nearly image-independent
-        for p in classifier.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    path.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, path / "model.safetensors")
-    (path / "model.json").write_text(json.dumps(model_description(params, classifier, **extra)))
-    return path
 
 
 def sample_images(n: int = 30, seed: int = 0) -> list[Image.Image]:

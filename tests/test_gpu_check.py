@@ -1,15 +1,15 @@
 """benchmarks/gpu_check.py (issue 12): its CPU-sized run goes through the same code paths as the GPU
 run and reports finite numbers, and the settings it derives from presets/real.yaml are the real ones."""
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+from kit.repo import REPO, load_script
+
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 RESULT_SECTIONS = ("device", "phase1", "explora", "detector_latency")
 # Reported as null on the CPU, and only these: no bf16 peak (so no MFU), no card memory.
@@ -19,13 +19,6 @@ NOT_APPLICABLE_ON_CPU = {
     ("phase1", "mfu"),
     ("explora", "mfu"),
 }
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def numeric_leaves(obj, path=()):
@@ -40,6 +33,7 @@ def numeric_leaves(obj, path=()):
         yield path, obj
 
 
+@pytest.mark.slow
 def test_tiny_cpu_run_reports_finite_numbers_and_overfits_the_fixed_batch(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
@@ -96,7 +90,7 @@ def test_tiny_cpu_run_reports_finite_numbers_and_overfits_the_fixed_batch(tmp_pa
 
 
 def test_settings_are_the_real_preset_at_real_size():
-    gpu_check = load_script()
+    gpu_check = load_script(SCRIPT)
     params, notes = gpu_check.check_params(REPO / "presets" / "real.yaml", REPO / "params.yaml", False, 1.0)
     model = params.model
     assert (model.backbone, model.img_size, model.head_type, model.pooling) == (
@@ -122,7 +116,7 @@ def test_settings_are_the_real_preset_at_real_size():
 
 
 def test_peak_table_matches_specific_names_first():
-    peak = load_script().peak_bf16_tflops
+    peak = load_script(SCRIPT).peak_bf16_tflops
     assert peak("NVIDIA H200") == 989.0
     assert peak("NVIDIA H100 80GB HBM3") == 989.0
     assert peak("NVIDIA H100 NVL") == 835.0 and peak("NVIDIA H100 PCIe") == 756.0

@@ -8,13 +8,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from kit.repo import REPO
 
 from roadwork.config import parse_params
 from roadwork.data.ingest import ingest
 from roadwork.data.sources import SourceError, subset
 from roadwork.io import read_csv
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def data_params(**data):

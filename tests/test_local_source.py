@@ -207,17 +207,18 @@ def test_hostile_entries_are_quarantined_with_their_reason_and_nothing_from_outs
 def repro_download(repo: Path) -> bool:
     """`dvc repro download` (scan_local runs first, every time); whether download's outputs changed:
     re-run, or restored from DVC's run cache (the folder went back to an earlier state)."""
-    from e2e import dvc
+    from kit.repo import dvc
 
     out = dvc(repo, "repro", "download").stdout
     return "Running stage 'download'" in out or "Stage 'download' is cached" in out
 
 
+@pytest.mark.slow
 def test_adding_changing_or_removing_one_image_reruns_download(tmp_path, make_jpeg):
     """download depends on scan_local's inventory of data.local.path (every entry's name, size and
     sha256), so the pipeline never keeps data that no longer matches the folder, and an unchanged
     folder does not re-run download."""
-    from e2e import dvc, git, make_repo
+    from kit.repo import dvc, git, make_repo
 
     repo = make_repo(tmp_path / "repo", {"data": {"source": "local", "local": {"path": "inputs/photos"}}})
     for folder in ("none", "roadwork"):
@@ -248,7 +249,7 @@ def test_dvc_repro_and_status_do_not_hang_on_a_hostile_folder(tmp_path, make_jpe
     (DVC hashed the folder, a download dependency); a dangling or looping symlink failed the run
     before the stage started. Now DVC hashes only scan_local's inventory: each entry is in
     quarantine.csv with its reason, and nothing of /etc is in any output."""
-    from e2e import dvc_env, make_repo
+    from kit.repo import dvc_env, make_repo
 
     repo = make_repo(tmp_path / "repo", {"data": {"source": "local", "local": {"path": "inputs/photos"}}})
     photos = repo / "inputs" / "photos"

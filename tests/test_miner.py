@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_predict import make_bundle, pictures
+from kit.bundles import make_bundle
+from kit.images import pictures
 
 from roadwork.evaluate.threshold import best_threshold
 from roadwork.export.bundle import verify_manifest
@@ -196,11 +197,13 @@ def test_fold_threshold_puts_the_threshold_at_one_half():
         fold_threshold(0.3, 1.0)
 
 
-def test_tile_boxes_are_the_predictors():
-    """One home: the predictor uses the detector's (self-contained) tile_boxes (tested in test_predict)."""
+def test_tile_boxes_have_one_home():
+    """One home: the detector's (self-contained) tile_boxes, which the predictor reaches through the
+    detector it wraps (tested in test_predict); roadwork.predict keeps no copy or alias of its own."""
     import roadwork.predict
 
-    assert roadwork.predict.tile_boxes is detector.tile_boxes
+    assert callable(detector.tile_boxes)
+    assert not hasattr(roadwork.predict, "tile_boxes")
 
 
 def test_importing_the_predictor_loads_no_model_library():

@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from e2e import merge
+from kit.images import jpeg_bytes
+from kit.repo import REPO, merge
+from kit.train import make_dataset
 from PIL import Image
-from trainkit import make_dataset
 
 from roadwork.config import parse_params
 
-REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -92,8 +92,6 @@ def probe_synthetic(params, ws):
 
 
 def natix_cache(root: Path) -> Path:
-    from conftest import jpeg_bytes
-
     cache = root / "hub"
     if cache.exists():
         return cache

@@ -13,59 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kit.bundles import make_bundle
+from kit.images import pictures
 from PIL import Image
 from torch import nn
-from trainkit import TINY_MODEL
 
-from roadwork.config import PredictParams, parse_params
+from roadwork.config import PredictParams
 from roadwork.io import read_csv
 from roadwork.miner.detector import tile_boxes
 from roadwork.predict import CSV_COLUMNS, Predictor, topk_by_confidence, topk_mean
-
-
-def make_model_dir(path: Path, seed: int = 0) -> Path:
-    """A trained-model directory (roadwork.models.model_dir) with random, image-dependent weights."""
-    from roadwork.models.classifier import build_model
-    from roadwork.models.model_dir import model_description, save_model_dir
-
-    torch.manual_seed(seed)
-    params = parse_params({"model": TINY_MODEL}).model
-    classifier = build_model(params)
-    with torch.no_grad():  # timm's init makes the CLS token nearly image-independent
-        for p in classifier.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    save_model_dir(path, classifier, model_description(params, classifier, best_epoch=1), [])
-    return path
-
-
-def make_bundle(root: Path, temperature: float = 1.5, threshold_logit: float = 0.0, seed: int = 0) -> Path:
-    from roadwork.export.bundle import build_bundle
-
-    model_dir = make_model_dir(root / "model", seed)
-    build_bundle(
-        model_dir,
-        temperature,
-        threshold_logit,
-        root / "bundle",
-        model_name="test",
-        version="0",
-        submitted_by="",
-        metrics={},
-        provenance={},
-        onnx=False,
-        check_transformers=False,
-    )
-    return root / "bundle"
-
-
-def pictures(n: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        w, h = (int(v) for v in rng.integers(24, 90, 2))
-        coarse = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-        out.append(Image.fromarray(coarse).resize((w, h), Image.BICUBIC))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +151,7 @@ def test_unreadable_files_are_reported_and_the_run_continues(bundle, folder):
             assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_csv(bundle, folder, tmp_path):
     out = tmp_path / "out" / "predictions.csv"
     done = subprocess.run(

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_predict import make_bundle, pictures
+from kit.bundles import make_bundle
+from kit.images import pictures
 
 from roadwork.io import read_csv
 from roadwork.predict import iter_image_paths, load_image
@@ -63,6 +64,7 @@ def test_load_image_refuses_special_files_unopened(tmp_path, make, reason):
         load_image(tmp_path / "x.jpg")
 
 
+@pytest.mark.slow
 def test_predict_on_a_fifo_and_a_hostile_folder_ends_with_rows_not_a_hang(tmp_path, bundle):
     os.mkfifo(tmp_path / "alone.jpg")
     out = tmp_path / "fifo.csv"

@@ -1,17 +1,16 @@
 """Every preset validates like params.yaml, builds its model, and resolves to its launch command."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
+from kit.repo import REPO
 
 from roadwork.config import ConfigError
 from roadwork.models.backbone import count_parameters
 from roadwork.presets import apply, resolve
 from roadwork.train.distributed import launch_command
 
-REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from kit.bundles import EXPORT_A, calibrated_workspace, make_bundle, make_model_dir
+from kit.train import TINY_MODEL, make_dataset
 from PIL import Image
-from test_predict import make_bundle, make_model_dir
-from trainkit import TINY_MODEL, make_dataset
 
-from roadwork.config import CalibrateParams, parse_params
+from roadwork.config import parse_params
 from roadwork.data.examples import load_split
 from roadwork.evaluate.calibration import ece
 from roadwork.evaluate.compare import SUMMARY_KEYS, TIE, VERDICTS
@@ -32,7 +31,7 @@ from roadwork.evaluate.protocol import (
     run_protocol,
     validator_challenge_image,
 )
-from roadwork.io import read_json, write_csv
+from roadwork.io import read_json
 from roadwork.predict import Predictor, load_image
 
 
@@ -272,68 +271,6 @@ def test_pipeline_decisions_on_val_test_equal_the_predictor(tmp_path, dataset):
 
 
 # ------------------------------------------------------------------------------ the export stage
-def write_model(root: Path, name: str = "phase1", seed: int = 0) -> None:
-    """data/<name> as train_phase1 (or explora) writes it: weights, model.json and logits.csv from
-    those weights."""
-    from roadwork.models.classifier import data_config
-    from roadwork.models.model_dir import load_trained
-    from roadwork.train.augment import eval_transform
-    from roadwork.train.data import ImageCache, ImageDataset
-    from roadwork.train.fit import EVAL_SPLITS
-
-    model_dir = make_model_dir(root / "data" / name, seed)
-    classifier, description = load_trained(model_dir)
-    cfg = data_config(classifier)
-    transform = eval_transform(description["img_size"], cfg["mean"], cfg["std"])
-    cache = ImageCache(description["img_size"], root / ".cache")
-    rows = []
-    for split in EVAL_SPLITS:
-        dataset = ImageDataset(
-            load_split(root / "data" / "raw", root / "data" / "split" / "splits.csv", split), cache, transform
-        )
-        with torch.no_grad():
-            logits = classifier(torch.stack([dataset[i][0] for i in range(len(dataset))]))
-        rows += [
-            {"split": split, "id": e.id, "label": e.label, "logit": float(v)} for e, v in zip(dataset.examples, logits)
-        ]
-    write_csv(model_dir / "logits.csv", rows, ["split", "id", "label", "logit"])
-
-
-def calibrated_workspace(tmp_path, dataset, monkeypatch, folders=("raw", "split")) -> dict:
-    """`tmp_path` as the working directory of a pipeline that has run up to export: the dataset's `folders` linked
-    under data/, two trained models (phase1, phase4) with their threshold outputs, and calibrate's outputs.
-    Returns the calibration."""
-    from roadwork.stages.calibrate import calibrate, write_outputs
-    from roadwork.stages.threshold import write_threshold_outputs
-    from roadwork.stages.calibrate import candidates
-
-    (tmp_path / "data").mkdir(exist_ok=True)
-    for name in folders:
-        (tmp_path / "data" / name).symlink_to(dataset / "data" / name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ROADWORK_CACHE", str(tmp_path / ".cache"))
-    for seed, name in enumerate(("phase1", "phase4")):
-        write_model(tmp_path, name, seed)
-        write_threshold_outputs(
-            Path(f"data/{name}/logits.csv"),
-            0.5,
-            Path(f"data/threshold/{name}.json"),
-            Path(f"plots/threshold_{name}.csv"),
-        )
-    calibration, _, rows = calibrate(CalibrateParams(), candidates())
-    write_outputs(calibration, rows, Path("data/calibrate"), Path("plots/reliability.csv"))
-    return calibration
-
-
-EXPORT_A = {
-    "model_name": "name-a",
-    "version": "1.0.0",
-    "submitted_by": "",
-    "onnx": False,
-    "bootstrap": 50,
-    "protocol_seed": 0,
-    "protocol_draws": 2,
-}
 EXPORT_B = {
     "model_name": "name-b",
     "version": "2.0.0",
@@ -628,7 +565,7 @@ def test_export_and_evaluate_run_as_their_stage_commands(tmp_path, dataset, monk
     import subprocess
     import sys
 
-    from trainkit import write_params
+    from kit.train import write_params
 
     calibrated_workspace(tmp_path, dataset, monkeypatch)
     write_params(tmp_path, export={**EXPORT_A, "protocol_draws": 1})

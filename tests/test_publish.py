@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_predict import make_bundle, pictures
+from kit.bundles import make_bundle
+from kit.images import pictures
 
 from roadwork.cli import main
 from roadwork.io import sha256_file

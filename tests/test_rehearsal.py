@@ -2,18 +2,17 @@
 image size, augmentations and ExPLoRA settings; the CI-sized one runs every stage end to end
 through benchmarks/rehearsal.py (slow)."""
 
-import importlib.util
 import math
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from kit.repo import REPO, load_script
 
 from roadwork.config import parse_params
 from roadwork.presets import load_preset, merge, resolve
 
-REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "presets" / "real.yaml"
 REHEARSALS = [REPO / "presets" / "rehearsal.yaml", REPO / "presets" / "rehearsal_ci.yaml"]
 # what the rehearsal must not change (the model the real run trains and how it trains it)
@@ -59,16 +58,9 @@ def test_rehearsal_keeps_the_real_model_and_training(preset, tmp_path):
     assert rehearsal.train.batch_size // rehearsal.train.grad_accum_steps <= 2
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "benchmarks" / "rehearsal.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_ci_rehearsal_runs_every_stage_and_loads_the_bundle(tmp_path):
-    rehearsal = load_script()
+    rehearsal = load_script(REPO / "benchmarks" / "rehearsal.py")
     logs = tmp_path / "logs"
     logs.mkdir()
     report = rehearsal.rehearse(REPO / "presets/rehearsal_ci.yaml", REAL, tmp_path, logs)

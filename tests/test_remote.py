@@ -1,5 +1,5 @@
 """Remote storage against real remotes: a local-path remote and an SSH remote served by a real
-SSH server on loopback (tests/sshd.py: OpenSSH, or asyncssh's server where OpenSSH is absent). The workflow of the README's "Experiments, remote
+SSH server on loopback (tests/kit/sshd.py: OpenSSH, or asyncssh's server where OpenSSH is absent). The workflow of the README's "Experiments, remote
 storage and the GPU host": push from one machine, pull into a wiped or a fresh clone, get the
 same bytes, and keep credentials out of git.
 """
@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-from e2e import TINY, digest_tree, dvc, dvc_env, git, make_clean_repo
-from sshd import SSH_BACKENDS, SSHServer, keygen
+from kit.repo import TINY, digest_tree, dvc, dvc_env, git, make_clean_repo
+from kit.sshd import SSH_BACKENDS, SSHServer, keygen
 
 DATA_OUTS = ("data/raw", "data/dedup", "data/split")
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from e2e import TINY, dvc, make_repo
+from kit.repo import TINY, dvc, make_repo
 
 
 @pytest.mark.slow

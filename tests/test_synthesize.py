@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from kit.repo import REPO, files_of
 from PIL import Image
 
 from roadwork.config import SPLITS
@@ -18,8 +18,6 @@ from roadwork.io import read_csv, read_json, sha256_bytes
 from roadwork.synthesize.generate import SynthesizeError, collect, generate, i2i_input, truncate_prompt
 from roadwork.synthesize.plan import PlanError, plan_children, shard, training_children
 from roadwork.synthesize_params import SynthesizeParams
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------ the validators' values, transcribed
 # natixnetwork/streetvision-subnet at 28a1755 (2026-01-06); paths from the subnet's root.
@@ -253,10 +251,6 @@ def params_for_test(**changes):
     )
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def reference(tiny, sources, tmp_path_factory):
     """One uninterrupted run over the train and val_test sources (8 images)."""
@@ -392,7 +386,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(reference, sources, tm
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     env.pop("RANK", None), env.pop("WORLD_SIZE", None)
     killed = subprocess.run([sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True)
@@ -423,7 +417,7 @@ def test_command_line_names_bad_params(sources, tmp_path):
             "--params",
             str(params_file),
         ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")},
         capture_output=True,
         text=True,
     )

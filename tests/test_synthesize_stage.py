@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from kit.bundles import EXPORT_A, calibrated_workspace, logits_rows, make_model
+from kit.repo import files_of
+from kit.train import TINY_MODEL, make_dataset, write_params
 from PIL import Image
-from trainkit import make_dataset, write_params
 
 from roadwork.config import parse_params
 from roadwork.data.examples import load_split
@@ -306,10 +308,6 @@ def run_stage(root: Path, **popen) -> subprocess.Popen:
     )
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.slow
 def test_stage_killed_midway_resumes_to_the_uninterrupted_bytes(tmp_path):
     whole = stage_workspace(tmp_path / "whole")
@@ -358,8 +356,6 @@ def test_stage_names_a_bad_split_table(tmp_path):
 
 
 def test_calibrate_fits_on_real_images_and_reports_ece_and_mcc_per_kind(tmp_path):
-    from test_calibrate import logits_rows, make_model
-
     from roadwork.config import CalibrateParams
     from roadwork.stages.calibrate import calibrate, candidates
 
@@ -423,8 +419,6 @@ def test_protocol_mix_reward_weights_kinds_by_their_shares():
 
 @pytest.mark.slow
 def test_evaluate_headline_is_the_mix_and_keeps_the_real_figure(tmp_path, dataset, monkeypatch):
-    from test_protocol import EXPORT_A, calibrated_workspace
-    from trainkit import TINY_MODEL
 
     from roadwork.stages.calibrate import candidates
     from roadwork.stages.evaluate import evaluate, headline

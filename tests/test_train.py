@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kit.train import make_dataset, write_params
 from safetensors.torch import load_file
-from trainkit import make_dataset, write_params
 
 from roadwork.io import read_csv, read_json
 from roadwork.train.distributed import launch_command, seed_everything, seed_host_rngs
@@ -45,6 +45,7 @@ def logits_of(cwd: Path) -> dict:
     return {(r["split"], r["id"]): float(r["logit"]) for r in read_csv(cwd / "data" / "phase1" / "logits.csv")}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_bit_identical_weights(tmp_path, dataset):
     train = {"epochs": 6, "augment": {"mode": "standard", "auto_augment": None, "mixup_alpha": 0.2}}
     reference = workdir(tmp_path / "reference", dataset)
@@ -77,6 +78,7 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, dataset):
     assert not list((killed / "runs").glob("phase1/*/checkpoint.pt"))  # cleaned after success
 
 
+@pytest.mark.slow
 def test_saved_logits_come_from_the_saved_best_weights(tmp_path, dataset):
     from roadwork.data.examples import load_split
     from roadwork.models.model_dir import load_trained
@@ -101,6 +103,7 @@ def test_saved_logits_come_from_the_saved_best_weights(tmp_path, dataset):
     assert history["step"] == phase1["epochs_run"] - 1  # dvclive logged every epoch
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, dataset):
     """Same global batch, no augmentation: 2 gloo processes reproduce 1 process within 1e-4."""
     train = {"epochs": 2, "lr": 1e-2, "backbone_lr": 1e-2}
@@ -145,6 +148,7 @@ def test_launch_command_uses_torchrun_only_for_several_processes(monkeypatch):
     assert "--nproc_per_node=2" in command and command[-2:] == ["-m", "roadwork.stages.train_phase1"]
 
 
+@pytest.mark.slow
 def test_feature_cache_trains_the_head_on_frozen_features(tmp_path, dataset):
     cwd = workdir(tmp_path, dataset)
     write_params(cwd, model={"freeze": "frozen"}, train={"feature_cache": True, "epochs": 4, "lr": 5e-2})
@@ -154,6 +158,7 @@ def test_feature_cache_trains_the_head_on_frozen_features(tmp_path, dataset):
     assert read_json(cwd / "dvclive" / "phase1" / "metrics.json")["step"] == 3
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_number_of_loader_workers(tmp_path, dataset):
     train = {"epochs": 2, "augment": {"mode": "standard", "auto_augment": "rand-m9-mstd0.5"}}
     runs = []
@@ -171,7 +176,7 @@ def test_results_do_not_depend_on_the_number_of_loader_workers(tmp_path, dataset
 def test_precision_setting_takes_effect_in_the_training_step(tmp_path, dataset, precision, dtype):
     """The plan's first implementation asked for bf16 and silently ran fp16 (NaN with DINOv3):
     the dtype the backbone's matmuls actually run in must be the one asked for."""
-    from trainkit import TINY_MODEL, TINY_TRAIN
+    from kit.train import TINY_MODEL, TINY_TRAIN
 
     from roadwork.config import parse_params
     from roadwork.data.examples import load_split
@@ -214,6 +219,7 @@ def test_micro_batches_are_drawn_lazily_and_a_partial_update_never():
     assert drawn == [0, 1, 2, 3, 4, 5]  # the 7th batch (half an update) is never loaded
 
 
+@pytest.mark.slow
 def test_fewer_train_images_than_one_batch_stop_the_stage_naming_the_setting(tmp_path, dataset):
     """Used to run every epoch with 0 steps (loss nan) and "succeed"."""
     cwd = workdir(tmp_path, dataset)

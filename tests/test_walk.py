@@ -11,11 +11,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from kit.repo import REPO
 
 from roadwork.data.walk import NotReadable, check_file, open_regular, read_regular, walk
 from roadwork.io import read_csv
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def hostile(root: Path, jpeg: bytes) -> Path:
@@ -57,6 +56,13 @@ def test_every_special_entry_is_listed_with_its_reason_and_nothing_is_opened(tmp
         "not walked again",
         "none/zero.jpg": f"outside data.local.path: none/zero.jpg resolves outside the root {hint}",
     }
+
+
+@pytest.mark.slow
+def test_allowed_outside_the_root_a_device_is_still_refused_and_the_whole_filesystem_is_walked(tmp_path, make_jpeg):
+    """allow_outside_root: true follows none/slash to / (the whole machine: /proc, /dev, ...; slow)."""
+    root = tmp_path / "photos"
+    folder = hostile(root, make_jpeg(1))
     # allowed outside the root, /dev/zero is still refused by its type, /etc is walked without a crash
     allowed = {e.rel: e.problem for e in walk([(folder, "none")], root.resolve(), allow_outside_root=True)}
     assert allowed["none/zero.jpg"] == "not a regular file: none/zero.jpg is a character device"

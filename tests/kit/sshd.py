@@ -12,7 +12,7 @@ Two servers, both real SSH + SFTP over TCP (nothing in DVC or dvc-ssh is replace
 * ``openssh``: Debian's OpenSSH ``sshd -D`` (``apt-get install -y openssh-server``; .ci/run installs
   it and sets ``ROADWORK_TEST_SSH=openssh,asyncssh`` so that CI runs the tests against both);
 * ``asyncssh``: the SSH/SFTP server of asyncssh (already installed: dvc-ssh's own SSH library),
-  run as a separate process (tests/asyncssh_server.py), so that the README's test command passes
+  run as a separate process (tests/kit/asyncssh_server.py), so that the README's test command passes
   on a machine that has only Python and git.
 
 ``SSH_BACKENDS`` lists the servers to test: ``ROADWORK_TEST_SSH`` if set (comma-separated; a
@@ -73,7 +73,7 @@ def keygen(path: Path, comment: str) -> None:
 
 class SSHServer:
     """An SSH + SFTP server on 127.0.0.1:<free port> with generated keys; a context manager.
-    `backend`: "openssh" (`sshd -D`) or "asyncssh" (tests/asyncssh_server.py)."""
+    `backend`: "openssh" (`sshd -D`) or "asyncssh" (tests/kit/asyncssh_server.py)."""
 
     def __init__(self, folder: Path, backend: str | None = None, start_timeout: float = 15.0):
         if (backend or SSH_BACKENDS[0]) not in ("openssh", "asyncssh"):

@@ -1,7 +1,7 @@
 """An SSH + SFTP server for tests, from asyncssh (the SSH library dvc-ssh itself uses): the
-fallback of tests/sshd.py where Debian's OpenSSH server is not installed.
+fallback of tests/kit/sshd.py where Debian's OpenSSH server is not installed.
 
-    python tests/asyncssh_server.py --port P --host-key KEY --authorized-keys FILE
+    python tests/kit/asyncssh_server.py --port P --host-key KEY --authorized-keys FILE
 
 Listens on 127.0.0.1:P until killed; accepts only the public keys in FILE (no passwords); serves
 SFTP over the real file system (absolute paths, as OpenSSH's internal-sftp without a chroot).

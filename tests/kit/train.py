@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from e2e import merge
 from PIL import Image, ImageDraw
 
+from kit.repo import merge
 from roadwork.config import parse_params
 from roadwork.data.ingest import ingest
 from roadwork.io import format_csv, read_csv

@@ -1,5 +1,6 @@
 """End-to-end helpers: a throwaway git+DVC repository made from this working tree."""
 
+import importlib.util
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -197,3 +198,16 @@ def make_clean_repo(dest: Path, params_patch: dict | None = None) -> Path:
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         git(repo, "commit", "-q", "--amend", "--allow-empty", "-m", "initial")
     return repo
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, keyed by path relative to `folder`."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def load_script(path: Path):
+    """A script outside the package (e.g. benchmarks/gpu_check.py) imported as a module named after its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
