@@ -23,6 +23,7 @@ from roadwork.depgraph import LAYERS, PACKAGE, SourceTree, layer_of
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+
 def modules(src: Path) -> list[str]:
     root = src / PACKAGE
     out = []

@@ -391,8 +391,8 @@ def test_evaluate_stage_end_to_end(exported):
     """The evaluate stage on the exported bundles: every report key, every comparison, dvclive plots; every
     evaluation key of params.export shows in the outputs."""
     from dvclive import Live
-    from roadwork.evaluate.metrics import mcc_at
     from roadwork.evaluate.logits import split_logits
+    from roadwork.evaluate.metrics import mcc_at
     from roadwork.stages.calibrate import candidates
     from roadwork.stages.evaluate import evaluate, headline
 

@@ -396,7 +396,9 @@ class CalibrateParams(Section):
         description="model to ship; best = phase 4 only when distinguishably better than phase 1 "
         "(val_select MCC at their own thresholds, paired bootstrap)",
     )
-    n_bins: Int = Field(15, gt=1, description="ECE and reliability-diagram bins, equal-width and equal-mass (calibrate and evaluate)")
+    n_bins: Int = Field(
+        15, gt=1, description="ECE and reliability-diagram bins, equal-width and equal-mass (calibrate and evaluate)"
+    )
     bootstrap: Int = Field(
         1000,
         gt=0,
@@ -410,8 +412,14 @@ class ExportParams(Section):
     version: str = Field("0.1.0", description="model_card.json's version")
     submitted_by: str = Field("", description="your miner hotkey (public, not a secret); goes into model_card.json")
     onnx: StrictBool = Field(True, description="also write model.onnx (parity-checked)")
-    bootstrap: Int = Field(1000, gt=0, description="bootstrap resamples: val_test intervals (evaluate) and the views decision on val_select (export)")
-    protocol_seed: Int = Field(0, description="seed of the protocol's augmentation draws, its reward stream and the bootstraps")
+    bootstrap: Int = Field(
+        1000,
+        gt=0,
+        description="bootstrap resamples: val_test intervals (evaluate) and the views decision on val_select (export)",
+    )
+    protocol_seed: Int = Field(
+        0, description="seed of the protocol's augmentation draws, its reward stream and the bootstraps"
+    )
     latency_budget_s: Float = Field(
         4.0,
         gt=0,

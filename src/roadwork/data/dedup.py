@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def diameter(hashes: np.ndarray, block: int = 512) -> int:
     """Largest pHash distance between two of `hashes` (uint64); 0 for fewer than two."""
     widest = 0
     for start in range(0, len(hashes), block):
-        rows = hashes[start:start + block]
+        rows = hashes[start : start + block]
         widest = max(widest, int(np.bitwise_count(rows[:, None] ^ hashes[None, :]).max()))
     return widest
 
@@ -293,8 +293,11 @@ def deduplicate(
             else:
                 resolved.update({i: None for i in conflicting})
                 resolution = "dropped" if label_conflict == "drop" else "dropped_tie"
-            conflicts.append(LabelConflict(cluster_id, tuple(ids[i] for i in conflicting),
-                                           tuple(labels[i] for i in conflicting), resolution))
+            conflicts.append(
+                LabelConflict(
+                    cluster_id, tuple(ids[i] for i in conflicting), tuple(labels[i] for i in conflicting), resolution
+                )
+            )
         survivors = [i for i in members if resolved[i] is not None]
         for i in members:
             if resolved[i] is None:
@@ -322,8 +325,7 @@ def deduplicate(
                 n_relabelled += resolved[i] != row["label"]
 
     sizes = [len(members) for members in components]
-    chained = sum(1 for members in components
-                  if len(members) > 2 and diameter(hashes[np.array(members)]) > max_hamming)
+    chained = sum(1 for members in components if len(members) > 2 and diameter(hashes[np.array(members)]) > max_hamming)
     kept.sort(key=lambda r: r.id)
     removed.sort(key=lambda r: r.id)
     reasons = Counter(r.reason.split(":", 1)[0] for r in removed)

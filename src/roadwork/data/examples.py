@@ -27,8 +27,9 @@ class Example:
 KINDS = ("real", "i2i", "t2i")
 
 
-def load_split(raw_dir: Path, splits_csv: Path, split: str, kinds: tuple[str, ...] = ("real",),
-               synthetic_dir: Path | None = None) -> list[Example]:
+def load_split(
+    raw_dir: Path, splits_csv: Path, split: str, kinds: tuple[str, ...] = ("real",), synthetic_dir: Path | None = None
+) -> list[Example]:
     """The examples of one split, joined with the raw manifest; ordered by id (within each kind, kinds in the
     order asked). Synthetic kinds are read from ``synthetic_dir/manifest.csv``."""
     unknown = [kind for kind in kinds if kind not in KINDS]
@@ -50,7 +51,9 @@ def _real(raw_dir: Path, splits_csv: Path, split: str) -> list[Example]:
         if row["split"] == split:
             image = manifest[row["id"]]
             if image["sha256"] != row["sha256"]:
-                raise ValueError(f"{splits_csv}: id {row['id']} has sha256 {row['sha256']} but the manifest says {image['sha256']}")
+                raise ValueError(
+                    f"{splits_csv}: id {row['id']} has sha256 {row['sha256']} but the manifest says {image['sha256']}"
+                )
             examples.append(Example(row["id"], row["sha256"], int(row["label"]), raw_dir / image["path"]))
     return sorted(examples, key=lambda e: e.id)
 
@@ -65,11 +68,15 @@ def _synthetic(synthetic_dir: Path, splits_csv: Path, split: str, kinds: list[st
     for number, row in enumerate(read_csv(manifest), start=2):
         source = sources.get(row["source_id"])
         if source is None or (source["split"], source["label"]) != (row["split"], row["label"]):
-            found = (f"not in {splits_csv}" if source is None
-                     else f"in split {source['split']} with label {source['label']}")
-            raise ValueError(f"{manifest} line {number} ({row['id']}): source {row['source_id']} is {found}, the row "
-                             f"says split {row['split']} label {row['label']}: run the synthesize stage again")
+            found = (
+                f"not in {splits_csv}" if source is None else f"in split {source['split']} with label {source['label']}"
+            )
+            raise ValueError(
+                f"{manifest} line {number} ({row['id']}): source {row['source_id']} is {found}, the row "
+                f"says split {row['split']} label {row['label']}: run the synthesize stage again"
+            )
         if row["split"] == split and row["kind"] in examples:
-            examples[row["kind"]].append(Example(row["id"], row["sha256"], int(row["label"]),
-                                                 synthetic_dir / row["path"], row["kind"]))
+            examples[row["kind"]].append(
+                Example(row["id"], row["sha256"], int(row["label"]), synthetic_dir / row["path"], row["kind"])
+            )
     return [e for kind in kinds for e in sorted(examples[kind], key=lambda e: e.id)]

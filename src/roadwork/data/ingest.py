@@ -23,8 +23,17 @@ from roadwork.data.sources import SourceError, SourceRecord, label_text_conflict
 from roadwork.io import atomic_path, format_csv, sha256_bytes
 
 MANIFEST_COLUMNS = [
-    "id", "sha256", "file_sha256", "pixel_sha256", "phash", "label",
-    "width", "height", "path", "source_ref", "scene_description",
+    "id",
+    "sha256",
+    "file_sha256",
+    "pixel_sha256",
+    "phash",
+    "label",
+    "width",
+    "height",
+    "path",
+    "source_ref",
+    "scene_description",
 ]
 QUARANTINE_COLUMNS = ["source_ref", "file_sha256", "reason", "path"]
 CONFLICT_COLUMNS = ["source_ref", "label", "reason", "action"]
@@ -101,13 +110,23 @@ def ingest(params: DataParams, out_dir: Path) -> dict:
                 # bytes are kept (for a person to inspect) only of files that claim to be images,
                 # were read at all and came from inside the source: never a refused file, never
                 # more than the size cap
-                keep = (not record.refused and record.inside_root and len(record.data) <= params.max_file_bytes
-                        and looks_like_image(record.ref, record.data))
+                keep = (
+                    not record.refused
+                    and record.inside_root
+                    and len(record.data) <= params.max_file_bytes
+                    and looks_like_image(record.ref, record.data)
+                )
                 path = f"quarantine/{file_sha}.bin" if keep else ""
                 if keep:
                     (tmp / path).write_bytes(record.data)
-                quarantine.append({"source_ref": record.ref, "file_sha256": "" if record.refused else file_sha,
-                                   "reason": result.reason, "path": path})
+                quarantine.append(
+                    {
+                        "source_ref": record.ref,
+                        "file_sha256": "" if record.refused else file_sha,
+                        "reason": result.reason,
+                        "path": path,
+                    }
+                )
                 continue
             if params.source == "natix":
                 problem = label_text_conflict(label, record.scene_description)
@@ -121,12 +140,21 @@ def ingest(params: DataParams, out_dir: Path) -> dict:
             if sha not in stored:  # exact duplicates share one stored file
                 (tmp / path).write_bytes(result.data)
                 stored.add(sha)
-            manifest.append({
-                "id": image_id(record.ref), "sha256": sha, "file_sha256": file_sha,
-                "pixel_sha256": result.pixel_sha256, "phash": phash_hex(result.phash),
-                "label": label, "width": result.width, "height": result.height,
-                "path": path, "source_ref": record.ref, "scene_description": record.scene_description,
-            })
+            manifest.append(
+                {
+                    "id": image_id(record.ref),
+                    "sha256": sha,
+                    "file_sha256": file_sha,
+                    "pixel_sha256": result.pixel_sha256,
+                    "phash": phash_hex(result.phash),
+                    "label": label,
+                    "width": result.width,
+                    "height": result.height,
+                    "path": path,
+                    "source_ref": record.ref,
+                    "scene_description": record.scene_description,
+                }
+            )
         manifest.sort(key=lambda row: row["id"])
         quarantine.sort(key=lambda row: row["source_ref"])
         conflicts.sort(key=lambda row: row["source_ref"])

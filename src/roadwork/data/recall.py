@@ -123,8 +123,12 @@ def planted_truth(raw_dir: Path, records: list[dict], max_hamming: int) -> dict 
     hashes = np.array([r["phash"] for r in records], dtype=np.uint64)
     found = [(ids[a], ids[b]) for a, b in find_near_duplicate_pairs(hashes, max_hamming).tolist()]
     metrics = pair_metrics(found, planted, len(ids))
-    return {"planted_near_duplicates": len(near), "near_duplicate_recall": round(pair_recall(found, near), 6),
-            "false_pairs": metrics["false_pairs"], "false_pair_rate": metrics["false_pair_rate"]}
+    return {
+        "planted_near_duplicates": len(near),
+        "near_duplicate_recall": round(pair_recall(found, near), 6),
+        "false_pairs": metrics["false_pairs"],
+        "false_pair_rate": metrics["false_pair_rate"],
+    }
 
 
 def chaining_report(cluster_of: dict, family_of: dict) -> dict:

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from roadwork.config import DataParams
-from roadwork.data.walk import (OUTSIDE_HINT, Entry, check_file, inside, kind, printable, problem_of, read_regular,
-                                walk)
+from roadwork.data.walk import OUTSIDE_HINT, Entry, check_file, inside, kind, printable, problem_of, read_regular, walk
 
 
 class SourceError(ValueError):
@@ -82,8 +81,9 @@ class LocalSource:
     are read as text and checked row by row, naming the row.
     """
 
-    def __init__(self, path: str, class_folders: dict[str, int], allow_outside_root: bool = False,
-                 max_file_bytes: int = 1 << 28):
+    def __init__(
+        self, path: str, class_folders: dict[str, int], allow_outside_root: bool = False, max_file_bytes: int = 1 << 28
+    ):
         self.path = Path(path)
         try:
             mode = os.stat(self.path).st_mode
@@ -130,9 +130,16 @@ class LocalSource:
         for name in folders:
             folder = self.path / name
             if folder.is_symlink() and not self.allow_outside_root and not inside(folder, self.root):
-                self.entries[name] = (Entry(name, folder, f"outside data.local.path: class folder {name} is a symlink "
-                                                          f"to a folder outside the root; not walked {OUTSIDE_HINT}"),
-                                      class_folders[name.lower()], "")
+                self.entries[name] = (
+                    Entry(
+                        name,
+                        folder,
+                        f"outside data.local.path: class folder {name} is a symlink "
+                        f"to a folder outside the root; not walked {OUTSIDE_HINT}",
+                    ),
+                    class_folders[name.lower()],
+                    "",
+                )
             else:
                 tops.append((folder, name))
         for entry in walk(tops, self.root, self.allow_outside_root, self.max_file_bytes):
@@ -147,13 +154,16 @@ class LocalSource:
         try:
             data = read_regular(self.path, self.max_file_bytes)
         except OSError as error:
-            raise SourceError(f"data.local.path: {self.path} cannot be read ({error.strerror or error}; the "
-                              f"manifest must be a regular file within data.max_file_bytes)") from None
+            raise SourceError(
+                f"data.local.path: {self.path} cannot be read ({error.strerror or error}; the "
+                f"manifest must be a regular file within data.max_file_bytes)"
+            ) from None
         columns, rows, first = _parquet_rows(self.path, data) if suffix == ".parquet" else _csv_rows(self.path, data)
         missing = [c for c in ("path", "label") if c not in columns]
         if missing:
-            raise SourceError(f"{self.path}: manifest lacks column(s) {missing}; it needs 'path' and 'label' "
-                              f"(found {columns})")
+            raise SourceError(
+                f"{self.path}: manifest lacks column(s) {missing}; it needs 'path' and 'label' (found {columns})"
+            )
         if not rows:
             raise SourceError(f"{self.path}: the manifest has a header but no rows")
         for number, row in enumerate(rows, start=first):
@@ -191,8 +201,13 @@ class LocalSource:
         opened). What `download` depends on in dvc.yaml instead of the folder itself."""
         rows = []
         for ref, (entry, label, _) in sorted(self.entries.items()):
-            row = {"ref": printable(ref), "label": "" if label is None else label, "bytes": entry.size, "sha256": "",
-                   "problem": entry.problem}
+            row = {
+                "ref": printable(ref),
+                "label": "" if label is None else label,
+                "bytes": entry.size,
+                "sha256": "",
+                "problem": entry.problem,
+            }
             if not entry.problem:
                 try:
                     row["sha256"] = hashlib.sha256(read_regular(entry.path, self.max_file_bytes)).hexdigest()
@@ -209,8 +224,10 @@ def _csv_rows(path: Path, data: bytes) -> tuple[list[str], list[dict], int]:
     try:
         text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Excel's "CSV UTF-8") is fine
     except UnicodeDecodeError as error:
-        raise SourceError(f"{path}: the manifest is not UTF-8 text (byte {error.start}: "
-                          f"{data[error.start:error.start + 1]!r}); save it as UTF-8") from None
+        raise SourceError(
+            f"{path}: the manifest is not UTF-8 text (byte {error.start}: "
+            f"{data[error.start : error.start + 1]!r}); save it as UTF-8"
+        ) from None
     if "\0" in text:
         raise SourceError(f"{path}: the manifest contains NUL bytes (byte {data.index(0)}): not a text CSV file")
     try:
@@ -278,7 +295,9 @@ class NatixSource:
             missing = [c for c in ("label",) if c not in columns]
             if not image_columns or missing:
                 raise SourceError(f"{file.name}: expected an image column and 'label', found columns {columns}")
-            wanted_cols = [image_columns[0], "label"] + (["scene_description"] if "scene_description" in columns else [])
+            wanted_cols = [image_columns[0], "label"] + (
+                ["scene_description"] if "scene_description" in columns else []
+            )
             row = 0
             for batch in parquet.iter_batches(batch_size=16, columns=wanted_cols):  # 16 full-size photos at a time
                 for item in batch.to_pylist():
@@ -295,8 +314,9 @@ def open_source(params: DataParams):
     if params.source == "synthetic":
         return SyntheticSource(params.synthetic)
     if params.source == "local":
-        return LocalSource(params.local.path, params.local.class_folders, params.local.allow_outside_root,
-                           params.max_file_bytes)
+        return LocalSource(
+            params.local.path, params.local.class_folders, params.local.allow_outside_root, params.max_file_bytes
+        )
     return NatixSource(params.natix.repo_id, params.natix.revision)
 
 
@@ -304,8 +324,9 @@ def scan_local(params: DataParams) -> list[dict]:
     """The local source's inventory (:meth:`LocalSource.inventory`); no rows for the other sources."""
     if params.source != "local":
         return []
-    return LocalSource(params.local.path, params.local.class_folders, params.local.allow_outside_root,
-                       params.max_file_bytes).inventory()
+    return LocalSource(
+        params.local.path, params.local.class_folders, params.local.allow_outside_root, params.max_file_bytes
+    ).inventory()
 
 
 def label_text_conflict(label: int, scene_description: str) -> str | None:
@@ -316,4 +337,3 @@ def label_text_conflict(label: int, scene_description: str) -> str | None:
     if label == 1 and not has_text:
         return "label 1 but scene_description is empty"
     return None
-

@@ -204,9 +204,11 @@ def unusable_splits(summary: Mapping[str, Mapping], ratios: Mapping[str, float])
     must hold both classes (each computes an MCC or fits a calibration on them). No image at all is
     one message: no share of nothing helps."""
     if not any(summary[name]["n"] for name in SPLITS):
-        return ["no images to split: the dedup stage kept none (download quarantined them, or dedup removed them: "
-                "see data/raw/quarantine.csv and data/dedup/removed.csv for each image's reason); add usable "
-                "images of both classes, no split.ratios setting can help"]
+        return [
+            "no images to split: the dedup stage kept none (download quarantined them, or dedup removed them: "
+            "see data/raw/quarantine.csv and data/dedup/removed.csv for each image's reason); add usable "
+            "images of both classes, no split.ratios setting can help"
+        ]
     problems = []
     for name in SPLITS:
         row = summary[name]
@@ -215,5 +217,6 @@ def unusable_splits(summary: Mapping[str, Mapping], ratios: Mapping[str, float])
         problems.append(
             f"split {name!r} has {row['positive']} roadwork (label 1) and {row['negative']} other (label 0) "
             f"image(s), but it {SPLIT_ROLES[name]} and needs both classes: add images of the missing class, or "
-            f"give it a larger share (split.ratios.{name} is {ratios[name]})")
+            f"give it a larger share (split.ratios.{name} is {ratios[name]})"
+        )
     return problems

@@ -178,8 +178,9 @@ def _insert_segment(jpeg: bytes, marker: int, payload: bytes) -> bytes:
     return jpeg[:2] + segment + jpeg[2:]
 
 
-def _copy(parent: SyntheticItem, kind: str, variant: str, number: int, params: SyntheticParams,
-          rng: np.random.Generator) -> SyntheticItem:
+def _copy(
+    parent: SyntheticItem, kind: str, variant: str, number: int, params: SyntheticParams, rng: np.random.Generator
+) -> SyntheticItem:
     stem = _stem(parent.ref)
     suffix = ".jpg"
     if kind == "exact_duplicate":
@@ -248,8 +249,10 @@ def _broken(parent: SyntheticItem, variant: str, number: int) -> SyntheticItem:
     elif variant == "not_an_image":
         data = b"This is not an image. It is a text file that was saved with a .jpg name.\n" * 4
     elif variant == "html_page":
-        data = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
-                b"<body><h1>Not Found</h1><p>The requested image was not found.</p></body></html>\n")
+        data = (
+            b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+            b"<body><h1>Not Found</h1><p>The requested image was not found.</p></body></html>\n"
+        )
     else:
         raise ValueError(f"unknown broken variant {variant!r}")
     if source is not None:

@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Iterator
 
 OUTSIDE_HINT = "(data.local.allow_outside_root: true allows it)"
-_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symlink"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFLNK: "a symlink",
+}
 
 
 class NotReadable(OSError):
@@ -55,7 +61,7 @@ def problem_of(error: OSError, rel: str, path: Path) -> str:
     if isinstance(error, NotReadable):
         text = str(error)
         if text.startswith(prefix):
-            return f"{prefix}{rel} is {text[len(prefix):]}"
+            return f"{prefix}{rel} is {text[len(prefix) :]}"
         return f"file too large: {rel} ({text})"
     if error.errno == errno.ELOOP:
         return f"symlink loop: {rel}"
@@ -66,8 +72,9 @@ def problem_of(error: OSError, rel: str, path: Path) -> str:
     return f"unreadable: {rel} ({error.strerror or type(error).__name__})"
 
 
-def check_file(path: Path, rel: str, root: Path, allow_outside_root: bool = False,
-               max_file_bytes: int | None = None) -> Entry:
+def check_file(
+    path: Path, rel: str, root: Path, allow_outside_root: bool = False, max_file_bytes: int | None = None
+) -> Entry:
     """Why the file at `path` may not be read ("" if it may), from ``stat`` alone: never opens it.
 
     Checked in this order: it exists (a symlink loop, a dangling symlink, a permission error are
@@ -86,8 +93,12 @@ def check_file(path: Path, rel: str, root: Path, allow_outside_root: bool = Fals
     if not stat.S_ISREG(info.st_mode):
         return Entry(rel, path, f"not a regular file: {rel} is {kind(info.st_mode)}")
     if max_file_bytes is not None and info.st_size > max_file_bytes:
-        return Entry(rel, path, f"file too large: {rel} has {info.st_size} bytes, more than data.max_file_bytes "
-                                f"({max_file_bytes})", info.st_size)
+        return Entry(
+            rel,
+            path,
+            f"file too large: {rel} has {info.st_size} bytes, more than data.max_file_bytes ({max_file_bytes})",
+            info.st_size,
+        )
     return Entry(rel, path, "", info.st_size)
 
 
@@ -102,9 +113,13 @@ def open_regular(path: str | os.PathLike, max_bytes: int | None = None):
     handle = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)), "rb", closefd=True)
     handle.raw.name = os.fspath(path)  # messages (PIL's among them) name the file, not the descriptor number
     info = os.fstat(handle.fileno())
-    problem = (f"not a regular file: {kind(info.st_mode)}" if not stat.S_ISREG(info.st_mode) else
-               f"{info.st_size} bytes, more than the cap of {max_bytes}" if max_bytes is not None
-               and info.st_size > max_bytes else "")
+    problem = (
+        f"not a regular file: {kind(info.st_mode)}"
+        if not stat.S_ISREG(info.st_mode)
+        else f"{info.st_size} bytes, more than the cap of {max_bytes}"
+        if max_bytes is not None and info.st_size > max_bytes
+        else ""
+    )
     if problem:
         handle.close()
         raise NotReadable(problem)
@@ -120,8 +135,9 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
     return data
 
 
-def walk(tops: list[tuple[Path, str]], root: Path, allow_outside_root: bool = False,
-         max_file_bytes: int | None = None) -> Iterator[Entry]:
+def walk(
+    tops: list[tuple[Path, str]], root: Path, allow_outside_root: bool = False, max_file_bytes: int | None = None
+) -> Iterator[Entry]:
     """Every non-folder entry below the folders `tops` ((folder, its name relative to `root`) pairs).
 
     Real sub-folders are walked first, in name order; then the symlinks to folders met on the way,
@@ -137,21 +153,35 @@ def walk(tops: list[tuple[Path, str]], root: Path, allow_outside_root: bool = Fa
     while links:
         path, rel = links.pop(0)
         if not allow_outside_root and not inside(path, root):
-            yield Entry(rel, path, f"outside data.local.path: {rel} is a symlink to a folder outside the root; not "
-                                   f"walked {OUTSIDE_HINT}")
+            yield Entry(
+                rel,
+                path,
+                f"outside data.local.path: {rel} is a symlink to a folder outside the root; not walked {OUTSIDE_HINT}",
+            )
         else:
             yield from _walk_real(path, rel, root, allow_outside_root, max_file_bytes, visited, links)
 
 
-def _walk_real(top: Path, rel: str, root: Path, allow_outside_root: bool, max_file_bytes: int | None,
-               visited: set[tuple[int, int]], links: list[tuple[Path, str]]) -> Iterator[Entry]:
+def _walk_real(
+    top: Path,
+    rel: str,
+    root: Path,
+    allow_outside_root: bool,
+    max_file_bytes: int | None,
+    visited: set[tuple[int, int]],
+    links: list[tuple[Path, str]],
+) -> Iterator[Entry]:
     """The files below `top` through real folders; symlinked folders are appended to `links`."""
     shown = printable(rel)
     try:
         key = _key(os.stat(top))
         if key in visited:
-            yield Entry(shown, top, f"listed twice: {shown} leads to a folder already listed (a symlink loop or a "
-                                    "second path to it); not walked again")
+            yield Entry(
+                shown,
+                top,
+                f"listed twice: {shown} leads to a folder already listed (a symlink loop or a "
+                "second path to it); not walked again",
+            )
             return
         visited.add(key)
         with os.scandir(top) as listing:
@@ -163,8 +193,11 @@ def _walk_real(top: Path, rel: str, root: Path, allow_outside_root: bool, max_fi
         child_rel = f"{rel}/{child.name}" if rel else child.name
         path = top / child.name
         if printable(child_rel) != child_rel:
-            yield Entry(printable(child_rel), path, f"unreadable: {printable(child_rel)} (the name is not valid UTF-8; "
-                                                    "rename it)")
+            yield Entry(
+                printable(child_rel),
+                path,
+                f"unreadable: {printable(child_rel)} (the name is not valid UTF-8; rename it)",
+            )
             continue
         try:
             is_link, is_dir = child.is_symlink(), stat.S_ISDIR(child.stat(follow_symlinks=True).st_mode)

@@ -53,8 +53,9 @@ class Background(Canvas):
         tod, yh = self.tod, self.yh
         if tod == "dusk" and self.chance(0.5):
             r = self.u(0.02, 0.06)
-            self.ellipse(self.aspect * self.u(0.05, 0.95), yh - self.u(0.0, 0.12), r, r,
-                         self.jitter((255, 170, 60), 15))
+            self.ellipse(
+                self.aspect * self.u(0.05, 0.95), yh - self.u(0.0, 0.12), r, r, self.jitter((255, 170, 60), 15)
+            )
         if tod == "day" and self.chance(0.15):
             r = self.u(0.02, 0.04)
             self.ellipse(self.aspect * self.u(0.05, 0.95), self.u(0.03, yh * 0.6), r, r, (255, 250, 225))
@@ -62,13 +63,16 @@ class Background(Canvas):
             r = self.u(0.015, 0.03)
             self.ellipse(self.aspect * self.u(0.05, 0.95), self.u(0.03, yh * 0.6), r, r, (225, 225, 205))
         clouds = {"day": (0, 6), "overcast": (3, 10), "dusk": (0, 4), "night": (0, 2)}[tod]
-        base = {"day": (245, 245, 248), "overcast": (205, 207, 212), "dusk": (200, 150, 150), "night": (40, 40, 55)}[tod]
+        base = {"day": (245, 245, 248), "overcast": (205, 207, 212), "dusk": (200, 150, 150), "night": (40, 40, 55)}[
+            tod
+        ]
         for _ in range(int(self.rng.integers(*clouds))):
             x, y = self.aspect * self.u(-0.1, 1.1), self.u(0.0, yh * 0.85)
             colour = self.jitter(base, 12)
             for _ in range(int(self.rng.integers(2, 5))):
-                self.ellipse(x + self.u(-0.06, 0.06), y + self.u(-0.015, 0.015), self.u(0.03, 0.1),
-                             self.u(0.012, 0.03), colour)
+                self.ellipse(
+                    x + self.u(-0.06, 0.06), y + self.u(-0.015, 0.015), self.u(0.03, 0.1), self.u(0.012, 0.03), colour
+                )
 
     def _skyline(self) -> None:
         yh, haze = self.yh, self.sky_horizon
@@ -98,8 +102,10 @@ class Background(Canvas):
             x += wdt * self.u(0.6, 1.3)
 
     def _ground_and_road(self) -> None:
-        ground = self.pick(((85, 120, 60), (120, 110, 80), (130, 130, 125), (150, 135, 100), (225, 228, 232)),
-                           (0.35, 0.2, 0.25, 0.12, 0.08))
+        ground = self.pick(
+            ((85, 120, 60), (120, 110, 80), (130, 130, 125), (150, 135, 100), (225, 228, 232)),
+            (0.35, 0.2, 0.25, 0.12, 0.08),
+        )
         self.ground_colour = ground = self.jitter(ground, 15)
         if self.tod == "night":
             ground = self.shade(ground, 0.8)
@@ -191,8 +197,15 @@ class Background(Canvas):
             step = 0.9 if a0.p * self.scale * 0.9 > 4 else 3.2
             hgt = step
             while hgt < height:
-                self.poly([(a0.x, a0.y - hgt * a0.p), (a1.x, a1.y - hgt * a1.p),
-                           (a1.x, a1.y - (hgt + 0.12) * a1.p), (a0.x, a0.y - (hgt + 0.12) * a0.p)], mortar)
+                self.poly(
+                    [
+                        (a0.x, a0.y - hgt * a0.p),
+                        (a1.x, a1.y - hgt * a1.p),
+                        (a1.x, a1.y - (hgt + 0.12) * a1.p),
+                        (a0.x, a0.y - (hgt + 0.12) * a0.p),
+                    ],
+                    mortar,
+                )
                 hgt += step
         glass = self.jitter(self.pick(((60, 70, 85), (110, 130, 150), (40, 45, 50), (150, 170, 190))), 12)
         lit = self.jitter((255, 205, 120), 15)
@@ -217,8 +230,10 @@ class Background(Canvas):
 
     def _wall_quad(self, side, m, z0, z1, y0, y1, colour) -> None:
         a0, a1 = self.at(z0, side * m), self.at(z1, side * m)
-        self.poly([(a0.x, a0.y - y0 * a0.p), (a1.x, a1.y - y0 * a1.p), (a1.x, a1.y - y1 * a1.p),
-                   (a0.x, a0.y - y1 * a0.p)], colour)
+        self.poly(
+            [(a0.x, a0.y - y0 * a0.p), (a1.x, a1.y - y0 * a1.p), (a1.x, a1.y - y1 * a1.p), (a0.x, a0.y - y1 * a0.p)],
+            colour,
+        )
 
     def _window_light(self, side, m, z, y0, y1, colour):
         return lambda: self._wall_quad(side, m, z, z + 1.4, y0, y1, colour)
@@ -226,8 +241,9 @@ class Background(Canvas):
     def _tree_row(self, side: int, m: float) -> None:
         z = self.z1 * self.u(0.6, 2.0)
         gap = self.u(7.0, 16.0)
-        crown = self.pick(((45, 100, 45), (70, 120, 50), (35, 80, 45), (210, 120, 30), (200, 170, 40)),
-                          (0.35, 0.25, 0.25, 0.1, 0.05))
+        crown = self.pick(
+            ((45, 100, 45), (70, 120, 50), (35, 80, 45), (210, 120, 30), (200, 170, 40)), (0.35, 0.25, 0.25, 0.1, 0.05)
+        )
         while z < 150.0:
             mt = side * (m + self.u(-0.3, 0.3))
             self.add(z, self._tree(z, mt, self.jitter(crown, 15)), box=(mt, -1.9, 1.9, 6.1))
@@ -239,6 +255,7 @@ class Background(Canvas):
             a.rect(-0.18, 0.0, 0.18, 3.0, (90, 65, 45))
             a.ellipse(0.0, 4.2, 1.9, 1.9, crown)
             a.ellipse(0.6, 3.6, 1.3, 1.2, self.shade(crown, 0.85))
+
         return draw
 
     def _lamps(self) -> None:
@@ -263,4 +280,5 @@ class Background(Canvas):
             a.rect(-side * 1.9, 7.95, -side * 1.3, 8.15, (70, 70, 70))
             if self.tod in ("dusk", "night"):
                 self.lights.append(lambda: a.ellipse(-side * 1.6, 7.95, 0.5, 0.25, glow))
+
         return draw

@@ -13,14 +13,17 @@ class Camera(Canvas):
 
     def finish(self) -> Image.Image:
         for z, _, draw, box, protected in sorted(self.objects, key=lambda item: (-item[0], item[1])):
-            if not protected and box is not None and any(
-                z < z_back and self.covered(z, box, z_back, back) > 0.5 for z_back, back in self.protected
+            if (
+                not protected
+                and box is not None
+                and any(z < z_back and self.covered(z, box, z_back, back) > 0.5 for z_back, back in self.protected)
             ):
                 continue  # would hide most of a roadwork element (or of its decoy)
             draw()
         # Global light: a per-channel gain (time of day, exposure, white balance) as a lookup table.
-        gain = {"day": (256, 256, 256), "overcast": (225, 228, 235), "dusk": (210, 175, 160),
-                "night": (105, 100, 115)}[self.tod]
+        gain = {"day": (256, 256, 256), "overcast": (225, 228, 235), "dusk": (210, 175, 160), "night": (105, 100, 115)}[
+            self.tod
+        ]
         scale = self.u(0.85, 1.12)
         tint = [int(g * scale * self.u(0.94, 1.06)) for g in gain]
         self.image = self.image.point([min(255, (v * t) >> 8) for t in tint for v in range(256)])

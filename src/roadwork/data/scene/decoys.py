@@ -22,8 +22,12 @@ class Decoys(Canvas):
                 kerb = e["side"] * (self.hw + self.u(0.3, 1.0))
                 if abs(m) < self.hw and what != "child" and lo <= kerb <= hi:
                     m = kerb  # bins and hydrants stand on the sidewalk, not in the lane
-                self.add(z, self._small_decoy(z, m, colour, e["white"], what, e["size"]), box=(m,) + e["box"][1:],
-                         protected=True)
+                self.add(
+                    z,
+                    self._small_decoy(z, m, colour, e["white"], what, e["size"]),
+                    box=(m,) + e["box"][1:],
+                    protected=True,
+                )
             elif kind == "worker":
                 self.add_pedestrian(colour, z=z, m=m, protected=True)
             elif kind == "barrier":
@@ -35,8 +39,12 @@ class Decoys(Canvas):
                 if self.chance(0.5):
                     self.add(z, self._shop_sign(z, m, colour, e["white"]), box=e["box"], protected=True)
                 else:
-                    self.add(z, self._other_sign(z, m, self.pick(("stop", "speed", "no_entry", "priority"))),
-                             box=e["box"], protected=True)
+                    self.add(
+                        z,
+                        self._other_sign(z, m, self.pick(("stop", "speed", "no_entry", "priority"))),
+                        box=e["box"],
+                        protected=True,
+                    )
             elif kind == "excavator":
                 self.add_vehicle(colour, z=z, m=m, kind=self.pick(("bus", "truck", "van")), protected=True)
             elif kind == "arrow_board":
@@ -79,6 +87,7 @@ class Decoys(Canvas):
                 a.rect(-0.1 * s, 0.0, 0.1 * s, 0.45 * s, (40, 50, 90))
                 a.rect(-0.14 * s, 0.45 * s, 0.14 * s, 0.85 * s, colour)
                 a.ellipse(0.0, 0.95 * s, 0.08 * s, 0.09 * s, skin)
+
         return draw
 
     def _bench(self, z, m, colour, white):
@@ -89,6 +98,7 @@ class Decoys(Canvas):
             a.rect(-0.9, 0.4, 0.9, 0.5, colour)
             a.rect(-0.9, 0.6, 0.9, 0.7, colour)
             a.rect(-0.9, 0.78, 0.9, 0.88, colour)
+
         return draw
 
     def _shop_sign(self, z, m, colour, white):
@@ -97,4 +107,5 @@ class Decoys(Canvas):
             a.rect(-0.05, 0.0, 0.05, 2.0, (120, 120, 120))
             a.rect(-0.6, 2.0, 0.6, 2.8, colour)
             a.ellipse(0.0, 2.4, 0.22, 0.22, white)
+
         return draw

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-_NUMBER_WORDS = {1: "a", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine",
-                 10: "ten"}
+_NUMBER_WORDS = {
+    1: "a",
+    2: "two",
+    3: "three",
+    4: "four",
+    5: "five",
+    6: "six",
+    7: "seven",
+    8: "eight",
+    9: "nine",
+    10: "ten",
+}
 _NOUNS = {
     "cone": ("traffic cone", "traffic cones"),
     "drum": ("traffic drum", "traffic drums"),

@@ -25,9 +25,12 @@ class People(Canvas):
         extra = self.pick(("", "bag", "umbrella", "cap", "skirt"), (0.5, 0.15, 0.1, 0.15, 0.1))
         extra_colour = self.safety_colour() if self.chance(0.3) else self.jitter(self.pick(CLOTHES), 15)
         height = self.u(0.85, 1.1)
-        self.add(z, lambda: self._figure(self.at(z, m), height, shirt, trousers, skin, hair, extra, extra_colour,
-                                         worker=None), box=(m, -0.3 * height, 0.3 * height, 1.75 * height),
-                 protected=protected)
+        self.add(
+            z,
+            lambda: self._figure(self.at(z, m), height, shirt, trousers, skin, hair, extra, extra_colour, worker=None),
+            box=(m, -0.3 * height, 0.3 * height, 1.75 * height),
+            protected=protected,
+        )
 
     def _figure(self, a, s, shirt, trousers, skin, hair, extra, extra_colour, worker):
         """A standing person, `s` x 1.75 m tall. `worker` = (vest, stripe, helmet, tool) or None."""

@@ -45,15 +45,20 @@ class Roadwork(Canvas):
                 elements.append(self._element(kind, z0 + t * length * 0.7, centre + (t - 0.5) * taper, side))
         if self.chance(0.45):
             for _ in range(int(self.pick((1, 2), (0.75, 0.25)))):
-                elements.append(self._element("barrier", z0 + self.u(0.0, 0.6) * length,
-                                              centre + self.u(-0.6, 0.6), side))
+                elements.append(
+                    self._element("barrier", z0 + self.u(0.0, 0.6) * length, centre + self.u(-0.6, 0.6), side)
+                )
         if self.chance(0.5):
-            elements.append(self._element("sign", z0 + self.u(0.0, 0.3) * length,
-                                          centre + side * self.u(0.5, 2.0), side))
+            elements.append(
+                self._element("sign", z0 + self.u(0.0, 0.3) * length, centre + side * self.u(0.5, 2.0), side)
+            )
         if self.chance(0.45):
             for _ in range(int(self.pick((1, 2, 3, 4), (0.45, 0.3, 0.15, 0.1)))):
-                elements.append(self._element("worker", z0 + self.u(0.0, 0.8) * length,
-                                              centre + self.u(-lane * 0.6, lane * 0.6), side))
+                elements.append(
+                    self._element(
+                        "worker", z0 + self.u(0.0, 0.8) * length, centre + self.u(-lane * 0.6, lane * 0.6), side
+                    )
+                )
         if self.chance(0.12):
             elements.append(self._element("excavator", z0 + self.u(0.2, 1.0) * length, centre, side))
         if self.chance(0.1):
@@ -82,8 +87,16 @@ class Roadwork(Canvas):
     def _element(self, kind: str, z: float, m: float, side: int) -> dict:
         """One planned element: its kind, place, size, (safety) colours and screen box."""
         s = self.u(0.8, 1.25)
-        e = {"kind": kind, "z": z, "m": m, "side": side, "colour": self.safety_colour(),
-             "white": self.jitter((238, 238, 238), 12), "size": s, "style": int(self.rng.integers(4))}
+        e = {
+            "kind": kind,
+            "z": z,
+            "m": m,
+            "side": side,
+            "colour": self.safety_colour(),
+            "white": self.jitter((238, 238, 238), 12),
+            "size": s,
+            "style": int(self.rng.integers(4)),
+        }
         if kind == "worker":
             e["colour"] = self.jitter(self.pick(HIVIS_YELLOW + SAFETY_ORANGE[:2]), 14)
             e["helmet"] = self.jitter(self.pick(((245, 245, 240), (250, 215, 0), (250, 120, 10), (40, 90, 200))), 10)
@@ -93,9 +106,14 @@ class Roadwork(Canvas):
             e["colour"] = self.jitter(self.pick(((245, 190, 0), (250, 160, 0), (240, 210, 40))), 12)
         e["width"] = self.u(1.4, 2.8) * s
         half, height = {
-            "cone": (0.22 * s, 0.7 * s), "drum": (0.36 * s, 1.05 * s), "barrier": (e["width"] / 2, 1.05 * s),
-            "sign": (0.6 * s, 2.4 * s), "worker": (0.3 * s, 1.75 * s), "excavator": (1.6 * s, 3.5 * s),
-            "arrow_board": (1.1, 2.7), "dig": (2.0 * s, 0.1),
+            "cone": (0.22 * s, 0.7 * s),
+            "drum": (0.36 * s, 1.05 * s),
+            "barrier": (e["width"] / 2, 1.05 * s),
+            "sign": (0.6 * s, 2.4 * s),
+            "worker": (0.3 * s, 1.75 * s),
+            "excavator": (1.6 * s, 3.5 * s),
+            "arrow_board": (1.1, 2.7),
+            "dig": (2.0 * s, 0.1),
         }[kind]
         e["box"] = (m, -half, half if kind != "excavator" else 3.5 * s, height)
         return e
@@ -164,8 +182,17 @@ class Roadwork(Canvas):
             elif kind == "worker":
                 tool = self.pick(("", "shovel", "paddle"), (0.5, 0.35, 0.15))
                 stripe = self.jitter((215, 215, 210), 15)
-                self._figure(a, s * 0.95, e["colour"], e["trousers"], self.pick(SKIN), (30, 25, 20), "", (0, 0, 0),
-                             worker=(e["colour"], stripe, e["helmet"], tool, e["sleeve"]))
+                self._figure(
+                    a,
+                    s * 0.95,
+                    e["colour"],
+                    e["trousers"],
+                    self.pick(SKIN),
+                    (30, 25, 20),
+                    "",
+                    (0, 0, 0),
+                    worker=(e["colour"], stripe, e["helmet"], tool, e["sleeve"]),
+                )
             elif kind == "excavator":
                 self._excavator(a, e)
             elif kind == "arrow_board":
@@ -176,6 +203,7 @@ class Roadwork(Canvas):
                     a.ellipse(-0.8 + k * 0.32, 2.1, 0.09, 0.09, lamp)
                 a.ellipse(0.5, 2.4, 0.09, 0.09, lamp)
                 a.ellipse(0.5, 1.8, 0.09, 0.09, lamp)
+
         return draw
 
     def _barrier(self, a: "At", e: dict) -> None:
@@ -247,15 +275,45 @@ class Roadwork(Canvas):
 def _pictogram(a: At, cx: float, cy: float, k: float, colour: Colour) -> None:
     """The 'men at work' pictogram: a digging figure and a pile, inside a box of half-size k."""
     a.ellipse(cx - 0.25 * k, cy + 0.55 * k, 0.13 * k, 0.13 * k, colour)  # head
-    a.poly([(cx - 0.38 * k, cy + 0.4 * k), (cx - 0.18 * k, cy + 0.42 * k), (cx + 0.05 * k, cy - 0.15 * k),
-            (cx - 0.15 * k, cy - 0.2 * k)], colour)  # leaning body
-    a.poly([(cx - 0.15 * k, cy - 0.2 * k), (cx + 0.02 * k, cy - 0.15 * k), (cx - 0.05 * k, cy - 0.75 * k),
-            (cx - 0.2 * k, cy - 0.75 * k)], colour)  # leg
-    a.poly([(cx + 0.02 * k, cy - 0.1 * k), (cx + 0.3 * k, cy - 0.7 * k), (cx + 0.42 * k, cy - 0.75 * k),
-            (cx + 0.1 * k, cy - 0.05 * k)], colour)  # leg
-    a.poly([(cx - 0.3 * k, cy + 0.2 * k), (cx + 0.45 * k, cy - 0.35 * k), (cx + 0.5 * k, cy - 0.28 * k),
-            (cx - 0.25 * k, cy + 0.27 * k)], colour)  # shovel handle
-    a.poly([(cx + 0.35 * k, cy - 0.75 * k), (cx + 0.9 * k, cy - 0.75 * k), (cx + 0.65 * k, cy - 0.4 * k)], colour)  # pile
+    a.poly(
+        [
+            (cx - 0.38 * k, cy + 0.4 * k),
+            (cx - 0.18 * k, cy + 0.42 * k),
+            (cx + 0.05 * k, cy - 0.15 * k),
+            (cx - 0.15 * k, cy - 0.2 * k),
+        ],
+        colour,
+    )  # leaning body
+    a.poly(
+        [
+            (cx - 0.15 * k, cy - 0.2 * k),
+            (cx + 0.02 * k, cy - 0.15 * k),
+            (cx - 0.05 * k, cy - 0.75 * k),
+            (cx - 0.2 * k, cy - 0.75 * k),
+        ],
+        colour,
+    )  # leg
+    a.poly(
+        [
+            (cx + 0.02 * k, cy - 0.1 * k),
+            (cx + 0.3 * k, cy - 0.7 * k),
+            (cx + 0.42 * k, cy - 0.75 * k),
+            (cx + 0.1 * k, cy - 0.05 * k),
+        ],
+        colour,
+    )  # leg
+    a.poly(
+        [
+            (cx - 0.3 * k, cy + 0.2 * k),
+            (cx + 0.45 * k, cy - 0.35 * k),
+            (cx + 0.5 * k, cy - 0.28 * k),
+            (cx - 0.25 * k, cy + 0.27 * k),
+        ],
+        colour,
+    )  # shovel handle
+    a.poly(
+        [(cx + 0.35 * k, cy - 0.75 * k), (cx + 0.9 * k, cy - 0.75 * k), (cx + 0.65 * k, cy - 0.4 * k)], colour
+    )  # pile
 
 
 def _clip_box(points, x0: float, y0: float, x1: float, y1: float):
@@ -280,8 +338,12 @@ def _clip_box(points, x0: float, y0: float, x1: float, y1: float):
         return lambda p, q: (p[0] + (q[0] - p[0]) * (y - p[1]) / (q[1] - p[1]), y)
 
     pts = list(points)
-    for inside, cut in ((lambda p: p[0] >= x0, at_x(x0)), (lambda p: p[0] <= x1, at_x(x1)),
-                        (lambda p: p[1] >= y0, at_y(y0)), (lambda p: p[1] <= y1, at_y(y1))):
+    for inside, cut in (
+        (lambda p: p[0] >= x0, at_x(x0)),
+        (lambda p: p[0] <= x1, at_x(x1)),
+        (lambda p: p[1] >= y0, at_y(y0)),
+        (lambda p: p[1] <= y1, at_y(y1)),
+    ):
         pts = clip(pts, inside, cut)
         if not pts:
             break

@@ -19,15 +19,37 @@ class StreetLife(Canvas):
             z = self.z_range(0.7, 0.08)
             side = self.pick((-1, 1), (0.3, 0.7))
             m = side * (self.hw + self.u(0.4, 1.5))
-            self.add(z, self._other_sign(z, m, self.pick(
-                ("speed", "no_entry", "stop", "blue_round", "parking", "give_way", "priority", "warning",
-                 "street_name", "bus_stop"),
-                (0.2, 0.08, 0.1, 0.12, 0.12, 0.1, 0.08, 0.07, 0.08, 0.05))), box=(m, -0.45, 0.45, 3.4))
+            self.add(
+                z,
+                self._other_sign(
+                    z,
+                    m,
+                    self.pick(
+                        (
+                            "speed",
+                            "no_entry",
+                            "stop",
+                            "blue_round",
+                            "parking",
+                            "give_way",
+                            "priority",
+                            "warning",
+                            "street_name",
+                            "bus_stop",
+                        ),
+                        (0.2, 0.08, 0.1, 0.12, 0.12, 0.1, 0.08, 0.07, 0.08, 0.05),
+                    ),
+                ),
+                box=(m, -0.45, 0.45, 3.4),
+            )
         if self.chance(0.2):
             z = self.z_range(0.6, 0.1)
             m = self.pick((-1, 1)) * (self.hw + self.u(0.3, 1.2))
-            self.add(z, self._bin(z, m, self.jitter(self.pick(((40, 90, 50), (60, 60, 65), (30, 60, 120))), 12)),
-                     box=(m, -0.33, 0.33, 1.1))
+            self.add(
+                z,
+                self._bin(z, m, self.jitter(self.pick(((40, 90, 50), (60, 60, 65), (30, 60, 120))), 12)),
+                box=(m, -0.33, 0.33, 1.1),
+            )
 
     def _other_sign(self, z, m, kind):
         """Traffic signs that are not roadwork signs (shape and colour distractors)."""
@@ -51,13 +73,34 @@ class StreetLife(Canvas):
                 a.rect(-0.7 * r, c - 0.15 * r, 0.7 * r, c + 0.15 * r, white)
             elif kind == "stop":
                 k = r * 0.414
-                a.poly([(-k, c + r), (k, c + r), (r, c + k), (r, c - k), (k, c - r), (-k, c - r), (-r, c - k),
-                        (-r, c + k)], red)
+                a.poly(
+                    [
+                        (-k, c + r),
+                        (k, c + r),
+                        (r, c + k),
+                        (r, c - k),
+                        (k, c - r),
+                        (-k, c - r),
+                        (-r, c - k),
+                        (-r, c + k),
+                    ],
+                    red,
+                )
                 a.rect(-0.6 * r, c - 0.12 * r, 0.6 * r, c + 0.12 * r, white)
             elif kind == "blue_round":
                 a.ellipse(0, c, r, r, blue)
-                a.poly([(-0.1 * r, c - 0.6 * r), (0.1 * r, c - 0.6 * r), (0.1 * r, c + 0.2 * r), (0.35 * r, c + 0.2 * r),
-                        (0.0, c + 0.65 * r), (-0.35 * r, c + 0.2 * r), (-0.1 * r, c + 0.2 * r)], white)
+                a.poly(
+                    [
+                        (-0.1 * r, c - 0.6 * r),
+                        (0.1 * r, c - 0.6 * r),
+                        (0.1 * r, c + 0.2 * r),
+                        (0.35 * r, c + 0.2 * r),
+                        (0.0, c + 0.65 * r),
+                        (-0.35 * r, c + 0.2 * r),
+                        (-0.1 * r, c + 0.2 * r),
+                    ],
+                    white,
+                )
             elif kind == "parking":
                 a.rect(-r, c - r, r, c + r, blue)
                 a.rect(-0.35 * r, c - 0.6 * r, -0.1 * r, c + 0.6 * r, white)
@@ -81,6 +124,7 @@ class StreetLife(Canvas):
             else:  # bus stop: yellow/green round sign
                 a.ellipse(0, c, r, r, self.pick(((250, 205, 30), (40, 130, 60))))
                 a.ellipse(0, c, r * 0.6, r * 0.6, white)
+
         return draw
 
     def _bin(self, z, m, colour):
@@ -89,4 +133,5 @@ class StreetLife(Canvas):
             a.rect(-0.3, 0.0, 0.3, 1.0, colour)
             a.rect(-0.33, 1.0, 0.33, 1.1, self.shade(colour, 0.75))
             a.rect(-0.25, 0.0, -0.15, 0.08, (20, 20, 20))
+
         return draw

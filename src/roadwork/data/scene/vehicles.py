@@ -11,8 +11,9 @@ from roadwork.data.scene.palette import VEHICLE_BOX, Colour
 class Vehicles(Canvas):
     """Places and draws vehicles."""
 
-    def add_vehicle(self, colour: Colour, z: float = 0.0, m: Optional[float] = None, kind: str = "",
-                    protected: bool = False) -> float:
+    def add_vehicle(
+        self, colour: Colour, z: float = 0.0, m: Optional[float] = None, kind: str = "", protected: bool = False
+    ) -> float:
         lane = 2 * self.hw / self.lanes
         if m is None:
             k = int(self.rng.integers(self.lanes))
@@ -70,6 +71,7 @@ class Vehicles(Canvas):
                 a.rect(x0, y0, x1, y1, light_colour if not night else self.shade(light_colour, 0.7))
                 if night:
                     self.lights.append(self._lamp_glow(a, x0, y0, x1, y1, light_colour))
+
         return draw
 
     def _lamp_glow(self, a, x0, y0, x1, y1, colour):
