@@ -52,7 +52,7 @@ from roadwork.stages.common import (
     open_live,
     params,
 )
-from roadwork.stages.export import BATCH, rounded, score_views
+from roadwork.stages.export import BATCH, bundle_record, rounded, score_views
 
 log = logging.getLogger(__name__)
 
@@ -346,15 +346,7 @@ def evaluate(
             "power": power,
             "multiview": multiview,
             "latency": latency,
-            "bundle": {
-                "model": calibration["model"],
-                "temperature": calibration["temperature"],
-                "threshold_logit": calibration["threshold_logit"],
-                "threshold_probability": calibration["threshold_probability"],
-                "model_sha256": manifest["model_sha256"],
-                "onnx": manifest.get("onnx") is not None,
-                "views": protocol["views"],
-            },
+            "bundle": bundle_record(calibration, manifest, protocol["views"]),
         }
     )
 

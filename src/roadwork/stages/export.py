@@ -35,6 +35,19 @@ class ExportError(Exception):
     """The inputs cannot make a bundle (e.g. weights that are not the calibrated ones)."""
 
 
+def bundle_record(calibration: dict, manifest: dict, views: str) -> dict:
+    """What a report says about the bundle: the model, its folded T and t, its weights' hash, its views."""
+    return {
+        "model": calibration["model"],
+        "temperature": calibration["temperature"],
+        "threshold_logit": calibration["threshold_logit"],
+        "threshold_probability": calibration["threshold_probability"],
+        "model_sha256": manifest["model_sha256"],
+        "onnx": manifest.get("onnx") is not None,
+        "views": views,
+    }
+
+
 def rounded(obj, digits: int = 6):
     if isinstance(obj, float):
         return round(obj, digits)
@@ -167,15 +180,7 @@ def export(
         timings["decision_s"] = time.monotonic() - started - timings["build_s"]
     return rounded(
         {
-            "bundle": {
-                "model": calibration["model"],
-                "temperature": calibration["temperature"],
-                "threshold_logit": calibration["threshold_logit"],
-                "threshold_probability": calibration["threshold_probability"],
-                "model_sha256": manifest["model_sha256"],
-                "onnx": manifest.get("onnx") is not None,
-                "views": "multi" if decision["use_multiview"] else "single",
-            },
+            "bundle": bundle_record(calibration, manifest, "multi" if decision["use_multiview"] else "single"),
             "checks": manifest["checks"],
             "onnx": manifest.get("onnx"),
             "sizes_bytes": {**sizes, "total": sum(sizes.values())},
