@@ -106,21 +106,16 @@ def fit(
     if train_params.feature_cache:
         # Frozen backbone: features once, then epochs over the head alone (no image augmentation).
         batch = max(1, train_params.batch_size // dist.world_size)
-        train_set = extract_features(
-            model,
-            ImageDataset(examples["train"], cache, evaluate_tf),
-            batch,
-            dist,
-            train_params.precision,
-            train_params.num_workers,
-        )
-        val_set = extract_features(
-            model,
-            ImageDataset(examples["val_select"], cache, evaluate_tf),
-            batch,
-            dist,
-            train_params.precision,
-            train_params.num_workers,
+        train_set, val_set = (
+            extract_features(
+                model,
+                ImageDataset(examples[split], cache, evaluate_tf),
+                batch,
+                dist,
+                train_params.precision,
+                train_params.num_workers,
+            )
+            for split in ("train", "val_select")
         )
         state = train(model, train_set, val_set, train_params, run_dir, dist, live, forward_name="head")
     else:
